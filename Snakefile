@@ -1,0 +1,21 @@
+# mmsurv: multimodal (WSI + genomics) survival prediction, from a GDC manifest to paper tables.
+# Rules live in rules/*.smk, helpers and config validation in rules/common.smk, the real code in
+# the mmsurv package (src/mmsurv); workflow/scripts/ only passes Snakemake's values to it.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/manifest.smk"
+include: "rules/fetch.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_output(),

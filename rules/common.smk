@@ -1,0 +1,92 @@
+# Helpers shared by all rules: config and sample-sheet validation, cohort look-ups, targets.
+import functools
+import re
+from pathlib import Path
+
+import pandas as pd
+from snakemake.utils import validate
+
+validate(config, schema="../workflow/schemas/config.schema.yaml")
+
+RESULTS = config["results"]
+LOGS = f"{RESULTS}/logs"
+BENCHMARKS = f"{RESULTS}/benchmarks"
+COHORTS = list(config["cohorts"])
+DOWNLOAD = config["download"]
+
+
+def check_cohorts():
+    """Fail before any job with a message naming the cohort and key that is missing."""
+    if DOWNLOAD["source"] == "local":
+        for name, cohort in config["cohorts"].items():
+            if "slides_dir" not in cohort:
+                raise ValueError(
+                    f"config: cohorts.{name}.slides_dir is required when download.source is 'local'"
+                )
+
+
+check_cohorts()
+
+
+wildcard_constraints:
+    cohort="|".join(re.escape(name) for name in COHORTS),
+    slide=r"[^/]+",
+
+
+def cohort_file(key):
+    """Input function returning the path of ``key`` (manifest, table, ...) of the cohort."""
+
+    def _path(wildcards):
+        return config["cohorts"][wildcards.cohort][key]
+
+    return _path
+
+
+@functools.cache
+def _read_samples(path, mtime):
+    samples = pd.read_csv(
+        path, sep="\t", dtype={"size": "int64"}, keep_default_na=False
+    )
+    validate(samples, schema="../workflow/schemas/samples.schema.yaml")
+    return samples.set_index("slide", drop=False)
+
+
+def cohort_samples(cohort):
+    """The validated sample sheet of a cohort (available once checkpoint clean_manifest ran)."""
+    path = checkpoints.clean_manifest.get(cohort=cohort).output.samples
+    return _read_samples(path, Path(path).stat().st_mtime_ns)
+
+
+def sample_row(wildcards):
+    """The sample-sheet row (dict) of the slide ``wildcards.slide`` of ``wildcards.cohort``."""
+    samples = cohort_samples(wildcards.cohort)
+    if wildcards.slide not in samples.index:
+        raise ValueError(
+            f"slide {wildcards.slide} is not in the sample sheet of cohort {wildcards.cohort}"
+        )
+    return samples.loc[wildcards.slide].to_dict()
+
+
+def fetch_slide_input(wildcards):
+    """For download.source local, the slide in the cohort's slides_dir (so a missing one is named)."""
+    if DOWNLOAD["source"] != "local":
+        return {}
+    row = sample_row(wildcards)
+    return {
+        "slide": str(
+            Path(config["cohorts"][wildcards.cohort]["slides_dir"]) / row["slide_id"]
+        )
+    }
+
+
+def cohort_slides(wildcards):
+    """Every fetched slide of a cohort."""
+    samples = cohort_samples(wildcards.cohort)
+    return [
+        f"{RESULTS}/{wildcards.cohort}/slides/{slide}.svs" for slide in samples["slide"]
+    ]
+
+
+def get_final_output():
+    """Targets of rule all."""
+    return expand(f"{RESULTS}/{{cohort}}/slides.tsv", cohort=COHORTS)

@@ -1,0 +1,139 @@
+"""Cohort tables in the MCAT format: clinical metadata and genomic features, one row per slide.
+
+The MCAT release (Chen et al., ICCV 2021) of the TCGA tables is what MCAT, MOTCat, MoME, MMM and
+HDMoE all train on, and the demo cohort is written in the same format. Column order differs
+between files and some carry stray ``Unnamed: 0`` index columns, so this loader selects metadata
+columns by NAME and genomic columns by SUFFIX (``_rnaseq``, ``_cnv``, ``_mut``), never by position.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+GENOMIC_SUFFIXES = ("_mut", "_cnv", "_rnaseq")
+REQUIRED_COLUMNS = ("case_id", "slide_id", "survival_months", "censorship")
+OPTIONAL_METADATA = ("site", "is_female", "oncotree_code", "age")
+IGNORED_COLUMNS = ("train",)  # legacy split flag of some MCAT files; the split files rule
+
+
+class CohortError(ValueError):
+    """A cohort table or signatures file is malformed; the message names the file, row and column."""
+
+
+@dataclass(frozen=True)
+class CohortTable:
+    """A cohort table split into metadata (by name) and genomic features (by suffix), per slide row."""
+
+    path: Path
+    metadata: pd.DataFrame
+    genomics: pd.DataFrame
+
+    @property
+    def case_ids(self) -> list[str]:
+        """Distinct case ids, in table order."""
+        return list(dict.fromkeys(self.metadata["case_id"]))
+
+    def patients(self) -> pd.DataFrame:
+        """One row per case (the first slide row of each case, as MCAT does), metadata + genomics."""
+        first = ~self.metadata["case_id"].duplicated(keep="first")
+        joined = pd.concat([self.metadata.loc[first], self.genomics.loc[first]], axis=1)
+        return joined.reset_index(drop=True)
+
+    def slides_of_case(self) -> dict[str, list[str]]:
+        """Mapping case_id → slide_ids listed in the table."""
+        return self.metadata.groupby("case_id", sort=False)["slide_id"].apply(list).to_dict()
+
+
+def genomic_columns(columns) -> list[str]:
+    """The genomic feature columns of a table: names ending in ``_mut``, ``_cnv`` or ``_rnaseq``."""
+    return [column for column in columns if str(column).endswith(GENOMIC_SUFFIXES)]
+
+
+def read_cohort_table(path: str | os.PathLike) -> CohortTable:
+    """Load an MCAT-format table (``.csv`` or ``.csv.gz``), validating the survival columns."""
+    path = Path(path)
+    try:
+        raw = pd.read_csv(path, low_memory=False)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise CohortError(f"{path}: cannot be read as a CSV table ({error})") from error
+    missing = [column for column in REQUIRED_COLUMNS if column not in raw.columns]
+    if missing:
+        raise CohortError(f"{path}: missing column(s) {', '.join(missing)} (an MCAT-format table has {', '.join(REQUIRED_COLUMNS)})")
+    metadata_columns = list(REQUIRED_COLUMNS) + [c for c in OPTIONAL_METADATA if c in raw.columns]
+    metadata = raw.loc[:, metadata_columns].copy()
+    metadata["case_id"] = metadata["case_id"].astype(str)
+    metadata["slide_id"] = metadata["slide_id"].astype(str)
+    _validate_survival(path, metadata)
+    genomics = raw.loc[:, genomic_columns(raw.columns)].astype("float32")
+    _validate_genomics(path, genomics)
+    return CohortTable(path=path, metadata=metadata.reset_index(drop=True), genomics=genomics.reset_index(drop=True))
+
+
+def _row_label(index: int) -> str:
+    return f"row {index + 2}"  # 1-based file line, header on line 1
+
+
+def _validate_survival(path: Path, metadata: pd.DataFrame) -> None:
+    months = pd.to_numeric(metadata["survival_months"], errors="coerce")
+    bad = months.isna() | (months < 0)
+    if bad.any():
+        index = int(np.flatnonzero(bad.to_numpy())[0])
+        raise CohortError(
+            f"{path}: {_row_label(index)} (case {metadata['case_id'].iloc[index]}): field 'survival_months' "
+            f"{metadata['survival_months'].iloc[index]!r} is not a non-negative number"
+        )
+    censorship = pd.to_numeric(metadata["censorship"], errors="coerce")
+    bad = ~censorship.isin([0, 1])
+    if bad.any():
+        index = int(np.flatnonzero(bad.to_numpy())[0])
+        raise CohortError(
+            f"{path}: {_row_label(index)} (case {metadata['case_id'].iloc[index]}): field 'censorship' "
+            f"{metadata['censorship'].iloc[index]!r} must be 0 (death observed) or 1 (censored)"
+        )
+    metadata["survival_months"] = months.astype("float64")
+    metadata["censorship"] = censorship.astype("int64")
+
+
+def _validate_genomics(path: Path, genomics: pd.DataFrame) -> None:
+    if genomics.empty:
+        return
+    non_finite = ~np.isfinite(genomics.to_numpy())
+    if non_finite.any():
+        row, column = (int(v[0]) for v in np.nonzero(non_finite))
+        raise CohortError(f"{path}: {_row_label(row)}: genomic column '{genomics.columns[column]}' is missing or not finite")
+
+
+def read_case_ids(path: str | os.PathLike) -> set[str]:
+    """The case ids of a cohort table (reads only the ``case_id`` column)."""
+    try:
+        cases = pd.read_csv(path, usecols=["case_id"], dtype=str)["case_id"]
+    except ValueError as error:
+        raise CohortError(f"{path}: no 'case_id' column ({error})") from error
+    return set(cases.dropna())
+
+
+def read_signatures(path: str | os.PathLike) -> dict[str, list[str]]:
+    """MCAT's ``signatures.csv``: one column per gene family, gene symbols, NaN-padded."""
+    table = pd.read_csv(path, dtype=str)
+    families = {str(family): table[family].dropna().str.strip().tolist() for family in table.columns}
+    if not families or not any(families.values()):
+        raise CohortError(f"{path}: no gene family columns with genes")
+    return families
+
+
+def signature_groups(columns, signatures: dict[str, list[str]]) -> dict[str, list[str]]:
+    """MCAT's ``apply_sig`` genomic groups: per family, the ``gene+suffix`` columns present, sorted.
+
+    For every gene of a family the candidates ``GENE_mut``, ``GENE_cnv`` and ``GENE_rnaseq`` are
+    kept when the table has them; each group is sorted by name (as MCAT sorts it).
+    """
+    available = set(genomic_columns(columns))
+    return {
+        family: sorted({gene + suffix for gene in genes for suffix in GENOMIC_SUFFIXES} & available)
+        for family, genes in signatures.items()
+    }

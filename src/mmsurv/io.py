@@ -1,0 +1,73 @@
+"""Crash-safe file output shared by every stage.
+
+A stage never leaves a half-written file where a rerun would trust it: it writes to a temporary
+file in the destination folder and renames it into place only when the content is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+MD5_CHUNK = 8 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; rename it onto ``dest`` if the block succeeds.
+
+    The temporary file keeps ``dest``'s suffix (or ``suffix``) so libraries that pick a format from
+    the extension (pandas, tifffile, h5py, matplotlib) behave as for the final name. On any
+    exception the temporary file is removed and ``dest`` is left untouched.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{dest.name}.", suffix=f".tmp{suffix if suffix is not None else dest.suffix}",
+        dir=dest.parent,
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_text(dest: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``dest`` atomically."""
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_write_bytes(dest: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``dest`` atomically."""
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_symlink(target: str | os.PathLike, link: str | os.PathLike) -> None:
+    """Create (or replace) the symbolic link ``link`` → ``target`` atomically."""
+    link = Path(link)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.lnk")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(os.fspath(target), tmp)
+    os.replace(tmp, link)
+
+
+def md5_file(path: str | os.PathLike, chunk_size: int = MD5_CHUNK) -> str:
+    """Hex md5 digest of a file, read in chunks so memory stays flat for multi-GB slides."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()

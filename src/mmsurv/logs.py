@@ -1,0 +1,19 @@
+"""Logging set-up shared by the CLI and the Snakemake scripts (one format, optional log file)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
+    """Send package logs to stderr and, when given, to ``log_file`` (Snakemake's ``log:``)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
+    logging.captureWarnings(True)

@@ -1,0 +1,17 @@
+"""Snakemake glue for checkpoint clean_manifest → mmsurv.gdc.manifest.clean_manifest_files."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+
+from mmsurv.gdc.manifest import clean_manifest_files
+from mmsurv.logs import setup_logging
+
+setup_logging(snakemake.log[0])
+clean_manifest_files(
+    snakemake.input.manifest,
+    snakemake.input.table,
+    snakemake.output.manifest,
+    snakemake.output.samples,
+    snakemake.output.dropped,
+)
