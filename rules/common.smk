@@ -1,11 +1,18 @@
 # Helpers shared by all rules: config and sample-sheet validation, cohort look-ups, targets.
 import functools
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
 from snakemake.utils import validate
 
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from mmsurv.config import check_config
+
+# Our check first: it names every bad key at once; then Snakemake's (fills schema defaults).
+check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 validate(config, schema="../workflow/schemas/config.schema.yaml")
 
 RESULTS = config["results"]

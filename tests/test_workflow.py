@@ -1,0 +1,134 @@
+"""The Snakemake workflow itself: lint and format clean, config checked first, demo run end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SNAKEMAKE = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile")]
+
+SMALL_DEMO = {"outdir": "resources/demo", "patients": 6, "seed": 1, "width": 1024, "height": 768, "genes": 24}
+
+
+def demo_config(**changes) -> dict:
+    cohort = {
+        "manifest": "resources/demo/gdc_manifest.txt",
+        "table": "resources/demo/tcga_demo_all_clean.csv.gz",
+        "splits_dir": "resources/demo/splits",
+        "signatures": "resources/demo/signatures.csv",
+        "slides_dir": "resources/demo/slides",
+    }
+    config = {"results": "results", "demo": dict(SMALL_DEMO), "cohorts": {"demo": cohort},
+              "download": {"source": "local", "verify_md5": True, "link": "symlink"}}
+    config.update(changes)
+    return config
+
+
+def run_snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    command = [*SNAKEMAKE, "-d", str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_lint_is_clean():
+    result = subprocess.run([*SNAKEMAKE, "--lint"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_snakefmt_check_is_clean():
+    files = [str(REPO / "Snakefile"), *map(str, sorted((REPO / "rules").glob("*.smk")))]
+    result = subprocess.run([str(BIN / "snakefmt"), "--check", *files], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_default_config_follows_the_schema():
+    from mmsurv.config import check_config
+
+    check_config(yaml.safe_load((REPO / "config/config.yaml").read_text()), REPO / "workflow/schemas/config.schema.yaml")
+
+
+def test_bad_config_stops_before_any_job_naming_every_bad_key(tmp_path):
+    config = demo_config(download={"source": "ftp"})
+    config["cohorts"]["demo"]["spltis_dir"] = "x"
+    result = run_snakemake(tmp_path, config)
+    assert result.returncode != 0
+    assert "cohorts.demo.spltis_dir: unexpected key" in result.stderr
+    assert "download.source: 'ftp' is not one of" in result.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
+
+
+def test_local_source_needs_slides_dir(tmp_path):
+    config = demo_config()
+    del config["cohorts"]["demo"]["slides_dir"]
+    result = run_snakemake(tmp_path, config, "-n")
+    assert result.returncode != 0
+    assert "cohorts.demo.slides_dir is required" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The demo workflow with two cohorts over the same generated data."""
+    workdir = tmp_path_factory.mktemp("run")
+    config = demo_config()
+    config["cohorts"]["second"] = dict(config["cohorts"]["demo"])
+    result = run_snakemake(workdir, config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+@pytest.mark.parametrize("cohort", ["demo", "second"])
+def test_demo_run_links_every_cleaned_slide_per_cohort(demo_run, cohort):
+    samples = pd.read_csv(demo_run / f"results/{cohort}/manifest/samples.tsv", sep="\t")
+    inventory = pd.read_csv(demo_run / f"results/{cohort}/slides.tsv", sep="\t")
+    table = pd.read_csv(demo_run / "resources/demo/tcga_demo_all_clean.csv.gz")
+    assert sorted(inventory["slide_id"]) == sorted(samples["slide_id"]) == sorted(table["slide_id"])
+    for row in inventory.itertuples():
+        link = demo_run / row.path
+        assert link.is_symlink() and link.resolve() == (demo_run / "resources/demo/slides" / row.slide_id).resolve()
+    dropped = pd.read_csv(demo_run / f"results/{cohort}/manifest/dropped.tsv", sep="\t")
+    assert set(dropped["reason"]) == {"duplicate_row", "not_diagnostic", "case_not_in_table"}
+    log = (demo_run / f"results/logs/clean_manifest/{cohort}.log").read_text()
+    assert "dropped 2 rows: not_diagnostic" in log
+
+
+def test_rerun_has_nothing_to_do(demo_run):
+    result = run_snakemake(demo_run, yaml.safe_load((demo_run / "config.yaml").read_text()), "-n")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_a_corrupt_local_slide_fails_naming_it(tmp_path, demo_run):
+    """Same data, one slide altered after the manifest was written: the run names that slide."""
+    data = tmp_path / "resources"
+    (data / "demo").mkdir(parents=True)
+    for name in ("gdc_manifest.txt", "tcga_demo_all_clean.csv.gz", "signatures.csv"):
+        (data / "demo" / name).write_bytes((demo_run / "resources/demo" / name).read_bytes())
+    (data / "demo/splits").symlink_to(demo_run / "resources/demo/splits")
+    (data / "demo/slides").mkdir()
+    slides = sorted((demo_run / "resources/demo/slides").iterdir())
+    for slide in slides:
+        (data / "demo/slides" / slide.name).write_bytes(slide.read_bytes())
+    samples = pd.read_csv(demo_run / "results/demo/manifest/samples.tsv", sep="\t")
+    victim = samples["slide_id"].iloc[0]
+    corrupted = bytearray((data / "demo/slides" / victim).read_bytes())
+    corrupted[-100] ^= 0xFF
+    (data / "demo/slides" / victim).write_bytes(bytes(corrupted))
+    config = demo_config()
+    del config["demo"]
+    result = run_snakemake(tmp_path, config, "--keep-going")
+    assert result.returncode != 0
+    log = (tmp_path / f"results/logs/fetch_slide/demo/{victim[:-4]}.log").read_text()
+    assert f"slide {victim[:-4]}: md5 of" in log and "the manifest says" in log
+    assert not (tmp_path / f"results/demo/slides/{victim[:-4]}.svs").exists()
+    linked = list((tmp_path / "results/demo/slides").iterdir())
+    assert len(linked) == len(samples) - 1, "with --keep-going the other slides are still linked"
