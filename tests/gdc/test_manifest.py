@@ -63,7 +63,7 @@ def test_parse_tcga_slide():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("id\tfilename\tmd5\tsize\n" + f"f1\t{DX}\t{MD5}\t10\n", "missing column(s) state"),
+        ("id\tfilename\tmd5\tsize\n" + f"f1\t{DX}\t{MD5}\t10\n", r"missing column\(s\) state"),
         (HEADER + f"f1\t{DX}\tnot-an-md5\t10\treleased\n", r"manifest.txt:2: field 'md5' 'not-an-md5'"),
         (HEADER + f"f1\t{DX}\t{MD5}\t10\treleased\nf2\tTCGA-AB-1234-01Z-00-DX2.svs\t{MD5}\t1e3\treleased\n",
          r"manifest.txt:3: field 'size' '1e3' is not a non-negative integer"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mmsurv.fetch.gdc import fetch_gdc
 from mmsurv.fetch.local import fetch_local
 
 
@@ -22,4 +23,6 @@ def fetch_slide(sample: dict, dest: str | os.PathLike, download: dict, local_sou
             local_source, dest, slide=sample["slide"], size=int(sample["size"]), md5=sample["md5"],
             verify_md5=download.get("verify_md5", True), mode=download.get("link", "symlink"),
         )
+    if source == "gdc":
+        return fetch_gdc(sample, dest, download)
     raise ValueError(f"download.source {source!r} is not supported (use 'local' or 'gdc')")
