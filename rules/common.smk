@@ -20,6 +20,7 @@ LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
 COHORTS = list(config["cohorts"])
 DOWNLOAD = config["download"]
+SAMPLES_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/samples.schema.yaml")
 
 
 def check_cohorts():
@@ -54,7 +55,9 @@ def _read_samples(path, mtime):
     samples = pd.read_csv(
         path, sep="\t", dtype={"size": "int64"}, keep_default_na=False
     )
-    validate(samples, schema="../workflow/schemas/samples.schema.yaml")
+    # absolute schema path: input functions run after Snakefile parsing, when relative
+    # paths can no longer be resolved against the including file
+    validate(samples, schema=SAMPLES_SCHEMA)
     return samples.set_index("slide", drop=False)
 
 

@@ -62,8 +62,9 @@ def test_bad_config_stops_before_any_job_naming_every_bad_key(tmp_path):
     config["cohorts"]["demo"]["spltis_dir"] = "x"
     result = run_snakemake(tmp_path, config)
     assert result.returncode != 0
-    assert "cohorts.demo.spltis_dir: unexpected key" in result.stderr
-    assert "download.source: 'ftp' is not one of" in result.stderr
+    output = result.stdout + result.stderr
+    assert "cohorts.demo.spltis_dir: unexpected key" in output
+    assert "download.source: 'ftp' is not one of" in output
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
 
 
@@ -72,7 +73,7 @@ def test_local_source_needs_slides_dir(tmp_path):
     del config["cohorts"]["demo"]["slides_dir"]
     result = run_snakemake(tmp_path, config, "-n")
     assert result.returncode != 0
-    assert "cohorts.demo.slides_dir is required" in result.stderr
+    assert "cohorts.demo.slides_dir is required" in result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def demo_run(tmp_path_factory):
     config = demo_config()
     config["cohorts"]["second"] = dict(config["cohorts"]["demo"])
     result = run_snakemake(workdir, config)
-    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return workdir
 
 

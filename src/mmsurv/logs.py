@@ -17,3 +17,10 @@ def setup_logging(log_file: str | os.PathLike | None = None, level: int = loggin
         handlers.append(logging.FileHandler(log_file, mode="w"))
     logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
     logging.captureWarnings(True)
+    if log_file:
+        sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(kind, error, traceback) -> None:
+    """Put a stage's fatal error into its log file too (Snakemake shows the log of a failed job)."""
+    logging.getLogger("mmsurv").critical("%s: %s", kind.__name__, error, exc_info=(kind, error, traceback))

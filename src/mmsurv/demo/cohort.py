@@ -20,6 +20,7 @@ table, so that manifest cleaning has something to clean.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import uuid
@@ -32,7 +33,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from mmsurv.demo.slides import SlideSpec, make_slide
-from mmsurv.io import atomic_path, md5_file
+from mmsurv.io import atomic_path, atomic_write_bytes, md5_file
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +225,8 @@ def _write_table(path: Path, patients: pd.DataFrame, slides: pd.DataFrame, genom
     table.insert(4, "oncotree_code", "DEMO")
     metadata = ["case_id", "slide_id", "site", "is_female", "oncotree_code", "age", "survival_months", "censorship"]
     table = table.loc[:, metadata + list(genomics.columns)]
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=True, compression="gzip")  # MCAT files carry an unnamed index column
+    # MCAT files carry an unnamed index column; gzip without name/mtime so a seed gives identical bytes
+    atomic_write_bytes(path, gzip.compress(table.to_csv(index=True).encode(), mtime=0))
 
 
 def _write_signatures(path: Path, rng: np.random.Generator, genes: list[str]) -> None:
