@@ -32,6 +32,7 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
     )
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give outputs the usual permissions
     try:
         yield tmp
         os.replace(tmp, dest)
@@ -39,6 +40,12 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(dest: str | os.PathLike, text: str) -> None:
