@@ -13,6 +13,7 @@ include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/manifest.smk"
 include: "rules/fetch.smk"
+include: "rules/wsi.smk"
 
 
 rule all:

@@ -97,6 +97,24 @@ def cohort_slides(wildcards):
     ]
 
 
+def patching_params(wildcards):
+    """Patching settings of a cohort: the global ``patching`` section, preset overridable per cohort."""
+    settings = dict(config.get("patching", {}))
+    cohort_preset = config["cohorts"][wildcards.cohort].get("preset")
+    settings["preset"] = cohort_preset or settings.get("preset", "tcga")
+    return settings
+
+
+def cohort_patches(wildcards):
+    """The patch-coordinate summaries of every slide of a cohort."""
+    samples = cohort_samples(wildcards.cohort)
+    return [
+        f"{RESULTS}/{wildcards.cohort}/wsi/{slide}.json" for slide in samples["slide"]
+    ]
+
+
 def get_final_output():
     """Targets of rule all."""
-    return expand(f"{RESULTS}/{{cohort}}/slides.tsv", cohort=COHORTS)
+    return expand(f"{RESULTS}/{{cohort}}/slides.tsv", cohort=COHORTS) + expand(
+        f"{RESULTS}/{{cohort}}/wsi/patching.tsv", cohort=COHORTS
+    )

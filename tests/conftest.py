@@ -6,20 +6,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+from mmsurv_testdata import REPO, SHARED, shared_path  # noqa: F401  (re-exported for tests)
 
 # Small enough for a few seconds, big enough for 5 folds and every manifest oddity.
 SMALL_DEMO = dict(patients=10, seed=3, width=1024, height=768, genes=30, informative_genes=6,
                   extra_slide_size=(512, 512))
-
-
-def shared_path(*parts: str) -> Path:
-    """A path below ../shared, or skip the test when ../shared (or that file) is absent."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"needs {path} (real public data in ../shared, present in CI)")
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SNAKEMAKE = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile")]
 
-SMALL_DEMO = {"outdir": "resources/demo", "patients": 6, "seed": 1, "width": 1024, "height": 768, "genes": 24}
+SMALL_DEMO = {"outdir": "resources/demo", "patients": 6, "seed": 1, "width": 2048, "height": 1536, "genes": 24}
 
 
 def demo_config(**changes) -> dict:
@@ -27,6 +27,7 @@ def demo_config(**changes) -> dict:
         "slides_dir": "resources/demo/slides",
     }
     config = {"results": "results", "demo": dict(SMALL_DEMO), "cohorts": {"demo": cohort},
+              "patching": {"preset": "tcga", "segment": {"min_tissue_mm2": 0.02}},
               "download": {"source": "local", "verify_md5": True, "link": "symlink"}}
     config.update(changes)
     return config
@@ -100,6 +101,21 @@ def test_demo_run_links_every_cleaned_slide_per_cohort(demo_run, cohort):
     assert set(dropped["reason"]) == {"duplicate_row", "not_diagnostic", "case_not_in_table"}
     log = (demo_run / f"results/logs/clean_manifest/{cohort}.log").read_text()
     assert "dropped 2 rows: not_diagnostic" in log
+
+
+@pytest.mark.parametrize("cohort", ["demo", "second"])
+def test_demo_run_patches_every_slide(demo_run, cohort):
+    import h5py
+
+    samples = pd.read_csv(demo_run / f"results/{cohort}/manifest/samples.tsv", sep="\t")
+    patching = pd.read_csv(demo_run / f"results/{cohort}/wsi/patching.tsv", sep="\t")
+    assert sorted(patching["slide"]) == sorted(samples["slide"])
+    assert (patching["n_patches"] > 0).sum() >= len(patching) // 2
+    for row in patching.itertuples():
+        with h5py.File(demo_run / f"results/{cohort}/wsi/patches/{row.slide}.h5") as handle:
+            assert handle["coords"].shape == (row.n_patches, 2)
+            assert handle["coords"].attrs["patch_size"] == 512
+        assert (demo_run / f"results/{cohort}/wsi/stitches/{row.slide}.png").stat().st_size > 0
 
 
 def test_rerun_has_nothing_to_do(demo_run):

@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "mmsurv.gdc.manifest_cli",
     "mmsurv.gdc.cli",
     "mmsurv.fetch.cli",
+    "mmsurv.features.cli",
+    "mmsurv.wsi.cli",
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from conftest import shared_path
+from mmsurv_testdata import shared_path
 from mmsurv.data.cohort import (
     CohortError,
     genomic_columns,

@@ -1,0 +1,11 @@
+"""Snakemake glue for rule patching_summary → mmsurv.wsi.summary.summarise_patching."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+
+from mmsurv.logs import setup_logging
+from mmsurv.wsi.summary import summarise_patching
+
+setup_logging(snakemake.log[0])
+summarise_patching(snakemake.input, snakemake.output[0])
