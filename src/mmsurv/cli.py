@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "mmsurv.fetch.cli",
     "mmsurv.features.cli",
     "mmsurv.wsi.cli",
+    "mmsurv.train.cli",
 )
 
 

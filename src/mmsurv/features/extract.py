@@ -1,0 +1,527 @@
+"""Per-slide patch feature extraction (ResNet50-trunc by default) and its outputs.
+
+Who uses this: the Snakemake feature rule and ``mmsurv features extract`` call
+``extract_slide_features``; MCAT-style training code reads its outputs.
+
+For one slide, given the patching stage's ``patches/{slide}.h5`` (CLAM format), it writes under
+``out_dir`` (the workflow's ``features`` folder), each file atomically (temp file + rename):
+
+* ``h5_files/{slide}.h5``: ``features`` (N x D float32) and ``coords`` (N x 2 int64, the patch file's
+  order and attributes), plus the run metadata as attributes (``metadata`` holds it all as JSON);
+* ``pt_files/{slide}.pt``: the same N x D float32 tensor, for ``torch.load``;
+* ``json/{slide}.json``: the metadata sidecar (encoder, weights, precision, channels_last, compile,
+  batch size, workers, N, seconds, patches/s, torch version, device...).
+
+An existing output is reused when it is valid: both files readable, N consistent with the patch
+file, equal coords, equal features in h5 and pt, same encoder and weights. Leftover temp files of a
+killed run are removed, never read.
+
+Pipeline: coords are read once and visited in row order (y, x); a DataLoader whose workers each
+own an OpenSlide handle reads whole batches, resizes them as uint8 (antialiased bilinear, AVX2
+kernel) and hands (B, 3, 224, 224) uint8 channels_last tensors to the main process, which
+normalises (float, on the device) and runs the encoder under ``torch.inference_mode``. Features
+are written back in the original coords order.
+
+Measured on this machine (2 vCPU AMD EPYC, AVX2 only: no AVX512-BF16/AMX; torch 2.14.1; random-init
+ResNet50-trunc, 224x224 input; patches of 512 px at level 0 of a generated 20x slide; ``bench/extract.py``).
+The machine is shared with other agents: the 1-min load average was 1.1-4.5 during every run, so
+absolute figures swing by up to 2x between repeats; ratios measured back to back are more reliable.
+
+===========================================  ===========  ====================================
+setting (model only, tensors in memory)       patches/s    notes
+===========================================  ===========  ====================================
+fp32 NCHW, batch 32                           5.1          load ~1.2 (3.6 at load 2.4)
+fp32 channels_last, batch 32                  7.7          load ~1.2; identical features (max
+                                                           abs diff 1.5e-5); 10-16 when quiet
+fp32 channels_last + BN folded into conv      5.4          no gain (oneDNN already fuses)
+bf16 autocast, channels_last, batch 8-32      0.95-1.0     min cos vs fp32 0.99999, but ~8x
+                                                           slower: bf16 is emulated on AVX2
+bf16 autocast, NCHW, batch 32                 0.21         load 4.5
+channels_last batch 16 / 32 / 64              3.1/3.7/4.5  load 3.5-4.5: within the noise
+                                                           (quiet: 4-32 all 12-16)
+torch.compile (inductor, freezing), NCHW      8.5          load 4.1; cold compile 40 s
+torch.compile + channels_last, batch 32       9.1          load 3.8 vs 3.7 eager at load 4.2:
+                                                           ~2.5x; compile 19 s with the cache
+end to end, CLAM-like (NCHW, no workers,      3.5          load 4.1, 384 patches
+float resize in the main process)
+===========================================  ===========  ====================================
+
+Reading: a 512 px RGB patch costs ~12-14 ms to read (JPEG decode) and resizing 512 -> 224 costs
+0.5 ms in uint8 (torch's vectorised antialias kernel, channels_last) versus 7-9 ms in float32, so
+the workers resize in uint8 (max 1 grey level from the float result, like CLAM's PIL resize) and
+the main process only normalises. End to end, 128 patches, default settings: 6.96 patches/s with
+one reader process vs 4.8 with 0 or 2 (load 2.4-2.7; the model-only ceiling measured in the same
+minutes was 5.6, i.e. the load moved under the measurement; reading is ~10 % of the model's CPU
+time, so ~90 % of the ceiling is the expected end-to-end figure on a quiet machine).
+
+Speed ceiling of the hardware: the trunk is ~3.3 GMAC (6.6 GFLOP) per 224 px patch; two AVX2 cores
+at 2.45 GHz peak at ~157 GFLOP/s, i.e. at most ~24 patches/s at 100 % of peak, ~16 observed.
+The issue's "30+ patches/s" target is therefore out of reach in fp32 on this CPU; bf16 (which
+would halve the work) needs AVX512-BF16/AMX or a GPU. On CUDA the same code path uses pinned
+memory, non-blocking copies and float resize on the GPU; fp16/bf16 there are offered and checked
+by ``tests/features/test_features_precision.py`` when a GPU is present, but not the default until
+measured on one.
+
+Defaults chosen from those measurements: see ``DEFAULTS`` below and its comments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mmsurv.features import DEFAULTS, PRECISIONS, RESIZE_PLACES, ExtractSettings
+from mmsurv.features.dataset import (
+    PatchBatchDataset,
+    PatchCoords,
+    PatchReadError,
+    batches_in_order,
+    read_patch_coords,
+    reading_order,
+    worker_init,
+)
+from mmsurv.features.encoders import Encoder, Preprocessing, build_encoder
+from mmsurv.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+PROGRESS_EVERY_S = 15.0
+OUTPUT_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeaturePaths:
+    """The three outputs of one slide."""
+
+    h5: Path
+    pt: Path
+    json: Path
+
+    @classmethod
+    def of(cls, out_dir: str | os.PathLike, slide_name: str) -> FeaturePaths:
+        out = Path(out_dir)
+        return cls(out / "h5_files" / f"{slide_name}.h5", out / "pt_files" / f"{slide_name}.pt",
+                   out / "json" / f"{slide_name}.json")
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry point
+# ------------------------------------------------------------------------------------------------
+
+def extract_slide_features(
+    slide_path: str | os.PathLike,
+    patches_h5: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    slide_name: str,
+    encoder: str = DEFAULTS.encoder,
+    weights: str | os.PathLike = DEFAULTS.weights,
+    batch_size: int = DEFAULTS.batch_size,
+    num_workers: int = DEFAULTS.num_workers,
+    device: str = DEFAULTS.device,
+    precision: str = DEFAULTS.precision,
+    channels_last: bool = DEFAULTS.channels_last,
+    compile: bool = DEFAULTS.compile,  # noqa: A002 - the option's name
+    compile_cache_dir: str | os.PathLike | None = None,
+    resize: str = DEFAULTS.resize,
+    seed: int = DEFAULTS.seed,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Extract one slide's patch features into ``out_dir`` (h5 + pt + json); return the metadata.
+
+    A valid existing output is kept (``force=False``) and its metadata returned with ``skipped``.
+    Raises ``PatchReadError`` (naming the slide and coordinates) when a patch cannot be read.
+    """
+    settings = ExtractSettings(encoder, os.fspath(weights), int(batch_size), int(num_workers), device,
+                               precision, bool(channels_last), bool(compile),
+                               None if compile_cache_dir is None else os.fspath(compile_cache_dir), resize, seed)
+    _check_settings(settings, slide_name)
+    started = time.perf_counter()
+    paths = FeaturePaths.of(out_dir, slide_name)
+    remove_stale_temp_files(paths)
+    patches = read_patch_coords(patches_h5, slide_name=slide_name)
+    if not Path(slide_path).is_file():
+        raise FileNotFoundError(f"slide {slide_name}: slide file {slide_path} does not exist")
+    if not force:
+        existing = valid_existing_metadata(paths, patches, settings)
+        if existing is not None:
+            log.info("slide %s: valid features exist in %s, skipping", slide_name, paths.h5.parent.parent)
+            if not paths.json.exists():
+                _write_json(paths.json, existing)
+            return {**existing, "skipped": True}
+
+    dev = resolve_device(settings.device)
+    built = build_encoder(settings.encoder, settings.weights, seed=settings.seed)
+    model = prepare_model(built.module, dev, channels_last=settings.channels_last, compile=settings.compile,
+                          cache_dir=settings.compile_cache_dir)
+    resize_place = resolve_resize(settings.resize, dev)
+    log.info("slide %s: %d patches (%d px at level %d) -> %s, device %s, %s, batch %d, %d workers, "
+             "channels_last=%s, compile=%s, resize in %s", slide_name, len(patches), patches.patch_size,
+             patches.patch_level, settings.encoder, dev, settings.precision, settings.batch_size,
+             settings.num_workers, settings.channels_last, settings.compile, resize_place)
+    t0 = time.perf_counter()
+    features, compiled = run_extraction(
+        model, built, slide_path, patches, slide_name=slide_name, device=dev, settings=settings,
+        resize_place=resize_place)
+    extract_s = time.perf_counter() - t0
+    metadata = build_metadata(slide_name, slide_path, patches_h5, patches, built, settings, dev, resize_place,
+                              extract_s=extract_s, total_s=time.perf_counter() - started, compiled=compiled)
+    write_outputs(paths, features, patches, metadata)
+    log.info("slide %s: %d patches in %.1f s (%.1f patches/s) -> %s", slide_name, len(patches), extract_s,
+             metadata["patches_per_s"], paths.h5)
+    return {**metadata, "skipped": False}
+
+
+def _check_settings(settings: ExtractSettings, slide_name: str) -> None:
+    if settings.batch_size < 1:
+        raise ValueError(f"slide {slide_name}: batch size must be >= 1, got {settings.batch_size}")
+    if settings.num_workers < 0:
+        raise ValueError(f"slide {slide_name}: workers must be >= 0, got {settings.num_workers}")
+    if settings.precision not in PRECISIONS:
+        raise ValueError(f"slide {slide_name}: precision {settings.precision!r} not one of {PRECISIONS}")
+    if settings.resize not in RESIZE_PLACES:
+        raise ValueError(f"slide {slide_name}: resize {settings.resize!r} not one of {RESIZE_PLACES}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Device, precision, model
+# ------------------------------------------------------------------------------------------------
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> CUDA when present, else CPU; anything else as given (e.g. "cpu", "cuda:1")."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device} requested but CUDA is not available")
+    return dev
+
+
+def resolve_resize(resize: str, device: torch.device) -> str:
+    if resize != "auto":
+        return resize
+    return "device" if device.type == "cuda" else "worker"
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has bf16 instructions (AVX512-BF16 or AMX); else oneDNN emulates bf16 (slow)."""
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast for bf16/fp16; fp32 and tf32 run without autocast."""
+    if precision not in AUTOCAST_DTYPES:
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision fp16 is supported on CUDA only (use bf16 or fp32 on CPU)")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("bf16 requested on a CPU without native bf16 (capability %s): expect it to be SLOWER "
+                    "than fp32", torch.backends.cpu.get_cpu_capability())
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def configure_backends(precision: str, device: torch.device) -> None:
+    """fp32 means fp32 on CUDA too (no TF32 convs/matmuls); tf32 enables them; fixed shapes -> benchmark."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+
+
+def prepare_model(module: nn.Module, device: torch.device, *, channels_last: bool, compile: bool,  # noqa: A002
+                  cache_dir: str | os.PathLike | None = None) -> nn.Module:
+    """Move to ``device``, optionally channels_last and ``torch.compile`` (inductor)."""
+    module = module.to(device).eval()
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    if compile:
+        module = compile_module(module, cache_dir)
+    return module
+
+
+def compile_module(module: nn.Module, cache_dir: str | os.PathLike | None) -> nn.Module:
+    """``torch.compile`` with inductor; ``cache_dir`` becomes TORCHINDUCTOR_CACHE_DIR (and Triton's)."""
+    if cache_dir is not None:
+        cache = Path(cache_dir).resolve()
+        cache.mkdir(parents=True, exist_ok=True)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+        os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True   # inference: fold BN into conv, pre-pack weights for oneDNN
+    return torch.compile(module, backend="inductor", dynamic=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# The extraction loop
+# ------------------------------------------------------------------------------------------------
+
+class Normaliser:
+    """uint8 (B, 3, H, W) -> float (B, 3, S, S) on the device: optional float resize, ImageNet normalisation."""
+
+    def __init__(self, prep: Preprocessing, device: torch.device, *, resize: bool, channels_last: bool):
+        std = torch.tensor(prep.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        mean = torch.tensor(prep.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.scale = 1.0 / (255.0 * std)         # (x/255 - mean) / std == x * scale - shift
+        self.shift = mean / std
+        self.prep, self.resize = prep, resize
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.float()
+        size = self.prep.input_size
+        if self.resize and x.shape[-2:] != (size, size):
+            x = nn.functional.interpolate(x, size=(size, size), mode=self.prep.interpolation,
+                                          antialias=self.prep.antialias, align_corners=False)
+        x = torch.addcmul(-self.shift, x, self.scale)
+        return x.contiguous(memory_format=self.memory_format)
+
+
+def make_loader(dataset: PatchBatchDataset, order: np.ndarray, batch_size: int, num_workers: int,
+                device: torch.device) -> DataLoader:
+    """Batches in row order; workers get their own slide handle; pinned memory on CUDA only."""
+    return DataLoader(
+        dataset, batch_size=None, sampler=batches_in_order(order, batch_size), num_workers=num_workers,
+        worker_init_fn=worker_init, pin_memory=device.type == "cuda",
+        prefetch_factor=4 if num_workers > 0 else None, persistent_workers=False)
+
+
+def run_extraction(model: nn.Module, built: Encoder, slide_path: str | os.PathLike, patches: PatchCoords, *,
+                   slide_name: str, device: torch.device, settings: ExtractSettings,
+                   resize_place: str) -> tuple[np.ndarray, bool]:
+    """(features (N, D) float32 in the patch file's order, whether the compiled model ran)."""
+    n = len(patches)
+    features = np.zeros((n, built.out_dim), dtype=np.float32)
+    if n == 0:
+        return features, settings.compile
+    prep = built.info.preprocessing
+    dataset = PatchBatchDataset(slide_path, patches.coords, level=patches.patch_level, size=patches.patch_size,
+                                slide_name=slide_name,
+                                resize_to=prep.input_size if resize_place == "worker" else None)
+    normalise = Normaliser(prep, device, resize=resize_place == "device", channels_last=settings.channels_last)
+    forward = BatchForward(model, device, settings)
+    loader = make_loader(dataset, reading_order(patches.coords), settings.batch_size, settings.num_workers, device)
+    progress = _Progress(slide_name, n)
+    configure_backends(settings.precision, device)
+    try:
+        for batch in loader:
+            if batch["error"]:
+                raise PatchReadError(batch["error"])
+            index = batch["index"].numpy()
+            out = forward(normalise(batch["pixels"].to(device, non_blocking=device.type == "cuda")))
+            features[index] = out
+            progress.update(len(index))
+    finally:
+        dataset.close()
+        del loader
+    if not np.isfinite(features).all():
+        raise RuntimeError(f"slide {slide_name}: the encoder produced non-finite features")
+    return features, forward.compiled
+
+
+class BatchForward:
+    """Inference on one normalised batch -> float32 numpy.
+
+    Pads short batches to ``batch_size`` when compiled (no recompilation for the last batch). If
+    compilation fails (e.g. no C++ compiler on the machine) it warns and continues in eager mode;
+    ``compiled`` then says False and the metadata records it.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, settings: ExtractSettings):
+        self.model, self.device, self.settings = model, device, settings
+        self.compiled = settings.compile
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        n = x.shape[0]
+        if self.compiled and n < self.settings.batch_size:
+            pad = x.new_zeros((self.settings.batch_size - n, *x.shape[1:]))
+            x = torch.cat([x, pad]).contiguous(memory_format=_format(x))
+        with torch.inference_mode(), precision_context(self.settings.precision, self.device):
+            y = self._run(x)
+        return y[:n].float().cpu().numpy()
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.compiled:
+            return self.model(x)
+        try:
+            return self.model(x)
+        except Exception as error:  # noqa: BLE001 - inductor raises many kinds (compiler missing...)
+            log.warning("torch.compile failed (%s: %s); continuing in eager mode", type(error).__name__,
+                        str(error).splitlines()[0] if str(error) else "")
+            self.compiled = False
+            self.model = getattr(self.model, "_orig_mod", self.model)
+            return self.model(x)
+
+
+def batch_forward(model: nn.Module, device: torch.device, settings: ExtractSettings) -> BatchForward:
+    return BatchForward(model, device, settings)
+
+
+def _format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.ndim == 4 \
+        else torch.contiguous_format
+
+
+class _Progress:
+    """Progress in the log: a DEBUG line per batch, an INFO line every ``PROGRESS_EVERY_S`` seconds."""
+
+    def __init__(self, slide_name: str, total: int):
+        self.slide_name, self.total, self.done = slide_name, total, 0
+        self.start = self.last = time.perf_counter()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        rate = self.done / max(now - self.start, 1e-9)
+        log.debug("slide %s: %d/%d patches (%.1f patches/s)", self.slide_name, self.done, self.total, rate)
+        if now - self.last >= PROGRESS_EVERY_S:
+            self.last = now
+            log.info("slide %s: %d/%d patches (%.1f patches/s)", self.slide_name, self.done, self.total, rate)
+
+
+# ------------------------------------------------------------------------------------------------
+# Metadata and outputs
+# ------------------------------------------------------------------------------------------------
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)"
+
+
+def build_metadata(slide_name: str, slide_path: str | os.PathLike, patches_h5: str | os.PathLike,
+                   patches: PatchCoords, built: Encoder, settings: ExtractSettings, device: torch.device,
+                   resize_place: str, *, extract_s: float, total_s: float, compiled: bool) -> dict[str, Any]:
+    import torchvision
+
+    n = len(patches)
+    info = built.info
+    return {
+        "format_version": OUTPUT_FORMAT_VERSION,
+        "slide": slide_name,
+        "slide_path": os.fspath(slide_path),
+        "patches_h5": os.fspath(patches_h5),
+        "n_patches": n,
+        "feature_dim": built.out_dim,
+        "patch_size": patches.patch_size,
+        "patch_level": patches.patch_level,
+        "patch_attrs": patches.attrs,
+        "encoder": info.name,
+        "weights": info.weights,
+        "weights_requested": settings.weights,
+        "weights_detail": info.weights_detail,
+        "pretrained": info.pretrained,
+        "preprocessing": asdict(info.preprocessing),
+        "resize": f"{info.preprocessing.input_size}px bilinear antialias, "
+                  + ("uint8 in DataLoader workers" if resize_place == "worker" else "float32 on the device"),
+        "precision": settings.precision,
+        "channels_last": settings.channels_last,
+        "compile": compiled,               # False when compilation failed and eager mode ran
+        "batch_size": settings.batch_size,
+        "num_workers": settings.num_workers,
+        "device": device_description(device),
+        "seconds": round(total_s, 3),
+        "seconds_extract": round(extract_s, 3),
+        "patches_per_s": round(n / extract_s, 2) if extract_s > 0 and n else 0.0,
+        "torch_version": torch.__version__,
+        "torchvision_version": torchvision.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def write_outputs(paths: FeaturePaths, features: np.ndarray, patches: PatchCoords, metadata: dict) -> None:
+    """h5, then pt, then json; each atomically."""
+    with atomic_path(paths.h5) as tmp:
+        _write_h5(tmp, features, patches, metadata)
+    with atomic_path(paths.pt) as tmp:
+        torch.save(torch.from_numpy(features), tmp)
+    _write_json(paths.json, metadata)
+
+
+def _write_h5(path: Path, features: np.ndarray, patches: PatchCoords, metadata: dict) -> None:
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("features", data=features.astype(np.float32, copy=False))
+        coords = h5.create_dataset("coords", data=patches.coords.astype(np.int64, copy=False))
+        for key, value in patches.attrs.items():
+            with contextlib.suppress(TypeError, ValueError):
+                coords.attrs[key] = value
+        for key, value in metadata.items():
+            if isinstance(value, str):
+                h5.attrs[key] = str(value)      # np.str_ has no HDF5 conversion
+            elif isinstance(value, (bool, int, float)):
+                h5.attrs[key] = value
+        h5.attrs["metadata"] = json.dumps(metadata, sort_keys=True)
+
+
+def _write_json(path: Path, metadata: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def remove_stale_temp_files(paths: FeaturePaths) -> None:
+    """Delete temp files a killed run left beside this slide's outputs (they are never trusted)."""
+    for final in (paths.h5, paths.pt, paths.json):
+        if final.parent.is_dir():
+            for stale in final.parent.glob(f".{final.name}.*.tmp{final.suffix}"):
+                log.info("removing leftover temp file %s", stale)
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
+
+
+def valid_existing_metadata(paths: FeaturePaths, patches: PatchCoords, settings: ExtractSettings
+                            ) -> dict[str, Any] | None:
+    """The stored metadata when the outputs exist, are readable and consistent; else None."""
+    if not (paths.h5.is_file() and paths.pt.is_file()):
+        return None
+    try:
+        with h5py.File(paths.h5, "r") as h5:
+            features = np.asarray(h5["features"][()])
+            coords = np.asarray(h5["coords"][()])
+            metadata = json.loads(h5.attrs["metadata"])
+        tensor = torch.load(paths.pt, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file means "recompute"
+        log.warning("existing features %s unreadable (%s): recomputing", paths.h5, error)
+        return None
+    problem = _output_problem(features, coords, tensor, metadata, patches, settings)
+    if problem:
+        log.warning("existing features %s not reusable (%s): recomputing", paths.h5, problem)
+        return None
+    return metadata
+
+
+def _output_problem(features: np.ndarray, coords: np.ndarray, tensor: Any, metadata: dict,
+                    patches: PatchCoords, settings: ExtractSettings) -> str:
+    n = len(patches)
+    if features.dtype != np.float32 or features.ndim != 2 or features.shape[0] != n:
+        return f"features {features.dtype} {features.shape}, expected ({n}, D) float32"
+    if coords.shape != patches.coords.shape or not np.array_equal(coords, patches.coords):
+        return "coords differ from the patch file"
+    if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.float32 or tuple(tensor.shape) != features.shape:
+        return "pt tensor does not match the h5 features"
+    if not np.array_equal(tensor.numpy(), features):
+        return "pt and h5 features differ"
+    if (metadata.get("encoder"), metadata.get("weights_requested")) != (settings.encoder, settings.weights):
+        return (f"made with encoder {metadata.get('encoder')} / weights {metadata.get('weights_requested')}, "
+                f"requested {settings.encoder} / {settings.weights}")
+    return ""
+
+
+def iter_feature_files(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """The h5 feature files under a ``features`` folder (for downstream stages and reports)."""
+    yield from sorted((Path(out_dir) / "h5_files").glob("*.h5"))

@@ -1,0 +1,314 @@
+"""The training loop: batch size 1 with gradient accumulation, per-epoch validation, model selection.
+
+As MCAT (utils/core_utils.py of mahmoodlab/MCAT): one patient per forward pass; the NLL of each
+patient is divided by ``grad_accum`` (MCAT's ``gc``, 32) and back-propagated, and the optimiser
+steps every ``grad_accum`` patients. The optional L1 penalty (MCAT's ``--reg_type omic``,
+``λ·Σ|w|`` over all parameters) is added per patient without the division, exactly as there. An
+epoch visits as many patients as the training fold has, in the order of
+:func:`mmsurv.data.dataset.epoch_order` (class-balanced with replacement by default, MCAT's
+weighted sampler). Unlike MCAT, gradients left over at the end of an epoch (fewer than
+``grad_accum`` patients) are applied by a last step (``flush_accumulation``) instead of leaking
+into the next epoch.
+
+After every epoch the model is evaluated on the validation fold (and on the hold-out if any).
+Two results are kept and labelled:
+
+* **last**: the model after the final epoch (what MCAT reports, "latest");
+* **best**: the epoch with the best selection metric. With a hold-out carved from the training
+  fold (``holdout_fraction > 0``) the selection looks only at the hold-out (default metric: its
+  NLL; early stopping with ``early_stopping_patience`` uses it too). Without a hold-out it is the
+  validation c-index (MCAT's ``Monitor_CIndex``), which is optimistic because the reported fold
+  chose the epoch; ``selected_on`` says which.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+from torch import nn
+
+from mmsurv.data.dataset import PatientSample, SurvivalDataset, epoch_order
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
+from mmsurv.train.loss import cox_ph_loss, nll_surv_loss
+from mmsurv.train.metrics import concordance
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "radam": torch.optim.RAdam}
+SCHEDULERS = ("none", "cosine", "step")
+LOSSES = ("nll", "cox")
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; defaults are MCAT's (Adam, lr 2e-4, weight decay 1e-5, 20 epochs, gc 32)."""
+
+    optimizer: str = "adam"
+    lr: float = 2e-4
+    weight_decay: float = 1e-5
+    epochs: int = 20
+    grad_accum: int = 32
+    scheduler: str = "none"
+    step_size: int = 10  # step scheduler: epochs per decay
+    gamma: float = 0.1  # step scheduler: decay factor
+    min_lr: float = 0.0  # cosine scheduler floor
+    loss: str = "nll"
+    alpha: float = 0.0  # NLL weight of the uncensored term (MCAT --alpha_surv)
+    l1_reg: float = 0.0  # MCAT --lambda_reg with --reg_type omic (1e-4 for its SNN runs)
+    weighted_sampling: bool = True
+    flush_accumulation: bool = True
+    holdout_fraction: float = 0.0
+    selection_metric: str | None = None  # "cindex" | "loss"; None: loss on a hold-out, else cindex on val
+    early_stopping_patience: int | None = None  # epochs without hold-out improvement; needs a hold-out
+    early_stopping_min_epochs: int = 0
+    device: str = "auto"
+    num_threads: int | None = None
+    deterministic: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> TrainConfig:
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"training config: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"training.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"training.scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"training.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.epochs < 1 or self.grad_accum < 1:
+            raise ValueError("training.epochs and training.grad_accum must be at least 1")
+        if self.selection_metric not in (None, "cindex", "loss"):
+            raise ValueError(f"training.selection_metric must be cindex or loss, got {self.selection_metric!r}")
+        if self.early_stopping_patience is not None and self.holdout_fraction <= 0:
+            raise ValueError("training.early_stopping_patience needs training.holdout_fraction > 0: "
+                             "early stopping never looks at the validation fold")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EvalResult:
+    """Per-patient outputs of one pass over a dataset (no gradients)."""
+
+    case_ids: list[str]
+    survival: np.ndarray  # P×K
+    risk: np.ndarray
+    time: np.ndarray
+    censorship: np.ndarray
+    label: np.ndarray
+    loss: float
+    cindex: float
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns."""
+
+    history: list[dict]
+    last_eval: EvalResult
+    best_eval: EvalResult
+    best_epoch: int  # 1-based
+    best_state: dict
+    selected_on: str
+    selection_metric: str
+    stopped_early: bool
+    epoch_seconds: list[float] = field(default_factory=list)
+
+
+def to_batch(sample: PatientSample, device: torch.device) -> Batch:
+    return Batch(path=sample.path, omic=sample.omic, omic_groups=sample.omic_groups).to(device)
+
+
+def sample_loss(output: ModelOutput, sample: PatientSample, alpha: float, device: torch.device) -> torch.Tensor:
+    """NLL of one patient (B = 1)."""
+    label = torch.tensor([sample.label], device=device)
+    censorship = torch.tensor([float(sample.censorship)], device=device)
+    return nll_surv_loss(output.hazards, output.survival, label, censorship, alpha=alpha)
+
+
+def l1_norm(model: nn.Module) -> torch.Tensor:
+    """Σ|w| over every parameter (MCAT's ``l1_reg_all``)."""
+    return sum(p.abs().sum() for p in model.parameters())
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return OPTIMIZERS[config.optimizer](params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.min_lr)
+    if config.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    return None
+
+
+def train_epoch(model: SurvivalModel, dataset: SurvivalDataset, optimizer: torch.optim.Optimizer,
+                config: TrainConfig, generator: torch.Generator, device: torch.device) -> dict:
+    """One epoch; returns mean survival loss, mean total loss and the training c-index."""
+    model.train()
+    order = epoch_order(dataset.class_labels, weighted=config.weighted_sampling, generator=generator)
+    optimizer.zero_grad(set_to_none=True)
+    risks, times, censorships = [], [], []
+    surv_total = loss_total = 0.0
+    window: list[tuple[torch.Tensor, PatientSample]] = []
+    pending = 0
+    for position, index in enumerate(order, start=1):
+        sample = dataset[index]
+        output = model(to_batch(sample, device))
+        risks.append(float(output.risk.detach()))
+        times.append(sample.time)
+        censorships.append(sample.censorship)
+        extra = output.aux_loss if output.aux_loss is not None else 0.0
+        if config.l1_reg:
+            extra = extra + config.l1_reg * l1_norm(model)
+        if config.loss == "nll":
+            loss = sample_loss(output, sample, config.alpha, device)
+            (loss / config.grad_accum + extra).backward()
+            surv_total += float(loss.detach())
+            loss_total += float(loss.detach()) + _scalar(extra)
+        else:
+            window.append((output.risk.reshape(1), sample))
+            if torch.is_tensor(extra):
+                extra.backward()
+            loss_total += _scalar(extra)
+        pending += 1
+        if position % config.grad_accum == 0:
+            surv_total, loss_total = _close_window(window, config, device, surv_total, loss_total)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            pending = 0
+    if pending and config.flush_accumulation:
+        surv_total, loss_total = _close_window(window, config, device, surv_total, loss_total)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    window.clear()
+    count = max(1, len(order))
+    return {"train_loss_surv": surv_total / count, "train_loss": loss_total / count,
+            "train_cindex": concordance(times, censorships, risks)}
+
+
+def _scalar(value) -> float:
+    return float(value.detach()) if torch.is_tensor(value) else float(value)
+
+
+def _close_window(window, config: TrainConfig, device, surv_total: float, loss_total: float) -> tuple[float, float]:
+    """Cox only: back-propagate the partial likelihood of the accumulated window."""
+    if config.loss != "cox" or not window:
+        return surv_total, loss_total
+    log_risk = torch.cat([risk for risk, _ in window])
+    time_ = torch.tensor([s.time for _, s in window], device=device)
+    event = torch.tensor([1 - s.censorship for _, s in window], device=device)
+    loss = cox_ph_loss(log_risk, time_, event)
+    loss.backward()
+    window.clear()
+    value = float(loss.detach()) * len(log_risk)
+    return surv_total + value, loss_total + value
+
+
+@torch.no_grad()
+def evaluate(model: SurvivalModel, dataset: SurvivalDataset, device: torch.device) -> EvalResult:
+    """Survival curves, risks, NLL (α = 0, as MCAT validates) and c-index over ``dataset``."""
+    model.eval()
+    curves, losses = [], []
+    times, censorships, labels = [], [], []
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        output = model(to_batch(sample, device))
+        curves.append(output.survival.reshape(-1).cpu().numpy().astype("float64"))
+        losses.append(float(sample_loss(output, sample, 0.0, device)))
+        times.append(sample.time)
+        censorships.append(sample.censorship)
+        labels.append(sample.label)
+    survival = np.vstack(curves) if curves else np.zeros((0, model.n_bins))
+    risk = -survival.sum(axis=1)
+    return EvalResult(case_ids=dataset.case_ids, survival=survival, risk=risk, time=np.asarray(times),
+                      censorship=np.asarray(censorships, dtype="int64"), label=np.asarray(labels, dtype="int64"),
+                      loss=float(np.mean(losses)) if losses else float("nan"),
+                      cindex=concordance(times, censorships, risk))
+
+
+class _Selector:
+    """Tracks the best epoch by a metric of the hold-out (or, without one, of the validation fold)."""
+
+    def __init__(self, config: TrainConfig, has_holdout: bool):
+        self.selected_on = "holdout" if has_holdout else "val"
+        self.metric = config.selection_metric or ("loss" if has_holdout else "cindex")
+        self.best_value = math.inf
+        self.best_epoch = 0
+        self.since_best = 0
+
+    def score(self, result: EvalResult) -> float:
+        value = result.loss if self.metric == "loss" else -result.cindex
+        return math.inf if math.isnan(value) else value
+
+    def update(self, epoch: int, result: EvalResult) -> bool:
+        value = self.score(result)
+        if value < self.best_value or self.best_epoch == 0:
+            self.best_value, self.best_epoch, self.since_best = value, epoch, 0
+            return True
+        self.since_best += 1
+        return False
+
+
+def fit(model: SurvivalModel, train: SurvivalDataset, val: SurvivalDataset, config: TrainConfig, *,
+        holdout: SurvivalDataset | None = None, seed: int = 0,
+        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+    """Train ``model`` for ``config.epochs`` (or until early stopping) and keep last and best."""
+    device = next(model.parameters()).device
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config)
+    generator = torch.Generator().manual_seed(int(seed))
+    selector = _Selector(config, holdout is not None)
+    history: list[dict] = []
+    best_state, best_eval, val_result = None, None, None
+    stopped_early = False
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        record.update(train_epoch(model, train, optimizer, config, generator, device))
+        seconds = time.perf_counter() - started
+        if scheduler is not None:
+            scheduler.step()
+        val_result = evaluate(model, val, device)
+        record.update(val_loss=val_result.loss, val_cindex=val_result.cindex)
+        monitored = val_result
+        if holdout is not None:
+            monitored = evaluate(model, holdout, device)
+            record.update(holdout_loss=monitored.loss, holdout_cindex=monitored.cindex)
+        record["seconds"] = seconds
+        if selector.update(epoch, monitored):
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best_eval = val_result
+        record["best_epoch"] = selector.best_epoch
+        history.append(record)
+        log.info("epoch %d/%d: train loss %.4f c-index %.4f | val loss %.4f c-index %.4f%s (%.1f s)",
+                 epoch, config.epochs, record["train_loss"], record["train_cindex"], val_result.loss,
+                 val_result.cindex, f" | holdout loss {monitored.loss:.4f}" if holdout is not None else "", seconds)
+        if on_epoch is not None:
+            on_epoch(record)
+        if (config.early_stopping_patience is not None and epoch >= config.early_stopping_min_epochs
+                and selector.since_best >= config.early_stopping_patience):
+            stopped_early = True
+            log.info("early stopping after epoch %d (best hold-out epoch %d)", epoch, selector.best_epoch)
+            break
+    return FitResult(history=history, last_eval=val_result, best_eval=best_eval, best_epoch=selector.best_epoch,
+                     best_state=best_state, selected_on=selector.selected_on, selection_metric=selector.metric,
+                     stopped_early=stopped_early, epoch_seconds=[r["seconds"] for r in history])

@@ -1,0 +1,261 @@
+"""One cross-validation fold end to end: config dict → trained model, predictions and metrics.
+
+Called by the Snakemake rule and by ``mmsurv train``::
+
+    train_fold(config, cohort_table=..., splits_dir=..., fold=k, model="mcat", out_dir=...,
+               signatures=..., features_dir=..., pathways=None, seed=None) -> dict
+
+``config`` (a dict, e.g. the ``train:`` section of the workflow config or a YAML file) has three
+optional sections; every key is checked, unknown keys are errors:
+
+* ``data``: ``n_bins`` (4), ``groups`` (``signatures`` | ``pathways``: which genomic groups
+  grouped models such as MCAT get), ``pathway_suffixes`` ([``_rnaseq``]), ``pathway_min_size`` (1),
+  ``feature_dim`` (1024), ``max_patches`` (None: all; e.g. 4096 as SurvPath), ``eval_max_patches``
+  (None), ``cache_bags`` (false);
+* ``training``: :class:`mmsurv.train.loop.TrainConfig` fields (optimizer, lr, weight_decay,
+  epochs, grad_accum, scheduler, loss, alpha, l1_reg, weighted_sampling, holdout_fraction,
+  early_stopping_patience, device, num_threads, deterministic, …);
+* ``models``: per model name, hyper-parameter overrides (see each model's docstring) and an
+  optional ``training`` sub-dict overriding ``training`` for that model only, e.g.
+  ``models: {snn: {training: {l1_reg: 1.0e-4}}, mcat: {dropout: 0.25}}``;
+
+plus ``seed`` (default 1, MCAT's; the ``seed`` argument wins when given).
+
+Outputs in ``out_dir`` (all written atomically): ``bin_edges.json``, ``training_log.tsv`` (one row
+per epoch), ``predictions.tsv`` (last epoch, validation fold: case_id, risk, S_1..S_K, time,
+event, bin), ``predictions_best.tsv`` (same at the best epoch), ``checkpoint_last.pt``,
+``checkpoint_best.pt`` and ``metrics.json``. The returned dict is the content of ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mmsurv.data.cohort import read_cohort_table, read_signatures, signature_groups
+from mmsurv.data.dataset import BagOptions, FoldData, build_fold_data, features_dir_or_none
+from mmsurv.data.pathways import pathway_groups, read_gene_sets
+from mmsurv.data.splits import read_split, restrict_to_cohort, split_file
+from mmsurv.data.survival import fit_bin_edges, write_bin_edges
+from mmsurv.io import atomic_path, atomic_write_text
+from mmsurv.models.base import SurvivalModel, n_params
+from mmsurv.models.registry import ModelInputs, build_model, model_spec
+from mmsurv.train.loop import EvalResult, FitResult, TrainConfig, fit
+from mmsurv.train.seed import reproducible, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEED = 1
+DATA_DEFAULTS = {
+    "n_bins": 4,
+    "groups": "signatures",
+    "pathway_suffixes": ["_rnaseq"],
+    "pathway_min_size": 1,
+    "feature_dim": 1024,
+    "max_patches": None,
+    "eval_max_patches": None,
+    "cache_bags": False,
+}
+CONFIG_SECTIONS = ("data", "training", "models", "seed")
+
+
+def resolve_config(config: Mapping | None, model: str) -> tuple[dict, TrainConfig, dict, int]:
+    """(data settings, training settings, model hyper-parameters, seed) for ``model``."""
+    config = dict(config or {})
+    unknown = sorted(set(config) - set(CONFIG_SECTIONS))
+    if unknown:
+        raise ValueError(f"train config: unknown section(s) {', '.join(unknown)} (known: {', '.join(CONFIG_SECTIONS)})")
+    data = dict(DATA_DEFAULTS)
+    extra = sorted(set(config.get("data") or {}) - set(DATA_DEFAULTS))
+    if extra:
+        raise ValueError(f"train config: unknown data key(s) {', '.join(extra)} (known: {', '.join(DATA_DEFAULTS)})")
+    data.update(config.get("data") or {})
+    if data["groups"] not in ("signatures", "pathways"):
+        raise ValueError(f"train config: data.groups must be 'signatures' or 'pathways', got {data['groups']!r}")
+    model_section = dict((config.get("models") or {}).get(model) or {})
+    training_values = dict(config.get("training") or {})
+    training_values.update(model_section.pop("training", None) or {})
+    return data, TrainConfig.from_dict(training_values), model_section, int(config.get("seed", DEFAULT_SEED))
+
+
+def train_fold(config: Mapping | None, *, cohort_table: str | os.PathLike, splits_dir: str | os.PathLike, fold: int,
+               model: str, out_dir: str | os.PathLike, signatures: str | os.PathLike | None = None,
+               features_dir: str | os.PathLike | None = None, pathways: str | os.PathLike | None = None,
+               seed: int | None = None) -> dict:
+    """Train and validate ``model`` on fold ``fold``; write the outputs to ``out_dir``; return the metrics.
+
+    Deterministic mode and the thread count apply inside this call only (the caller's are restored).
+    """
+    data_cfg, train_cfg, model_params, config_seed = resolve_config(config, model)
+    seed = config_seed if seed is None else int(seed)
+    with reproducible(train_cfg.deterministic, train_cfg.num_threads) as threads:
+        return _train_fold(data_cfg, train_cfg, model_params, seed=seed, threads=threads, cohort_table=cohort_table,
+                           splits_dir=splits_dir, fold=fold, model=model, out_dir=Path(out_dir), signatures=signatures,
+                           features_dir=features_dir, pathways=pathways)
+
+
+def _train_fold(data_cfg: dict, train_cfg: TrainConfig, model_params: dict, *, seed: int, threads: int, cohort_table,
+                splits_dir, fold: int, model: str, out_dir: Path, signatures, features_dir, pathways) -> dict:
+    started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(train_cfg.device)
+    spec = model_spec(model)
+
+    table = read_cohort_table(cohort_table)
+    patients = table.patients()
+    edges = fit_bin_edges(patients, n_bins=int(data_cfg["n_bins"]))
+    write_bin_edges(out_dir / "bin_edges.json", edges, n_patients=len(patients),
+                    n_uncensored=int((patients["censorship"] == 0).sum()))
+    split = restrict_to_cohort(read_split(split_file(splits_dir, fold)), table.case_ids)
+    groups = genomic_groups(table, data_cfg, signatures=signatures, pathways=pathways, needed=spec.modality != "path")
+    bag_options = BagOptions(features_dir=features_dir_or_none(features_dir), feature_dim=int(data_cfg["feature_dim"]),
+                             max_patches=data_cfg["max_patches"], eval_max_patches=data_cfg["eval_max_patches"],
+                             cache=bool(data_cfg["cache_bags"]))
+    fold_data = build_fold_data(table, split, edges=edges, groups=groups, modality=spec.modality,
+                                bag_options=bag_options, holdout_fraction=train_cfg.holdout_fraction, seed=seed)
+
+    seed_everything(seed)
+    inputs = ModelInputs(omic_dim=len(fold_data.genomic_columns), group_sizes=fold_data.group_sizes,
+                         path_dim=int(data_cfg["feature_dim"]), n_bins=int(data_cfg["n_bins"]))
+    network = build_model(model, inputs, model_params).to(device)
+    log.info("fold %d, model %s (%s): %d parameters, %d train / %d val%s patients, device %s, %d thread(s)",
+             fold, model, spec.modality, n_params(network), len(fold_data.train), len(fold_data.val),
+             f" / {len(fold_data.holdout)} hold-out" if fold_data.holdout else "", device, threads)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    log_path = out_dir / "training_log.tsv"
+    rows: list[dict] = []
+
+    def on_epoch(record: dict) -> None:
+        rows.append(record)
+        write_tsv(log_path, pd.DataFrame(rows))
+
+    result = fit(network, fold_data.train, fold_data.val, train_cfg, holdout=fold_data.holdout, seed=seed,
+                 on_epoch=on_epoch)
+    checkpoint_meta = {"model": model, "model_params": model_params, "inputs": inputs.__dict__, "fold": fold,
+                       "seed": seed, "bin_edges": edges.tolist(), "genomic_columns": fold_data.genomic_columns,
+                       "group_names": fold_data.group_names, "scaler_mean": fold_data.scaler.mean_.tolist(),
+                       "scaler_scale": fold_data.scaler.scale_.tolist()}
+    save_checkpoint(out_dir / "checkpoint_last.pt", network.state_dict(), epoch=len(result.history), **checkpoint_meta)
+    save_checkpoint(out_dir / "checkpoint_best.pt", result.best_state, epoch=result.best_epoch, **checkpoint_meta)
+    write_tsv(out_dir / "predictions.tsv", predictions_frame(result.last_eval))
+    write_tsv(out_dir / "predictions_best.tsv", predictions_frame(result.best_eval))
+    metrics = fold_metrics(result, fold_data, network, model=model, fold=fold, seed=seed, device=device,
+                           threads=threads, seconds=time.perf_counter() - started,
+                           config={"data": data_cfg, "training": train_cfg.as_dict(), "model_params": model_params})
+    atomic_write_text(out_dir / "metrics.json", json.dumps(_finite(metrics), indent=2, default=_json_default) + "\n")
+    log.info("fold %d %s: c-index last %.4f, best %.4f (epoch %d, selected on %s)", fold, model,
+             metrics["cindex_last"], metrics["cindex_best"], metrics["best_epoch"], metrics["best_selected_on"])
+    return metrics
+
+
+def genomic_groups(table, data_cfg: dict, *, signatures, pathways, needed: bool) -> dict[str, list[str]]:
+    """The genomic groups grouped models get: MCAT signature families or pathways ({} if unavailable)."""
+    if not needed:
+        return {}
+    if data_cfg["groups"] == "pathways":
+        if pathways is None:
+            raise ValueError("train config: data.groups is 'pathways' but no pathways gene-set file was given")
+        return pathway_groups(table.genomics.columns, read_gene_sets(pathways),
+                              suffixes=tuple(data_cfg["pathway_suffixes"]), min_size=int(data_cfg["pathway_min_size"]))
+    if signatures is None:
+        return {}
+    return signature_groups(table.genomics.columns, read_signatures(signatures))
+
+
+def predictions_frame(result: EvalResult) -> pd.DataFrame:
+    """Out-of-fold predictions: case_id, risk, S_1..S_K, time, event, bin."""
+    frame = pd.DataFrame({"case_id": result.case_ids, "risk": result.risk})
+    for k in range(result.survival.shape[1]):
+        frame[f"S_{k + 1}"] = result.survival[:, k]
+    frame["time"] = result.time
+    frame["event"] = 1 - result.censorship
+    frame["bin"] = result.label
+    return frame
+
+
+def fold_metrics(result: FitResult, fold_data: FoldData, network: SurvivalModel, *, model: str, fold: int, seed: int,
+                 device: torch.device, threads: int, seconds: float, config: dict) -> dict:
+    """The metrics.json document."""
+    epoch_seconds = result.epoch_seconds
+    return {
+        "model": model,
+        "modality": network.modality,
+        "fold": fold,
+        "seed": seed,
+        "cindex_last": result.last_eval.cindex,
+        "cindex_best": result.best_eval.cindex,
+        "best_epoch": result.best_epoch,
+        "best_selected_on": result.selected_on,
+        "best_selection_metric": result.selection_metric,
+        "best_note": ("optimistic: the best epoch was chosen on the validation fold itself (MCAT's monitor)"
+                      if result.selected_on == "val" else "best epoch chosen on a hold-out of the training fold"),
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "val_loss_last": result.last_eval.loss,
+        "n_train": len(fold_data.train),
+        "n_val": len(fold_data.val),
+        "n_holdout": len(fold_data.holdout) if fold_data.holdout else 0,
+        "n_val_events": int((result.last_eval.censorship == 0).sum()),
+        "n_params": n_params(network),
+        "genomic_dim": len(fold_data.genomic_columns),
+        "group_sizes": fold_data.group_sizes,
+        "seconds_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else float("nan"),
+        "seconds_total": seconds,
+        "peak_rss_mb": peak_rss_mb(),  # of the whole process so far (one fold per process in the workflow)
+        "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        "device": str(device),
+        "threads": threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "config": config,
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def save_checkpoint(path: Path, state: dict, **meta) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state, **meta}, tmp)
+
+
+def write_tsv(path: Path, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False, float_format="%.8g")
+
+
+def _finite(value):
+    """NaN/inf → None (JSON null) throughout a metrics document."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

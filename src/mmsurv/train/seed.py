@@ -1,0 +1,69 @@
+"""Reproducibility: seeds, deterministic kernels and thread count.
+
+``make_deterministic`` sets ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (needed by deterministic cuBLAS;
+it must be in the environment before CUDA initialises, so call this early), turns on
+``torch.use_deterministic_algorithms(True)`` and disables cuDNN autotuning. With batch size 1, a
+fixed visiting order (seeded generators) and a fixed thread count, the same config gives the same
+numbers on the same CPU build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def make_deterministic(enabled: bool = True) -> None:
+    """Deterministic algorithms on (or off) for torch, cuBLAS and cuDNN."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=False)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
+
+
+def set_threads(num_threads: int | None) -> int:
+    """Use ``num_threads`` intra-op threads (None: at most 2, the cores a job gets here)."""
+    count = num_threads if num_threads else max(1, min(2, os.cpu_count() or 1))
+    torch.set_num_threads(count)
+    return count
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA when present, else CPU; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def reproducible(deterministic: bool, num_threads: int | None) -> Iterator[int]:
+    """Deterministic mode and thread count inside the block, the caller's settings restored after.
+
+    Yields the thread count in use. Restoring matters when training runs inside a larger process
+    (tests, notebooks) whose other code should not inherit deterministic mode.
+    """
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+                torch.backends.cudnn.benchmark, torch.get_num_threads())
+    try:
+        if deterministic:
+            make_deterministic(True)
+        yield set_threads(num_threads)
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[1], previous[2]
+        torch.set_num_threads(previous[3])

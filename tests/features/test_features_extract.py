@@ -1,0 +1,203 @@
+"""Per-slide extraction: outputs, order, reuse of valid outputs, determinism, empty slides, read errors."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import openslide
+import pytest
+import torch
+
+from mmsurv.features import FeaturePaths, PatchReadError, build_encoder, extract_slide_features
+from mmsurv.features.dataset import READ_ATTEMPTS, reading_order, resize_uint8
+from mmsurv_testdata import shared_path
+
+N_PATCHES = 6
+
+
+def run(slide_path, patches, out_dir, name="slide", **kwargs):
+    options = dict(weights="none", batch_size=4, num_workers=0, compile=False) | kwargs
+    return extract_slide_features(slide_path, patches, out_dir, slide_name=name, **options)
+
+
+def read_outputs(out_dir, name="slide"):
+    paths = FeaturePaths.of(out_dir, name)
+    with h5py.File(paths.h5, "r") as h5:
+        features, coords, attrs = h5["features"][()], h5["coords"][()], dict(h5.attrs)
+    tensor = torch.load(paths.pt, weights_only=True)
+    return features, coords, attrs, tensor, json.loads(paths.json.read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(slide, tmp_path_factory, grid_coords, write_patch_file):
+    """One extraction (6 patches in a NON-row order, 0 workers) shared by several tests."""
+    root = tmp_path_factory.mktemp("reference")
+    coords = grid_coords(512, N_PATCHES, step=384)      # x-major grid order, overlapping
+    assert not np.array_equal(reading_order(coords), np.arange(len(coords)))
+    patches = write_patch_file(root / "patches/slide.h5", coords, name="slide")
+    metadata = run(slide[0], patches, root / "features")
+    return root, patches, coords, metadata
+
+
+def test_outputs_are_1024_float32_in_patch_file_order(reference):
+    root, _, coords, metadata = reference
+    features, stored_coords, attrs, tensor, sidecar = read_outputs(root / "features")
+    assert features.shape == (N_PATCHES, 1024) and features.dtype == np.float32
+    assert stored_coords.dtype == np.int64 and np.array_equal(stored_coords, coords)
+    assert tensor.dtype == torch.float32 and np.array_equal(tensor.numpy(), features)
+    assert np.isfinite(features).all() and len({row.tobytes() for row in features}) == N_PATCHES
+    for record in (metadata, sidecar, json.loads(attrs["metadata"])):
+        assert record["n_patches"] == N_PATCHES and record["encoder"] == "resnet50_trunc"
+        assert record["weights"] == "none" and record["pretrained"] is False
+        assert {"precision", "channels_last", "compile", "batch_size", "seconds", "patches_per_s",
+                "torch_version", "device"} <= set(record)
+    assert attrs["pretrained"] == np.False_ and attrs["encoder"] == "resnet50_trunc"
+    assert sidecar["patch_attrs"]["patch_size"] == 512 and metadata["skipped"] is False
+
+
+def test_each_row_is_the_feature_of_its_own_patch(reference, slide):
+    """Reading order is (y, x) but row i must be the feature of coords[i]: recompute two rows directly."""
+    root, _, coords, metadata = reference
+    features = read_outputs(root / "features")[0]
+    model, _, info = build_encoder("resnet50_trunc", "none", seed=0)
+    model = model.to(memory_format=torch.channels_last)
+    prep = info.preprocessing
+    with openslide.OpenSlide(str(slide[0])) as handle:
+        tiles = [np.asarray(handle.read_region(tuple(int(v) for v in coords[i]), 0, (512, 512)))[..., :3]
+                 for i in (0, N_PATCHES - 1)]
+    pixels = resize_uint8(torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2), prep.input_size).float() / 255
+    x = (pixels - torch.tensor(prep.mean).view(1, 3, 1, 1)) / torch.tensor(prep.std).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        expected = model(x.contiguous(memory_format=torch.channels_last)).numpy()
+    np.testing.assert_allclose(features[[0, N_PATCHES - 1]], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_valid_output_is_skipped_and_invalid_recomputed(reference, caplog):
+    root, patches, _, _ = reference
+    paths = FeaturePaths.of(root / "features", "slide")
+    before = read_outputs(root / "features")[0]
+    paths.json.unlink()
+    again = run(_slide_of(reference), patches, root / "features")
+    assert again["skipped"] is True and paths.json.exists()        # sidecar restored from the h5 metadata
+
+    paths.pt.write_bytes(b"truncated")                                 # e.g. a foreign half-written file
+    redone = run(_slide_of(reference), patches, root / "features")
+    assert redone["skipped"] is False
+    assert np.array_equal(read_outputs(root / "features")[0], before)  # deterministic recompute
+
+
+def _slide_of(reference):
+    root, patches, _, metadata = reference
+    return metadata["slide_path"]
+
+
+def test_identical_across_runs_and_worker_counts(slide, patches_h5, tmp_path):
+    patches, _ = patches_h5(4)
+    first = run(slide[0], patches, tmp_path / "a", num_workers=0, batch_size=2)
+    second = run(slide[0], patches, tmp_path / "b", num_workers=0, batch_size=2)
+    workers = run(slide[0], patches, tmp_path / "c", num_workers=2, batch_size=2)
+    assert first["num_workers"] == 0 and workers["num_workers"] == 2
+    a, b, c = (read_outputs(tmp_path / d)[0] for d in "abc")
+    assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_zero_patches_give_empty_outputs(slide, patches_h5, tmp_path):
+    patches, _ = patches_h5(coords=np.zeros((0, 2), dtype=np.int64))
+    metadata = run(slide[0], patches, tmp_path / "features")
+    features, coords, _, tensor, sidecar = read_outputs(tmp_path / "features")
+    assert features.shape == (0, 1024) and features.dtype == np.float32
+    assert coords.shape == (0, 2) and tuple(tensor.shape) == (0, 1024) and tensor.dtype == torch.float32
+    assert metadata["n_patches"] == sidecar["n_patches"] == 0
+    assert run(slide[0], patches, tmp_path / "features")["skipped"] is True
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_failing_read_is_retried_then_names_slide_and_coordinates(slide, patches_h5, tmp_path, monkeypatch, workers):
+    patches, coords = patches_h5(3)
+    bad = tuple(int(v) for v in coords[1])
+    calls = []
+    original = openslide.OpenSlide.read_region
+
+    def flaky(self, location, level, size):
+        if tuple(location) == bad:
+            calls.append(location)
+            raise openslide.OpenSlideError("Bogus marker length")
+        return original(self, location, level, size)
+
+    monkeypatch.setattr(openslide.OpenSlide, "read_region", flaky)
+    monkeypatch.setattr("mmsurv.features.dataset.RETRY_PAUSE_S", 0.0)
+    with pytest.raises(PatchReadError) as error:
+        run(slide[0], patches, tmp_path / "features", name="TCGA-BAD", num_workers=workers, batch_size=2)
+    message = str(error.value)
+    assert "slide TCGA-BAD" in message and f"(x={bad[0]}, y={bad[1]})" in message
+    assert f"after {READ_ATTEMPTS} attempts" in message and "Bogus marker length" in message
+    if workers == 0:
+        assert len(calls) == READ_ATTEMPTS
+    assert not list((tmp_path / "features").rglob("*.h5")) and not list((tmp_path / "features").rglob("*.pt"))
+
+
+def test_transient_read_failure_recovers(slide, patches_h5, tmp_path, monkeypatch):
+    patches, coords = patches_h5(2)
+    failures = {"left": 1}
+    original = openslide.OpenSlide.read_region
+
+    def once(self, location, level, size):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise openslide.OpenSlideError("transient")
+        return original(self, location, level, size)
+
+    monkeypatch.setattr(openslide.OpenSlide, "read_region", once)
+    assert run(slide[0], patches, tmp_path / "features", batch_size=2)["n_patches"] == 2
+
+
+@pytest.mark.shared
+def test_unreadable_shared_slide_names_slide_and_coordinates(tmp_path, monkeypatch, write_patch_file):
+    source = shared_path("data", "wsi", "unreadable.svs")
+    monkeypatch.setattr("mmsurv.features.dataset.RETRY_PAUSE_S", 0.0)
+    patches = write_patch_file(tmp_path / "unreadable.h5", np.array([[0, 0]]), patch_size=16, level_dim=(16, 16))
+    with pytest.raises(PatchReadError, match=r"slide unreadable: cannot read patch at level-0 coordinates \(x=0, y=0\)"):
+        run(source, patches, tmp_path / "features", name="unreadable")
+
+
+def test_bad_inputs_are_named(slide, tmp_path, write_patch_file):
+    with pytest.raises(ValueError, match="slide S1: patch file .* does not exist"):
+        run(slide[0], tmp_path / "missing.h5", tmp_path / "f", name="S1")
+    patches = write_patch_file(tmp_path / "p.h5", np.array([[0, 0]]))
+    with pytest.raises(FileNotFoundError, match="slide S2: slide file"):
+        run(tmp_path / "missing.svs", patches, tmp_path / "f", name="S2")
+    with pytest.raises(ValueError, match="precision 'fp8'"):
+        run(slide[0], patches, tmp_path / "f", precision="fp8")
+
+
+@pytest.mark.slow
+def test_compiled_default_matches_eager(reference, tmp_path):
+    """torch.compile (inductor, BN folded by freezing) is the CPU default: same features as eager fp32."""
+    root, patches, _, _ = reference
+    eager = read_outputs(root / "features")[0]
+    metadata = run(_slide_of(reference), patches, tmp_path / "compiled", compile=True,
+                   compile_cache_dir=tmp_path / "inductor")
+    assert metadata["compile"] is True and list((tmp_path / "inductor").iterdir())
+    compiled = torch.from_numpy(read_outputs(tmp_path / "compiled")[0])
+    cosine = torch.nn.functional.cosine_similarity(compiled.double(), torch.from_numpy(eager).double(), dim=1)
+    assert float(cosine.min()) >= 0.9999
+    np.testing.assert_allclose(compiled.numpy(), eager, rtol=1e-3, atol=1e-3)
+
+
+def test_compile_failure_falls_back_to_eager(slide, patches_h5, tmp_path, monkeypatch, caplog):
+    patches, _ = patches_h5(2)
+
+    class Broken(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self._orig_mod = module
+
+        def forward(self, x):
+            raise RuntimeError("InductorError: no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: Broken(module))
+    metadata = run(slide[0], patches, tmp_path / "features", compile=True, batch_size=2)
+    assert metadata["compile"] is False and metadata["n_patches"] == 2
+    assert "continuing in eager mode" in caplog.text
