@@ -14,6 +14,8 @@ include: "rules/demo.smk"
 include: "rules/manifest.smk"
 include: "rules/fetch.smk"
 include: "rules/wsi.smk"
+include: "rules/features.smk"
+include: "rules/train.smk"
 
 
 rule all:

@@ -21,13 +21,16 @@ BENCHMARKS = f"{RESULTS}/benchmarks"
 COHORTS = list(config["cohorts"])
 DOWNLOAD = config["download"]
 SAMPLES_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/samples.schema.yaml")
+MODELS = config["models"]
+FOLDS = list(range(config["folds"]))
+COMPILE_CACHE = str(Path(RESULTS).resolve() / ".torch_compile_cache")
 
 
 def check_cohorts():
     """Fail before any job with a message naming the cohort and key that is missing."""
     if DOWNLOAD["source"] == "local":
         for name, cohort in config["cohorts"].items():
-            if "slides_dir" not in cohort:
+            if "slides_dir" not in cohort and "features_dir" not in cohort:
                 raise ValueError(
                     f"config: cohorts.{name}.slides_dir is required when download.source is 'local'"
                 )
@@ -36,9 +39,28 @@ def check_cohorts():
 check_cohorts()
 
 
+def check_training_config():
+    """Unknown models or training keys stop the run now, not after hours of feature extraction."""
+    from mmsurv.models.registry import available_models
+    from mmsurv.train.run import resolve_config
+
+    for model in config["models"]:
+        if model not in available_models():
+            raise ValueError(
+                f"config: models: unknown model {model!r} (available: {', '.join(available_models())})"
+            )
+        resolve_config(config["train"], model)
+
+
+if workflow.is_main_process:
+    check_training_config()
+
+
 wildcard_constraints:
     cohort="|".join(re.escape(name) for name in COHORTS),
     slide=r"[^/]+",
+    model="|".join(re.escape(name) for name in MODELS),
+    fold=r"\d+",
 
 
 def cohort_file(key):
@@ -113,8 +135,46 @@ def cohort_patches(wildcards):
     ]
 
 
+def external_features(cohort):
+    """A cohort's own features folder (CLAM-style pt_files made elsewhere), or None."""
+    return config["cohorts"][cohort].get("features_dir")
+
+
+def features_dir(wildcards):
+    """Where the training job of a cohort reads its {slide}.pt bags."""
+    external = external_features(wildcards.cohort)
+    return external or f"{RESULTS}/{wildcards.cohort}/features/pt_files"
+
+
+def train_input(wildcards):
+    """Cohort files of a training job, plus every slide's features unless they come from elsewhere."""
+    cohort = config["cohorts"][wildcards.cohort]
+    inputs = {
+        "table": cohort["table"],
+        "splits_dir": cohort["splits_dir"],
+        "signatures": cohort["signatures"],
+    }
+    if external_features(wildcards.cohort) is None:
+        samples = cohort_samples(wildcards.cohort)
+        inputs["features"] = [
+            f"{RESULTS}/{wildcards.cohort}/features/pt_files/{slide}.pt"
+            for slide in samples["slide"]
+        ]
+    return inputs
+
+
 def get_final_output():
     """Targets of rule all."""
-    return expand(f"{RESULTS}/{{cohort}}/slides.tsv", cohort=COHORTS) + expand(
-        f"{RESULTS}/{{cohort}}/wsi/patching.tsv", cohort=COHORTS
+    targets = expand(
+        f"{RESULTS}/{{cohort}}/{{model}}/fold{{fold}}/metrics.json",
+        cohort=COHORTS,
+        model=MODELS,
+        fold=FOLDS,
     )
+    for cohort in COHORTS:
+        if external_features(cohort) is None:
+            targets += [
+                f"{RESULTS}/{cohort}/slides.tsv",
+                f"{RESULTS}/{cohort}/wsi/patching.tsv",
+            ]
+    return targets

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "mmsurv.features.cli",
     "mmsurv.wsi.cli",
     "mmsurv.train.cli",
+    "mmsurv.report.cli",
 )
 
 

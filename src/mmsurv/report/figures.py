@@ -1,0 +1,279 @@
+"""Paper figures: Kaplan–Meier curves (per cohort × model, and a grid per model) and a c-index vs FLOPs bubble chart.
+
+For the report builder. Figures are drawn on :class:`matplotlib.figure.Figure` objects with the
+Agg canvas (no pyplot, no global backend switch, nothing opens a window) and saved atomically as
+PNG (150 dpi) and, optionally, PDF (without creation dates, so reruns give identical files).
+
+* KM figure: low/high-risk curves with 95 % log-log bands and censoring ticks, the log-rank
+  p-value, a subtitle stating the median rule and the epoch variant, and a numbers-at-risk table
+  under the plot at the x-axis ticks (months).
+* KM grid: the same panels for one model across all cohorts (≤ 3 per row).
+* Bubble chart: x = forward FLOPs per patient at the reference bag size (log scale), y = mean
+  c-index over cohorts, marker AREA proportional to the parameter count (legend with reference
+  sizes), one labelled marker per model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from mmsurv.io import atomic_path
+from mmsurv.report.collect import display_cohort, display_model
+from mmsurv.report.km import RiskStratification, format_pvalue, km_curve, numbers_at_risk
+
+DPI = 150
+COLORS = {"low": "#1f77b4", "high": "#d62728"}
+LABELS = {"low": "Low risk", "high": "High risk"}
+BASE_FONT = 9
+GRID_COLUMNS = 3
+MAX_BUBBLE_AREA = 1800.0  # points², the largest model
+VARIANT_WORDS = {"last": "last epoch", "best": "best epoch"}
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure bound to the Agg canvas."""
+    figure = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def save_figure(figure: Figure, png_path: str | os.PathLike, *, pdf: bool = False) -> list[Path]:
+    """Save ``figure`` as PNG (and PDF next to it) atomically; return the paths written."""
+    png_path = Path(png_path)
+    written = []
+    targets = [(png_path, "png")] + ([(png_path.with_suffix(".pdf"), "pdf")] if pdf else [])
+    for path, fmt in targets:
+        metadata = {"CreationDate": None, "ModDate": None} if fmt == "pdf" else {"Software": None}
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, format=fmt, dpi=DPI, metadata=metadata)
+        written.append(path)
+    return written
+
+
+def time_ticks(max_time: float, n: int = 8) -> np.ndarray:
+    """Regular 'nice' ticks from 0 to ``max_time`` (months)."""
+    if not np.isfinite(max_time) or max_time <= 0:
+        return np.array([0.0])
+    ticks = MaxNLocator(nbins=n, steps=[1, 2, 2.5, 5, 10], integer=max_time > 10).tick_values(0, max_time)
+    return ticks[(ticks >= 0) & (ticks <= max_time * 1.0001)]
+
+
+def draw_km(ax, risk_ax, strat: RiskStratification, *, ticks: np.ndarray, font: float = BASE_FONT,
+            show_ylabel: bool = True) -> None:
+    """KM curves, bands, censoring ticks and p-value on ``ax``; numbers at risk on ``risk_ax``."""
+    x_max = max(float(ticks[-1]), float(strat.frame["time"].max())) * 1.02
+    for name in ("low", "high"):
+        group = strat.group(name)
+        curve = km_curve(group["event"], group["time"])
+        color = COLORS[name]
+        ax.step(curve.time, curve.survival, where="post", color=color, lw=1.6,
+                label=f"{LABELS[name]} (n={len(group)}, events={int(group['event'].sum())})")
+        ax.fill_between(curve.time, curve.lower, curve.upper, step="post", color=color, alpha=0.15, lw=0)
+        censored = group[group["event"] == 0]["time"].to_numpy(dtype="float64")
+        if censored.size:
+            at = np.searchsorted(curve.time, censored, side="right") - 1
+            ax.plot(censored, curve.survival[np.clip(at, 0, None)], ls="none", marker="|", ms=5, mew=1,
+                    color=color)
+    ax.set_xlim(0, x_max)
+    ax.set_ylim(0, 1.02)
+    ax.set_xticks(ticks)
+    ax.tick_params(labelsize=font - 1, labelbottom=False)
+    if show_ylabel:
+        ax.set_ylabel("Survival probability", fontsize=font)
+    ax.grid(True, lw=0.4, alpha=0.4)
+    ax.legend(loc="upper right", fontsize=font - 1.5, frameon=True, framealpha=0.85)
+    ax.text(0.03, 0.04, f"log-rank {format_pvalue(strat.pvalue)}", transform=ax.transAxes, fontsize=font,
+            ha="left", va="bottom", bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="0.7", alpha=0.9))
+    _draw_at_risk(risk_ax, strat, ticks, x_max, font)
+
+
+def _draw_at_risk(ax, strat: RiskStratification, ticks: np.ndarray, x_max: float, font: float) -> None:
+    ax.set_xlim(0, x_max)
+    ax.set_ylim(-0.6, 1.6)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}" for t in ticks], fontsize=font - 1)
+    ax.set_xlabel("Time (months)", fontsize=font)
+    ax.set_yticks([1, 0])
+    ax.set_yticklabels([LABELS["low"], LABELS["high"]], fontsize=font - 1.5)
+    for label, name in zip(ax.get_yticklabels(), ("low", "high")):
+        label.set_color(COLORS[name])
+    ax.tick_params(axis="y", length=0, pad=12)
+    for spine in ("top", "right", "left"):
+        ax.spines[spine].set_visible(False)
+    for y, name in ((1, "low"), (0, "high")):
+        counts = numbers_at_risk(strat.group(name)["time"], ticks)
+        for tick, count in zip(ticks, counts):
+            ax.text(tick, y, str(count), ha="center", va="center", fontsize=font - 1.5, color=COLORS[name])
+    ax.set_title("Number at risk", fontsize=font - 1, loc="left", pad=2)
+
+
+def km_subtitle(strat: RiskStratification) -> str:
+    return f"{strat.split_label}; {VARIANT_WORDS.get(strat.variant, strat.variant)} out-of-fold risks"
+
+
+def km_figure(strat: RiskStratification) -> Figure:
+    """One cohort × model Kaplan–Meier figure with the numbers-at-risk table."""
+    figure = new_figure(6.4, 5.4)
+    grid = figure.add_gridspec(2, 1, height_ratios=[4, 1.05], hspace=0.12, left=0.14, right=0.97, top=0.86,
+                               bottom=0.1)
+    ax = figure.add_subplot(grid[0])
+    risk_ax = figure.add_subplot(grid[1], sharex=ax)
+    ticks = time_ticks(float(strat.frame["time"].max()))
+    draw_km(ax, risk_ax, strat, ticks=ticks)
+    figure.suptitle(f"{display_cohort(strat.cohort)} · {display_model(strat.model)}: Kaplan–Meier by predicted risk",
+                    fontsize=BASE_FONT + 2, y=0.975)
+    figure.text(0.5, 0.925, textwrap.fill(km_subtitle(strat), 110), ha="center", va="top", fontsize=BASE_FONT - 1,
+                color="0.3")
+    return figure
+
+
+def km_grid_figure(strata: Sequence[RiskStratification]) -> Figure:
+    """One model's KM panels across cohorts (≤ 3 per row), each with its numbers-at-risk table."""
+    if not strata:
+        raise ValueError("km_grid_figure needs at least one cohort")
+    n = len(strata)
+    columns = min(GRID_COLUMNS, n)
+    rows = math.ceil(n / columns)
+    width = max(4.3 * columns, 6.4)
+    subtitle = textwrap.fill(km_subtitle(strata[0]), int(width * 16))
+    header = 0.55 + 0.16 * (subtitle.count("\n") + 1) + 0.3  # inches: title, subtitle lines, panel title
+    height = 4.3 * rows + header - 0.2
+    figure = new_figure(width, height)
+    outer = figure.add_gridspec(rows, columns, left=0.8 / width, right=1 - 0.15 / width, top=1 - header / height,
+                                bottom=0.45 / height, wspace=0.28, hspace=0.32)
+    for index, strat in enumerate(strata):
+        cell = outer[index // columns, index % columns].subgridspec(2, 1, height_ratios=[4, 1.1], hspace=0.14)
+        ax = figure.add_subplot(cell[0])
+        risk_ax = figure.add_subplot(cell[1], sharex=ax)
+        draw_km(ax, risk_ax, strat, ticks=time_ticks(float(strat.frame["time"].max())), font=BASE_FONT - 1,
+                show_ylabel=index % columns == 0)
+        ax.set_title(display_cohort(strat.cohort), fontsize=BASE_FONT + 1, fontweight="bold")
+    figure.suptitle(f"{display_model(strata[0].model)}: Kaplan–Meier by predicted risk, all cohorts",
+                    fontsize=BASE_FONT + 2, y=1 - 0.1 / height, va="top")
+    figure.text(0.5, 1 - 0.42 / height, subtitle, ha="center", va="top", fontsize=BASE_FONT - 0.5, color="0.3")
+    return figure
+
+
+def bubble_points(summary_means: pd.Series, efficiency: pd.DataFrame) -> pd.DataFrame:
+    """Per model: mean FLOPs at the reference bag size and mean params over cohorts, and the c-index."""
+    grouped = efficiency.groupby("model", sort=False).agg(flops=("flops_reference", "mean"),
+                                                          params=("n_params", "mean"),
+                                                          modality=("modality", "first"))
+    points = grouped.join(summary_means.rename("cindex"), how="inner")
+    return points.dropna(subset=["flops", "params", "cindex"])
+
+
+def bubble_figure(points: pd.DataFrame, *, reference_bag_size: int, variant: str) -> Figure:
+    """c-index vs FLOPs, marker area ∝ parameters, one labelled marker per model."""
+    figure = new_figure(6.4, 4.8)
+    ax = figure.add_axes((0.13, 0.13, 0.62, 0.74))
+    if points.empty:
+        ax.text(0.5, 0.5, "no model with both FLOPs and c-index", ha="center", va="center", transform=ax.transAxes)
+        return figure
+    scale = MAX_BUBBLE_AREA / float(points["params"].max())
+    colors = {"omic": "#2ca02c", "path": "#9467bd", "multimodal": "#ff7f0e"}
+    for model, row in points.iterrows():
+        ax.scatter(row["flops"], row["cindex"], s=row["params"] * scale, color=colors.get(row["modality"], "0.5"),
+                   alpha=0.55, edgecolor="black", lw=0.8, zorder=3)
+    ax.set_xscale("log")
+    _pad_limits(ax, points)
+    _label_bubbles(figure, ax, points, scale)
+    ax.set_xlabel(f"Forward FLOPs per patient at {reference_bag_size:,} patches (log scale)", fontsize=BASE_FONT)
+    ax.set_ylabel(f"Mean c-index over cohorts ({VARIANT_WORDS.get(variant, variant)})", fontsize=BASE_FONT)
+    ax.tick_params(labelsize=BASE_FONT - 1)
+    ax.grid(True, which="major", lw=0.4, alpha=0.5)
+    ax.set_title("c-index vs compute (marker area ∝ parameters)", fontsize=BASE_FONT + 1)
+    _bubble_legends(figure, ax, points, scale, colors)
+    return figure
+
+
+LABEL_DIRECTIONS = [(0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1)]
+
+
+def _label_bubbles(figure: Figure, ax, points: pd.DataFrame, scale: float) -> None:
+    """Name each bubble on the side (of 8) farthest from the other bubbles, inside the axes."""
+    points_per_px = 72.0 / figure.dpi
+    centers = ax.transData.transform(points[["flops", "cindex"]].to_numpy(dtype="float64")) * points_per_px
+    radii = np.sqrt(points["params"].to_numpy(dtype="float64") * scale / math.pi)
+    box = ax.get_window_extent()
+    x0, y0, x1, y1 = (v * points_per_px for v in (box.x0, box.y0, box.x1, box.y1))
+    for i, model in enumerate(points.index):
+        best, best_score = (0.0, radii[i] + 3), -np.inf
+        for dx, dy in LABEL_DIRECTIONS:
+            norm = math.hypot(dx, dy)
+            offset = (dx / norm * (radii[i] + 4), dy / norm * (radii[i] + 4))
+            anchor = centers[i] + offset + (dx * 12, dy * 5)  # roughly the label's centre
+            others = [np.hypot(*(anchor - centers[j])) - radii[j] for j in range(len(points)) if j != i]
+            inside = x0 + 25 <= anchor[0] <= x1 - 25 and y0 + 8 <= anchor[1] <= y1 - 8
+            clearance = min(min(others), 40.0) if others else 40.0  # beyond 40 pt a neighbour does not matter
+            score = clearance - (0 if inside else 1e6) + 0.5 * dy  # ties: above first
+            if score > best_score:
+                best, best_score = offset, score
+        ax.annotate(display_model(str(model)), (points["flops"].iloc[i], points["cindex"].iloc[i]), xytext=best,
+                    textcoords="offset points", fontsize=BASE_FONT, fontweight="bold", zorder=4,
+                    ha="center" if best[0] == 0 else ("left" if best[0] > 0 else "right"),
+                    va="center" if best[1] == 0 else ("bottom" if best[1] > 0 else "top"))
+
+
+def _pad_limits(ax, points: pd.DataFrame) -> None:
+    low, high = float(points["flops"].min()), float(points["flops"].max())
+    ax.set_xlim(low / 10 ** 0.6, high * 10 ** 0.6)
+    y_low, y_high = float(points["cindex"].min()), float(points["cindex"].max())
+    pad = max(0.03, (y_high - y_low) * 0.25)
+    ax.set_ylim(y_low - pad, y_high + pad)
+
+
+def _bubble_legends(figure: Figure, ax, points: pd.DataFrame, scale: float, colors: dict) -> None:
+    """Bubble-size key (true marker areas, stacked without overlap) and the modality legend, right of the plot."""
+    box = (0.78, 0.42, 0.2, 0.46)
+    key = figure.add_axes(box)
+    key.set_axis_off()
+    key.set_xlim(0, 1)
+    key.set_ylim(0, 1)
+    height_pt = box[3] * figure.get_figheight() * 72
+    width_pt = box[2] * figure.get_figwidth() * 72
+    values = size_legend_values(float(points["params"].min()), float(points["params"].max()))
+    radii = [math.sqrt(value * scale / math.pi) for value in values]
+    x_center = (max(radii) + 2) / width_pt
+    key.text(0.0, 1.0, "Parameters", fontsize=BASE_FONT - 1, ha="left", va="top", transform=key.transAxes)
+    y = height_pt - 16  # below the title
+    for value, radius in zip(reversed(values), reversed(radii)):
+        y -= radius
+        key.scatter([x_center], [y / height_pt], s=value * scale, color="0.88", edgecolor="black", lw=0.8,
+                    clip_on=False)
+        key.text(x_center + (max(radii) + 6) / width_pt, y / height_pt, _short_count(value), fontsize=BASE_FONT - 1,
+                 ha="left", va="center")
+        y -= radius + 6
+    modality_handles = [ax.scatter([], [], s=60, color=colors[m], alpha=0.55, edgecolor="black", label=label)
+                        for m, label in (("omic", "Genomic"), ("path", "WSI"), ("multimodal", "WSI + Genomic"))
+                        if m in set(points["modality"])]
+    ax.legend(handles=modality_handles, loc="lower left", bbox_to_anchor=(1.02, 0.0), fontsize=BASE_FONT - 1,
+              title="Modality", title_fontsize=BASE_FONT - 1, frameon=False, alignment="left")
+
+
+def size_legend_values(low: float, high: float) -> list[float]:
+    """Up to three round parameter counts spanning [low, high] for the bubble-size legend."""
+    candidates = [m * 10 ** e for e in range(3, 11) for m in (1, 2, 5)]
+    inside = [c for c in candidates if low * 0.5 <= c <= high * 1.5]
+    if not inside:
+        return [high]
+    if len(inside) <= 3:
+        return inside
+    return [inside[0], inside[len(inside) // 2], inside[-1]]
+
+
+def _short_count(value: float) -> str:
+    for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:g} {prefix}"
+    return f"{value:g}"
