@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: demo test lint setup clean-demo
+.PHONY: demo test lint setup clean-demo paper
 
 setup: $(STAMP)
 
@@ -19,7 +19,17 @@ $(STAMP): requirements.txt pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
-	@echo "demo finished: outputs in results/ (cleaned manifests and sample sheets in results/<cohort>/manifest/, verified slides in results/<cohort>/slides/)"
+	$(BIN)/snakemake --cores 1 --configfile config/config.yaml --report results/report.html
+	@echo "demo finished:"
+	@echo "  HTML report:        results/report.html"
+	@echo "  tables (md/csv/tex): results/report/cindex_last.md, results/report/cindex_best.md, results/report/efficiency.md"
+	@echo "  figures:            results/report/km/, results/report/bubble_cindex_flops.png"
+
+# Rebuild every table and figure from finished results; no training job can run.
+paper: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml --forcerun aggregate --allowed-rules aggregate
+	$(BIN)/snakemake --cores 1 --configfile config/config.yaml --report results/report.html
+	@echo "tables and figures in results/report/, report in results/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

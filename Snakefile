@@ -9,6 +9,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/manifest.smk"
@@ -16,6 +19,7 @@ include: "rules/fetch.smk"
 include: "rules/wsi.smk"
 include: "rules/features.smk"
 include: "rules/train.smk"
+include: "rules/report.smk"
 
 
 rule all:

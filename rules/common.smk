@@ -23,6 +23,7 @@ DOWNLOAD = config["download"]
 SAMPLES_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/samples.schema.yaml")
 MODELS = config["models"]
 FOLDS = list(range(config["folds"]))
+REPORT = f"{RESULTS}/report"
 COMPILE_CACHE = str(Path(RESULTS).resolve() / ".torch_compile_cache")
 
 
@@ -163,14 +164,33 @@ def train_input(wildcards):
     return inputs
 
 
+def aggregate_input(wildcards):
+    """Every fold's metrics and predictions, and each cohort's bag sizes when it was patched here."""
+    inputs = {
+        "metrics": expand(
+            f"{RESULTS}/{{cohort}}/{{model}}/fold{{fold}}/metrics.json",
+            cohort=COHORTS,
+            model=MODELS,
+            fold=FOLDS,
+        ),
+        "predictions": expand(
+            f"{RESULTS}/{{cohort}}/{{model}}/fold{{fold}}/predictions_best.tsv",
+            cohort=COHORTS,
+            model=MODELS,
+            fold=FOLDS,
+        ),
+    }
+    inputs["patching"] = [
+        f"{RESULTS}/{cohort}/wsi/patching.tsv"
+        for cohort in COHORTS
+        if external_features(cohort) is None
+    ]
+    return inputs
+
+
 def get_final_output():
     """Targets of rule all."""
-    targets = expand(
-        f"{RESULTS}/{{cohort}}/{{model}}/fold{{fold}}/metrics.json",
-        cohort=COHORTS,
-        model=MODELS,
-        fold=FOLDS,
-    )
+    targets = [f"{REPORT}/report.json"]
     for cohort in COHORTS:
         if external_features(cohort) is None:
             targets += [

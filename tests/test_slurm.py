@@ -37,6 +37,9 @@ def test_demo_workflow_runs_through_the_slurm_profile(cluster, tmp_path):
                              "splits_dir": "resources/demo/splits", "signatures": "resources/demo/signatures.csv",
                              "slides_dir": "resources/demo/slides"}},
         "patching": {"segment": {"min_tissue_mm2": 0.02}},
+        "features": {"weights": "none", "compile": False, "num_workers": 0},
+        "models": ["snn", "abmil"], "folds": 1,
+        "train": {"training": {"epochs": 1, "grad_accum": 1}},
         "download": {"source": "local"},
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
@@ -59,3 +62,13 @@ def test_demo_workflow_runs_through_the_slurm_profile(cluster, tmp_path):
     assert len(slurm_logs) == len(set(submitted)), "every submitted job left its SLURM log"
     grouped = [path for path in slurm_logs if "group_slide" in str(path)]
     assert grouped, "per-slide rules were not grouped into SLURM jobs"
+    gpu_logs = sorted((tmp_path / "results/logs/extract_features/demo").glob("*.log"))
+    gpu_logs += sorted((tmp_path / "results/logs/train/demo").rglob("*.log"))
+    assert len(gpu_logs) == len(samples) + 2
+    devices = set()
+    for path in gpu_logs:
+        found = re.search(r"GPU from the SLURM allocation: CUDA_VISIBLE_DEVICES=(\S+)", path.read_text())
+        assert found, f"{path.name}: the job did not run with a SLURM GPU"
+        devices.add(found.group(1))
+    assert devices <= {"0", "1"}
+    assert (tmp_path / "results/report/report.json").exists()

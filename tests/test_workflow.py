@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SNAKEMAKE = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile")]
 
-SMALL_DEMO = {"outdir": "resources/demo", "patients": 6, "seed": 1, "width": 2048, "height": 1536, "genes": 24}
+SMALL_DEMO = {"outdir": "resources/demo", "patients": 10, "seed": 1, "width": 2048, "height": 1536, "genes": 24}
 
 
 def demo_config(**changes) -> dict:
@@ -28,6 +28,10 @@ def demo_config(**changes) -> dict:
     }
     config = {"results": "results", "demo": dict(SMALL_DEMO), "cohorts": {"demo": cohort},
               "patching": {"preset": "tcga", "segment": {"min_tissue_mm2": 0.02}},
+              "features": {"weights": "none", "compile": False, "num_workers": 0},
+              "models": ["snn", "abmil"], "folds": 2, "seed": 1,
+              "train": {"data": {"standardize_features": True},
+                        "training": {"epochs": 2, "grad_accum": 1, "weighted_sampling": False}},
               "download": {"source": "local", "verify_md5": True, "link": "symlink"}}
     config.update(changes)
     return config
@@ -118,6 +122,41 @@ def test_demo_run_patches_every_slide(demo_run, cohort):
         assert (demo_run / f"results/{cohort}/wsi/stitches/{row.slide}.png").stat().st_size > 0
 
 
+def test_demo_run_extracts_features_trains_and_reports(demo_run):
+    import json
+
+    import torch
+
+    patching = pd.read_csv(demo_run / "results/demo/wsi/patching.tsv", sep="\t")
+    for row in patching.itertuples():
+        features = torch.load(demo_run / f"results/demo/features/pt_files/{row.slide}.pt")
+        assert features.shape == (row.n_patches, 1024) and features.dtype == torch.float32
+    for model in ("snn", "abmil"):
+        for fold in (0, 1):
+            metrics = json.loads((demo_run / f"results/demo/{model}/fold{fold}/metrics.json").read_text())
+            assert metrics["model"] == model and metrics["fold"] == fold
+    table = pd.read_csv(demo_run / "results/report/cindex_last.csv")
+    assert set(table["model"]) == {"snn", "abmil"} and set(table["cohort"]) == {"demo", "second"}
+    assert (demo_run / "results/report/km/km_demo_abmil.png").stat().st_size > 10_000
+
+
+def test_report_html_builds(demo_run):
+    result = run_snakemake(demo_run, yaml.safe_load((demo_run / "config.yaml").read_text()),
+                           "--report", str(demo_run / "report.html"))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert (demo_run / "report.html").stat().st_size > 50_000
+
+
+def test_aggregation_rerun_touches_no_training_job(demo_run):
+    config = yaml.safe_load((demo_run / "config.yaml").read_text())
+    trained = sorted((demo_run / "results/demo").rglob("fold*/*"))
+    before = {path: path.stat().st_mtime_ns for path in trained}
+    result = run_snakemake(demo_run, config, "--forcerun", "aggregate", "--allowed-rules", "aggregate")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert {path: path.stat().st_mtime_ns for path in trained} == before
+    assert "rule train" not in result.stdout + result.stderr
+
+
 def test_rerun_has_nothing_to_do(demo_run):
     result = run_snakemake(demo_run, yaml.safe_load((demo_run / "config.yaml").read_text()), "-n")
     assert result.returncode == 0
@@ -142,7 +181,7 @@ def test_a_corrupt_local_slide_fails_naming_it(tmp_path, demo_run):
     (data / "demo/slides" / victim).write_bytes(bytes(corrupted))
     config = demo_config()
     del config["demo"]
-    result = run_snakemake(tmp_path, config, "--keep-going")
+    result = run_snakemake(tmp_path, config, "--keep-going", "results/demo/slides.tsv")
     assert result.returncode != 0
     log = (tmp_path / f"results/logs/fetch_slide/demo/{victim[:-4]}.log").read_text()
     assert f"slide {victim[:-4]}: md5 of" in log and "the manifest says" in log

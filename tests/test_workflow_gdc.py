@@ -52,7 +52,7 @@ def test_sigkill_mid_download_then_rerun_resumes_and_verifies(server_and_run, de
     slow = manifest.loc[manifest["filename"].str.contains("-DX1.")].iloc[0]
     server.files[slow.id].faults = Faults(throttle_bps=40_000)
     part = workdir / "results/demo/slides" / (slow.filename[: -len(".svs")] + ".svs.part")
-    process = snakemake(workdir, start_new_session=True)
+    process = snakemake(workdir, "results/demo/slides.tsv", start_new_session=True)
     deadline = time.monotonic() + 120
     while not (part.exists() and part.stat().st_size > 20_000):
         assert process.poll() is None, process.stdout.read()
@@ -65,7 +65,7 @@ def test_sigkill_mid_download_then_rerun_resumes_and_verifies(server_and_run, de
     # Rerun as a user would (unlock after the kill), at full speed.
     server.files[slow.id].faults = Faults()
     assert snakemake(workdir, "--unlock").wait() == 0
-    rerun = snakemake(workdir)
+    rerun = snakemake(workdir, "results/demo/slides.tsv")
     output = rerun.communicate(timeout=300)[0]
     assert rerun.returncode == 0, output[-3000:]
     final = part.with_suffix("")

@@ -65,6 +65,10 @@ class BagOptions:
     max_patches: int | None = None  # training cap (random subset per visit)
     eval_max_patches: int | None = None  # validation / hold-out cap (fixed subset per case)
     cache: bool = False  # keep loaded bags in memory (small cohorts / small bags only)
+    # Standardise every feature dimension with the mean/std of the TRAINING cases' patches. Off by
+    # default (MCAT and the founding papers feed raw ResNet features); the offline demo turns it on
+    # because its random-weight ResNet gives features dominated by one risk-unrelated direction.
+    standardize: bool = False
 
 
 class BagLoader:
@@ -78,6 +82,23 @@ class BagLoader:
         if not self.features_dir.is_dir():
             raise FileNotFoundError(f"{self.features_dir}: features directory not found")
         self._cache: dict[str, torch.Tensor] = {}
+        self._standardization: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def fit_standardization(self, cases: Mapping[str, Sequence[str]]) -> None:
+        """Per-dimension mean/std over every patch of ``cases`` (case_id → slide_ids): training cases only."""
+        total = torch.zeros(self.options.feature_dim, dtype=torch.float64)
+        squares = torch.zeros_like(total)
+        count = 0
+        for case_id, slide_ids in cases.items():
+            bag = self._raw(case_id, slide_ids).double()
+            total += bag.sum(0)
+            squares += (bag * bag).sum(0)
+            count += bag.shape[0]
+        if count == 0:
+            raise CohortError("standardize: the training cases have no patch features to fit on")
+        mean = total / count
+        std = (squares / count - mean * mean).clamp_min(0).sqrt().clamp_min(1e-6)
+        self._standardization = (mean.float(), std.float())
 
     def feature_file(self, slide_id: str) -> Path:
         return self.features_dir / f"{slide_stem(slide_id)}.pt"
@@ -87,7 +108,14 @@ class BagLoader:
         return [slide for slide in slide_ids if self.feature_file(slide).is_file()]
 
     def load(self, case_id: str, slide_ids: Sequence[str]) -> torch.Tensor:
-        """The case's bag, N×D float32 (N may be 0)."""
+        """The case's bag, N×D float32 (N may be 0), standardised when fitted."""
+        bag = self._raw(case_id, slide_ids)
+        if self._standardization is not None and bag.shape[0]:
+            mean, std = self._standardization
+            bag = (bag - mean) / std
+        return bag
+
+    def _raw(self, case_id: str, slide_ids: Sequence[str]) -> torch.Tensor:
         if case_id in self._cache:
             return self._cache[case_id]
         parts = [self._load_file(self.feature_file(slide)) for slide in self.available(slide_ids)]
@@ -280,6 +308,8 @@ def build_fold_data(table: CohortTable, split: Split, *, edges: np.ndarray, grou
     indices = group_indices(columns, groups)
     bags = BagLoader(bag_options) if modality != "omic" else None
     slides = table.slides_of_case()
+    if bags is not None and bag_options.standardize:
+        bags.fit_standardization({case: slides.get(case, []) for case in train_cases})
 
     def make(cases: list[str], training: bool, name: str, offset: int) -> SurvivalDataset:
         frame = patients.loc[cases].reset_index(drop=True)

@@ -65,6 +65,7 @@ DATA_DEFAULTS = {
     "max_patches": None,
     "eval_max_patches": None,
     "cache_bags": False,
+    "standardize_features": False,
 }
 CONFIG_SECTIONS = ("data", "training", "models", "seed")
 
@@ -120,7 +121,8 @@ def _train_fold(data_cfg: dict, train_cfg: TrainConfig, model_params: dict, *, s
     groups = genomic_groups(table, data_cfg, signatures=signatures, pathways=pathways, needed=spec.modality != "path")
     bag_options = BagOptions(features_dir=features_dir_or_none(features_dir), feature_dim=int(data_cfg["feature_dim"]),
                              max_patches=data_cfg["max_patches"], eval_max_patches=data_cfg["eval_max_patches"],
-                             cache=bool(data_cfg["cache_bags"]))
+                             cache=bool(data_cfg["cache_bags"]),
+                             standardize=bool(data_cfg["standardize_features"]))
     fold_data = build_fold_data(table, split, edges=edges, groups=groups, modality=spec.modality,
                                 bag_options=bag_options, holdout_fraction=train_cfg.holdout_fraction, seed=seed)
 

@@ -1,0 +1,77 @@
+# Aggregation: paper-style tables and figures from every cohort x model x fold, for the HTML report.
+
+
+rule aggregate:
+    input:
+        unpack(aggregate_input),
+    output:
+        cindex_last=report(
+            f"{REPORT}/cindex_last.md",
+            caption="../workflow/report/cindex_table.rst",
+            category="Tables",
+            labels={"table": "c-index, last epoch"},
+        ),
+        cindex_best=report(
+            f"{REPORT}/cindex_best.md",
+            caption="../workflow/report/cindex_table.rst",
+            category="Tables",
+            labels={"table": "c-index, best epoch"},
+        ),
+        cindex_last_csv=f"{REPORT}/cindex_last.csv",
+        cindex_best_csv=f"{REPORT}/cindex_best.csv",
+        cindex_last_tex=f"{REPORT}/cindex_last.tex",
+        cindex_best_tex=f"{REPORT}/cindex_best.tex",
+        efficiency=report(
+            f"{REPORT}/efficiency.md",
+            caption="../workflow/report/efficiency_table.rst",
+            category="Tables",
+            labels={"table": "parameters, FLOPs, time, memory"},
+        ),
+        efficiency_csv=f"{REPORT}/efficiency.csv",
+        logrank=f"{REPORT}/km_logrank.csv",
+        km=[
+            report(
+                f"{REPORT}/km/km_{cohort}_{model}.png",
+                caption="../workflow/report/km.rst",
+                category="Kaplan-Meier",
+                subcategory=cohort,
+                labels={"cohort": cohort, "model": model},
+            )
+            for cohort in COHORTS
+            for model in MODELS
+        ],
+        km_grid=[
+            report(
+                f"{REPORT}/km/km_grid_{model}.png",
+                caption="../workflow/report/km_grid.rst",
+                category="Kaplan-Meier",
+                subcategory="all cohorts",
+                labels={"cohort": "all", "model": model},
+            )
+            for model in MODELS
+        ],
+        bubble=report(
+            f"{REPORT}/bubble_cindex_flops.png",
+            caption="../workflow/report/bubble.rst",
+            category="Figures",
+            labels={"figure": "c-index vs FLOPs"},
+        ),
+        summary=f"{REPORT}/report.json",
+    log:
+        f"{LOGS}/aggregate.log",
+    benchmark:
+        f"{BENCHMARKS}/aggregate.tsv"
+    conda:
+        "../envs/aggregate.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        cohorts=COHORTS,
+        models=MODELS,
+        folds=config["folds"],
+        settings=config["report"],
+        model_params=config["train"].get("models", {}),
+    script:
+        "../workflow/scripts/aggregate.py"

@@ -1,0 +1,20 @@
+"""Snakemake glue for rule aggregate → mmsurv.report.build_report."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+
+from mmsurv.logs import setup_logging
+from mmsurv.report import build_report
+
+setup_logging(snakemake.log[0])
+report_dir = Path(snakemake.output.summary).parent
+build_report(
+    report_dir.parent,
+    snakemake.params.cohorts,
+    snakemake.params.models,
+    report_dir,
+    folds=snakemake.params.folds,
+    model_params=snakemake.params.model_params,
+    **snakemake.params.settings,
+)
