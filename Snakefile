@@ -13,6 +13,16 @@ report: "workflow/report/workflow.rst"
 
 
 include: "rules/common.smk"
+
+
+# Cheap bookkeeping jobs run where Snakemake runs, not as cluster jobs.
+localrules:
+    all,
+    clean_manifest,
+    slide_inventory,
+    patching_summary,
+
+
 include: "rules/demo.smk"
 include: "rules/manifest.smk"
 include: "rules/fetch.smk"
