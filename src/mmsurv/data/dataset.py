@@ -190,6 +190,14 @@ class SurvivalDataset(Dataset):
         self.patients = patients.reset_index(drop=True)
         self.omic = torch.from_numpy(np.ascontiguousarray(omic, dtype="float32"))
         self.group_index = [torch.as_tensor(index, dtype=torch.long) for index in group_index]
+        # Per-patient values prepared once (no pandas or fancy indexing per visited sample): the
+        # training loop reads thousands of samples per fold, and a genomic-only model does nothing
+        # else per sample but a few small matrix products.
+        self._case_ids = [str(case) for case in self.patients["case_id"]]
+        self._labels = [int(value) for value in self.patients["bin"]]
+        self._censorships = [int(value) for value in self.patients["censorship"]]
+        self._times = [float(value) for value in self.patients["survival_months"]]
+        self._group_omic = [self.omic[:, index].contiguous() for index in self.group_index]
         self.slides_of_case = slides_of_case
         self.modality = modality
         self.bags = bags if modality != "omic" else None
@@ -205,23 +213,22 @@ class SurvivalDataset(Dataset):
 
     @property
     def case_ids(self) -> list[str]:
-        return self.patients["case_id"].tolist()
+        return list(self._case_ids)
 
     @property
     def class_labels(self) -> np.ndarray:
         return self.patients["class_label"].to_numpy()
 
     def __getitem__(self, index: int) -> PatientSample:
-        row = self.patients.iloc[index]
-        case_id = str(row["case_id"])
+        index = range(len(self))[index]  # negative indices as a list's; out of range is an IndexError
+        case_id = self._case_ids[index]
         path, n_patches = self._path(case_id, index) if self.bags is not None else (None, 0)
         omic = groups = None
         if self.modality != "path":
             omic = self.omic[index]
-            groups = [omic[group] for group in self.group_index]
-        return PatientSample(case_id=case_id, path=path, omic=omic, omic_groups=groups, label=int(row["bin"]),
-                             censorship=int(row["censorship"]), time=float(row["survival_months"]),
-                             n_patches=n_patches)
+            groups = [matrix[index] for matrix in self._group_omic]
+        return PatientSample(case_id=case_id, path=path, omic=omic, omic_groups=groups, label=self._labels[index],
+                             censorship=self._censorships[index], time=self._times[index], n_patches=n_patches)
 
     def _path(self, case_id: str, index: int) -> tuple[torch.Tensor, int]:
         bag = self.bags.load(case_id, self.slides_of_case.get(case_id, []))

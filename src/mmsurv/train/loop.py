@@ -3,7 +3,10 @@
 As MCAT (utils/core_utils.py of mahmoodlab/MCAT): one patient per forward pass; the NLL of each
 patient is divided by ``grad_accum`` (MCAT's ``gc``, 32) and back-propagated, and the optimiser
 steps every ``grad_accum`` patients. The optional L1 penalty (MCAT's ``--reg_type omic``,
-``λ·Σ|w|`` over all parameters) is added per patient without the division, exactly as there. An
+``λ·Σ|w|`` over all parameters) is added per patient without the division, as there; since the
+weights do not change inside an accumulation window, the ``k`` per-patient penalties of a window of
+``k`` patients are back-propagated once as ``k·λ·Σ|w|`` when the window closes (the same gradient
+``k·λ·sign(w)`` and the same logged loss, without one pass over every weight per patient). An
 epoch visits as many patients as the training fold has, in the order of
 :func:`mmsurv.data.dataset.epoch_order` (class-balanced with replacement by default, MCAT's
 weighted sampler). Unlike MCAT, gradients left over at the end of an epoch (fewer than
@@ -69,7 +72,7 @@ class TrainConfig:
     early_stopping_patience: int | None = None  # epochs without hold-out improvement; needs a hold-out
     early_stopping_min_epochs: int = 0
     device: str = "auto"
-    num_threads: int | None = None
+    num_threads: int | None = None  # None: 1 for genomic-only models, else min(2, CPUs) (seed.default_threads)
     deterministic: bool = True
 
     @classmethod
@@ -177,8 +180,6 @@ def train_epoch(model: SurvivalModel, dataset: SurvivalDataset, optimizer: torch
         times.append(sample.time)
         censorships.append(sample.censorship)
         extra = output.aux_loss if output.aux_loss is not None else 0.0
-        if config.l1_reg:
-            extra = extra + config.l1_reg * l1_norm(model)
         if config.loss == "nll":
             loss = sample_loss(output, sample, config.alpha, device)
             (loss / config.grad_accum + extra).backward()
@@ -191,18 +192,32 @@ def train_epoch(model: SurvivalModel, dataset: SurvivalDataset, optimizer: torch
             loss_total += _scalar(extra)
         pending += 1
         if position % config.grad_accum == 0:
+            loss_total += _window_l1(model, config, pending, backward=True)
             surv_total, loss_total = _close_window(window, config, device, surv_total, loss_total)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             pending = 0
-    if pending and config.flush_accumulation:
-        surv_total, loss_total = _close_window(window, config, device, surv_total, loss_total)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    if pending:  # a last partial window: applied with flush_accumulation, else its gradients are dropped
+        loss_total += _window_l1(model, config, pending, backward=config.flush_accumulation)
+        if config.flush_accumulation:
+            surv_total, loss_total = _close_window(window, config, device, surv_total, loss_total)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
     window.clear()
     count = max(1, len(order))
     return {"train_loss_surv": surv_total / count, "train_loss": loss_total / count,
             "train_cindex": concordance(times, censorships, risks)}
+
+
+def _window_l1(model: nn.Module, config: TrainConfig, patients: int, *, backward: bool) -> float:
+    """The L1 penalty of ``patients`` patients of one window (weights fixed): back-propagated, summed."""
+    if not config.l1_reg or not patients:
+        return 0.0
+    with torch.set_grad_enabled(backward):
+        penalty = (config.l1_reg * patients) * l1_norm(model)
+        if backward:
+            penalty.backward()
+    return float(penalty.detach())
 
 
 def _scalar(value) -> float:

@@ -51,7 +51,7 @@ from mmsurv.io import atomic_path, atomic_write_text
 from mmsurv.models.base import SurvivalModel, n_params
 from mmsurv.models.registry import ModelInputs, build_model, model_spec
 from mmsurv.train.loop import EvalResult, FitResult, TrainConfig, fit
-from mmsurv.train.seed import reproducible, resolve_device, seed_everything
+from mmsurv.train.seed import default_threads, reproducible, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,14 @@ def train_fold(config: Mapping | None, *, cohort_table: str | os.PathLike, split
                seed: int | None = None) -> dict:
     """Train and validate ``model`` on fold ``fold``; write the outputs to ``out_dir``; return the metrics.
 
-    Deterministic mode and the thread count apply inside this call only (the caller's are restored).
+    Deterministic mode and the thread count apply inside this call only (the caller's are restored);
+    without ``training.num_threads`` the count is :func:`mmsurv.train.seed.default_threads` of the
+    model's modality (1 for genomic-only models).
     """
     data_cfg, train_cfg, model_params, config_seed = resolve_config(config, model)
     seed = config_seed if seed is None else int(seed)
-    with reproducible(train_cfg.deterministic, train_cfg.num_threads) as threads:
+    num_threads = train_cfg.num_threads or default_threads(model_spec(model).modality)
+    with reproducible(train_cfg.deterministic, num_threads) as threads:
         return _train_fold(data_cfg, train_cfg, model_params, seed=seed, threads=threads, cohort_table=cohort_table,
                            splits_dir=splits_dir, fold=fold, model=model, out_dir=Path(out_dir), signatures=signatures,
                            features_dir=features_dir, pathways=pathways)

@@ -36,9 +36,21 @@ def make_deterministic(enabled: bool = True) -> None:
     torch.backends.cudnn.benchmark = not enabled
 
 
+def default_threads(modality: str = "multimodal") -> int:
+    """Intra-op threads when the config names none.
+
+    Genomic-only models (``modality == "omic"``) get 1: their forward/backward on one patient is a
+    few products of a 1×G vector with ≤ G×256 matrices, far below what pays for splitting work
+    between threads, and with a second thread on a shared (loaded) machine every small op waits for
+    it (an SNN epoch on BLCA: 11–22 s with 2 threads, < 1 s with 1). Models that read WSI bags
+    (N×1024 per patient) get at most 2, the cores a job gets here.
+    """
+    return 1 if modality == "omic" else max(1, min(2, os.cpu_count() or 1))
+
+
 def set_threads(num_threads: int | None) -> int:
-    """Use ``num_threads`` intra-op threads (None: at most 2, the cores a job gets here)."""
-    count = num_threads if num_threads else max(1, min(2, os.cpu_count() or 1))
+    """Use ``num_threads`` intra-op threads (None: :func:`default_threads` of a bag-reading model)."""
+    count = num_threads if num_threads else default_threads()
     torch.set_num_threads(count)
     return count
 
