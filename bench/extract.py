@@ -1,23 +1,32 @@
 """Benchmark of ResNet50-trunc patch feature extraction (``mmsurv.features``) on this machine.
 
-On one generated 20x slide (``mmsurv.demo.slides``; 512 px patches on tissue at level 0, random-init
-weights: no download) and the SAME patches for every setting, it measures
+On one generated 20x slide (``mmsurv.demo.slides``, 256 px JPEG tiles; random-init weights: no
+download) and the SAME patches for every option (a contiguous block of 512 px tissue patches on a
+grid that is not aligned with the tiles, as CLAM's grids are not), it measures for each speed
+option, in one run:
 
-* (a) the model-only ceiling: forward passes on normalised tensors already in memory, and
-* (b) end to end: ``extract_slide_features`` from the slide file to features on disk,
+* (a) the model-only ceiling: the option's inference graph on uint8 batches already read and
+  resized in memory (normalisation, autocast and the encoder: what the extraction loop calls), and
+* (b) end to end: ``extract_slide_features`` from the slide file to h5 + pt + json on disk,
 
-in patches/s, with each setting's peak RSS (main process; DataLoader workers separately) and the
-load average around it. Every setting runs in a fresh subprocess, so peak RSS, thread pools and
-compiled code do not leak between settings; ``torch.compile`` settings share one inductor cache
-under the work folder (end-to-end compile runs therefore see a warm cache, like every slide but
-the first of a workflow run).
+in patches/s (``e2e`` excludes the one-off model preparation, which is printed separately:
+compile or package load; ``e2e wall`` includes it and the encoder build), with peak RSS (main
+process; DataLoader workers in brackets) and the load average. Every measurement runs in a fresh
+subprocess; AOT packages are built by the option's model-only run and loaded by its end-to-end run.
 
-    python bench/extract.py                          # 384 patches, every setting (~15 min on 2 cores)
-    python bench/extract.py --patches 128 --only fp32_cl_b32 e2e_default
+The summary compares, in the same run: the default's end to end with its own ceiling (target
+>= 85 %) and with the CLAM-like option (fp32, NCHW, eager, OpenSlide read and float resize in the
+main process, as CLAM's extractor on a CPU; target >= 5x, and >= 30 patches/s = 5x the ~6
+patches/s measured for CLAM itself).
+
+    python bench/extract.py                       # every option (~12 min on 2 cores)
+    python bench/extract.py --only default clam_like --patches 128
     python bench/extract.py --list
 
-Other jobs on the machine distort the figures: the table prints the 1-minute load average seen
-around each setting; rerun when ``uptime`` shows the machine quiet.
+Measured here (2 vCPU Intel Xeon with AMX-BF16, torch 2.14.1, 256 patches, load ~1 from other
+jobs), see the closing table of the run in the repository's history for every option:
+default (bf16 + channels_last + AOTInductor, tile reader, 1 worker) ceiling ~80 patches/s,
+end to end ~70 (~88 %); CLAM-like end to end ~7; fp32 eager channels_last ~8.
 """
 
 from __future__ import annotations
@@ -27,55 +36,56 @@ import json
 import os
 import resource
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 PATCH = 512
+GRID_OFFSET = (37, 61)          # the patch grid does not start on a tile boundary (as CLAM's)
 SLIDE = dict(width=20000, height=16000, mpp=0.5, app_mag=20, seed=1, tissue_fraction=0.5)
+CLAM_PATCHES_PER_S = 6.0        # CLAM's extractor on this CPU (issue 5)
 
 
 @dataclass(frozen=True)
-class Setting:
-    """One benchmarked configuration; ``mode`` "model" = ceiling, "e2e" = slide to disk."""
+class Option:
+    """One speed option: extraction settings (``extract_slide_features`` keywords) and a note."""
 
     name: str
-    mode: str
+    precision: str = "auto"
+    channels_last: bool = True
+    compile: bool = True
+    compile_mode: str = "aot"
     batch_size: int = 32
-    channels_last: bool = False
-    precision: str = "fp32"
-    compile: bool = False
     num_workers: int = 1
+    reader: str = "auto"
     resize: str = "worker"
-    max_patches: int | None = None      # model mode: patches timed (slow settings get fewer)
     note: str = ""
-    extra: dict = field(default_factory=dict)
+
+    def extract_kwargs(self) -> dict:
+        keys = ("precision", "channels_last", "compile", "compile_mode", "batch_size", "num_workers", "reader",
+                "resize")
+        return {key: getattr(self, key) for key in keys}
 
 
-SETTINGS = [
-    Setting("fp32_b32", "model", note="baseline: NCHW fp32"),
-    Setting("fp32_cl_b16", "model", 16, True),
-    Setting("fp32_cl_b32", "model", 32, True),
-    Setting("fp32_cl_b64", "model", 64, True),
-    Setting("bf16_b32", "model", 32, False, "bf16", max_patches=32),
-    Setting("bf16_cl_b32", "model", 32, True, "bf16", max_patches=32),
-    Setting("compile_b32", "model", 32, False, compile=True, note="inductor, freezing"),
-    Setting("compile_cl_b32", "model", 32, True, compile=True, note="inductor, freezing"),
-    Setting("e2e_clam_like", "e2e", 32, False, num_workers=0, resize="device",
-            note="NCHW, read+float resize in the main process (CLAM on CPU)"),
-    Setting("e2e_default", "e2e", 32, True, compile=True, num_workers=1,
-            note="the chosen defaults (warm inductor cache)"),
-    Setting("e2e_cl_eager", "e2e", 32, True, num_workers=1, note="defaults without compile"),
-    Setting("e2e_cl_w0", "e2e", 32, True, num_workers=0),
-    Setting("e2e_cl_w2", "e2e", 32, True, num_workers=2),
-    Setting("e2e_cl_resize_main", "e2e", 32, True, num_workers=1, resize="device",
-            note="float resize in the main process"),
-    Setting("e2e_cl_b16", "e2e", 16, True, num_workers=1),
-    Setting("e2e_compile_cl_w2", "e2e", 32, True, compile=True, num_workers=2, note="warm inductor cache"),
+OPTIONS = [
+    Option("clam_like", "fp32", False, False, num_workers=0, reader="openslide", resize="device",
+           note="CLAM on a CPU: fp32 NCHW eager, read + float resize in the main process"),
+    Option("fp32", "fp32", False, False, note="eager, NCHW"),
+    Option("fp32_cl", "fp32", True, False, note="eager, channels_last"),
+    Option("bf16_cl", "bf16", True, False, note="eager, bf16 autocast"),
+    Option("fp32_cl_jit", "fp32", compile_mode="jit", note="torch.compile (inductor, freezing)"),
+    Option("bf16_cl_jit", "bf16", compile_mode="jit", note="torch.compile + bf16"),
+    Option("fp32_cl_aot", "fp32", note="AOTInductor package"),
+    Option("default", note="the package defaults (auto = bf16 here, AOT, tile reader)"),
+    Option("default_openslide", reader="openslide", note="defaults, OpenSlide reader"),
+    Option("default_w0", num_workers=0, note="defaults, read in the main process"),
+    Option("default_w2", num_workers=2, note="defaults, 2 reader processes"),
+    Option("default_b16", batch_size=16, note="defaults, batch 16"),
+    Option("default_b64", batch_size=64, note="defaults, batch 64"),
 ]
 
 
@@ -93,7 +103,7 @@ def prepare_inputs(work: Path, n_patches: int) -> tuple[Path, Path]:
     spec = SlideSpec(**SLIDE)
     synthetic = SyntheticSlide(spec) if slide_path.exists() else make_slide(slide_path, spec)
     if not patches.exists():
-        coords = tissue_grid(synthetic, n_patches)
+        coords = tissue_block(synthetic, n_patches)
         with h5py.File(patches, "w") as h5:
             dataset = h5.create_dataset("coords", data=coords)
             dataset.attrs.update({"patch_size": PATCH, "patch_level": 0, "downsample": [1.0, 1.0],
@@ -102,153 +112,201 @@ def prepare_inputs(work: Path, n_patches: int) -> tuple[Path, Path]:
     return slide_path, patches
 
 
-def tissue_grid(synthetic, n_patches: int) -> np.ndarray:
-    """Non-overlapping grid patches >50 % on tissue, evenly subsampled to ``n_patches``."""
+def tissue_block(synthetic, n_patches: int) -> np.ndarray:
+    """The first ``n_patches`` grid patches > 50 % on tissue in row order (a contiguous block)."""
     mask = synthetic.tissue_mask(16)
     width, height = synthetic.spec.width, synthetic.spec.height
-    coords = [(x, y) for y in range(0, height - PATCH + 1, PATCH) for x in range(0, width - PATCH + 1, PATCH)
+    x0, y0 = GRID_OFFSET
+    coords = [(x, y) for y in range(y0, height - PATCH + 1, PATCH) for x in range(x0, width - PATCH + 1, PATCH)
               if mask[y // 16:(y + PATCH) // 16, x // 16:(x + PATCH) // 16].mean() > 0.5]
     if len(coords) < n_patches:
         raise SystemExit(f"the bench slide has only {len(coords)} tissue patches (< {n_patches})")
-    keep = np.linspace(0, len(coords) - 1, n_patches).round().astype(int)
-    return np.asarray(coords, dtype=np.int64)[keep]
+    return np.asarray(coords[:n_patches], dtype=np.int64)
 
 
 # ------------------------------------------------------------------------------------------------
-# One setting (child process)
+# One measurement (child process)
 # ------------------------------------------------------------------------------------------------
 
-def run_setting(setting: Setting, slide_path: Path, patches: Path, work: Path, threads: int) -> dict:
+def measure(option: Option, mode: str, slide_path: Path, patches: Path, work: Path, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    cache = work / "inductor_cache"
     load_before = os.getloadavg()[0]
-    if setting.mode == "model":
-        result = model_ceiling(setting, slide_path, patches, cache)
+    if mode == "build":
+        result = build_package(option, slide_path, patches, work / "compiled")
+    elif mode == "model":
+        result = model_ceiling(option, slide_path, patches, work / "compiled")
     else:
-        result = end_to_end(setting, slide_path, patches, work, cache)
+        result = end_to_end(option, slide_path, patches, work)
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {**result, "name": setting.name, "peak_rss_mb": round(own), "worker_peak_rss_mb": round(children),
-            "load": round(max(load_before, os.getloadavg()[0]), 2), "threads": threads}
+    return {**result, "option": option.name, "mode": mode, "peak_rss_mb": round(own),
+            "worker_peak_rss_mb": round(children), "load": round(max(load_before, os.getloadavg()[0]), 2)}
 
 
-def model_ceiling(setting: Setting, slide_path: Path, patches: Path, cache: Path) -> dict:
-    """Forward passes on tensors already in memory (read + resized + normalised beforehand)."""
-    import torch
-
-    from mmsurv.features.dataset import PatchBatchDataset, read_patch_coords
-    from mmsurv.features.encoders import build_encoder
-    from mmsurv.features.extract import Normaliser, batch_forward, prepare_model
+def setup(option: Option, slide_path: Path, patches: Path, cache: Path):
+    """(settings, coords, plan, encoder) of ``option`` on the bench slide, as ``extract_slide_features`` makes them."""
     from mmsurv.features import ExtractSettings
+    from mmsurv.features.dataset import read_patch_coords
+    from mmsurv.features.encoders import build_encoder
+    from mmsurv.features.extract import plan_extraction
 
+    settings = ExtractSettings(weights="none", compile_cache_dir=str(cache), device="cpu", **option.extract_kwargs())
     coords = read_patch_coords(patches, slide_name="bench")
-    n = min(len(coords), setting.max_patches or len(coords), 128)
-    module, _, info = build_encoder("resnet50_trunc", "none")
-    dataset = PatchBatchDataset(slide_path, coords.coords[:n], level=0, size=PATCH, slide_name="bench",
-                                resize_to=info.preprocessing.input_size)
-    device = torch.device("cpu")
-    normalise = Normaliser(info.preprocessing, device, resize=False, channels_last=setting.channels_last)
-    batches = [normalise(dataset[list(range(i, min(i + setting.batch_size, n)))]["pixels"])
-               for i in range(0, n, setting.batch_size)]
-    model = prepare_model(module, device, channels_last=setting.channels_last, compile=setting.compile,
-                          cache_dir=cache)
-    settings = ExtractSettings(batch_size=setting.batch_size, precision=setting.precision,
-                               channels_last=setting.channels_last, compile=setting.compile)
-    forward = batch_forward(model, device, settings)
+    plan = plan_extraction(settings, slide_path, coords)
+    return settings, coords, plan, build_encoder(settings.encoder, settings.weights, seed=settings.seed)
+
+
+def build_package(option: Option, slide_path: Path, patches: Path, cache: Path) -> dict:
+    """Compile the option's graph (AOT: build its package) in a process of its own, timed."""
+    from mmsurv.features.extract import make_forward
+
+    settings, coords, plan, built = setup(option, slide_path, patches, cache)
     t0 = time.perf_counter()
-    forward(batches[0])                                   # warm-up (and compilation)
-    warmup_s = time.perf_counter() - t0
+    forward = make_forward(built, plan, settings, coords)
+    return {"compile_s": round(time.perf_counter() - t0, 1), "compile": forward.compiled}
+
+
+def model_ceiling(option: Option, slide_path: Path, patches: Path, cache: Path) -> dict:
+    """The option's forward (as the extraction loop calls it) on uint8 batches already in memory."""
+    from mmsurv.features.dataset import PatchBatchDataset, reading_order
+    from mmsurv.features.extract import make_forward
+
+    settings, coords, plan, built = setup(option, slide_path, patches, cache)
+    size = built.info.preprocessing.input_size
+    dataset = PatchBatchDataset(slide_path, coords.coords, level=0, size=PATCH, slide_name="bench",
+                                resize_to=size if plan.resize == "worker" else None, reader=plan.reader)
+    order = reading_order(coords.coords)
+    batches = [dataset[order[i:i + settings.batch_size].tolist()]["pixels"].clone()
+               for i in range(0, len(order), settings.batch_size)]
+    dataset.close()
+    t0 = time.perf_counter()
+    forward = make_forward(built, plan, settings, coords)
+    prepare_s = time.perf_counter() - t0
+    forward(batches[0])                                   # warm-up (oneDNN primitive creation)
     t0 = time.perf_counter()
     for batch in batches:
         forward(batch)
     seconds = time.perf_counter() - t0
-    return {"patches": n, "seconds": round(seconds, 2), "patches_per_s": round(n / seconds, 2),
-            "warmup_s": round(warmup_s, 1)}
+    return {"patches": len(order), "seconds": round(seconds, 2), "patches_per_s": round(len(order) / seconds, 2),
+            "prepare_s": round(prepare_s, 1), "precision": plan.precision, "compile": forward.compiled}
 
 
-def end_to_end(setting: Setting, slide_path: Path, patches: Path, work: Path, cache: Path) -> dict:
+def end_to_end(option: Option, slide_path: Path, patches: Path, work: Path) -> dict:
     """``extract_slide_features`` from the slide to h5 + pt + json on disk."""
     from mmsurv.features.extract import extract_slide_features
 
     t0 = time.perf_counter()
     metadata = extract_slide_features(
-        slide_path, patches, work / "out" / setting.name, slide_name="bench", weights="none",
-        batch_size=setting.batch_size, num_workers=setting.num_workers, device="cpu",
-        precision=setting.precision, channels_last=setting.channels_last, compile=setting.compile,
-        compile_cache_dir=cache, resize=setting.resize, force=True)
-    total = time.perf_counter() - t0
+        slide_path, patches, work / "out" / option.name, slide_name="bench", weights="none", device="cpu",
+        compile_cache_dir=work / "compiled", force=True, **option.extract_kwargs())
+    wall = time.perf_counter() - t0
     return {"patches": metadata["n_patches"], "seconds": metadata["seconds_extract"],
-            "patches_per_s": metadata["patches_per_s"], "total_s": round(total, 1)}
+            "patches_per_s": metadata["patches_per_s"], "prepare_s": metadata["seconds_prepare"],
+            "wall_s": round(wall, 1), "wall_patches_per_s": round(metadata["n_patches"] / wall, 2),
+            "precision": metadata["precision"], "compile": metadata["compile"], "reader": metadata["reader"]}
 
 
 # ------------------------------------------------------------------------------------------------
 # Driver
 # ------------------------------------------------------------------------------------------------
 
-def run_in_subprocess(setting: Setting, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--child", setting.name, "--patches", str(args.patches),
+def run_child(option: Option, mode: str, args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--child", option.name, mode, "--patches", str(args.patches),
                "--work-dir", str(args.work_dir), "--threads", str(args.threads)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        return {"name": setting.name, "error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
+        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+        return {"option": option.name, "mode": mode, "error": last}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def table(results: list[dict], by_name: dict[str, Setting]) -> str:
-    lines = ["| setting | mode | batch | channels_last | precision | compile | workers | resize | patches | "
-             "patches/s | warm-up/compile s | peak RSS MB (workers) | load | note |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        s = by_name[r["name"]]
-        if "error" in r:
-            lines.append(f"| {s.name} | {s.mode} | | | | | | | | ERROR: {r['error']} | | | | |")
+def table(rows: list[dict], options: dict[str, Option]) -> str:
+    lines = ["| option | precision | channels_last | compile | batch | workers | reader | ceiling patches/s | "
+             "e2e patches/s | e2e / ceiling | e2e wall patches/s | AOT build s | prepare s (model / e2e) | "
+             "peak RSS MB model / e2e (workers) | load | note |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, pair in group_by_option(rows).items():
+        option, model, e2e, build = options[name], pair.get("model", {}), pair.get("e2e", {}), pair.get("build", {})
+        errors = [row["error"] for row in (build, model, e2e) if "error" in row]
+        if errors:
+            lines.append(f"| {name} | ERROR: {errors[0]} |" + " |" * 14)
             continue
-        workers = s.num_workers if s.mode == "e2e" else "-"
-        resize = s.resize if s.mode == "e2e" else "-"
+        ratio = e2e["patches_per_s"] / model["patches_per_s"] if model and e2e else float("nan")
         lines.append(
-            f"| {s.name} | {s.mode} | {s.batch_size} | {s.channels_last} | {s.precision} | {s.compile} | "
-            f"{workers} | {resize} | {r['patches']} | {r['patches_per_s']:.2f} | {r.get('warmup_s', '')} | "
-            f"{r['peak_rss_mb']} ({r['worker_peak_rss_mb']}) | {r['load']} | {s.note} |")
+            f"| {name} | {e2e.get('precision', model.get('precision'))} | {option.channels_last} | "
+            f"{e2e.get('compile', model.get('compile'))} | {option.batch_size} | {option.num_workers} | "
+            f"{e2e.get('reader', option.reader)} | {model.get('patches_per_s', '')} | {e2e.get('patches_per_s', '')} "
+            f"| {ratio:.0%} | {e2e.get('wall_patches_per_s', '')} | {build.get('compile_s', '-')} | "
+            f"{model.get('prepare_s', '')} / "
+            f"{e2e.get('prepare_s', '')} | {model.get('peak_rss_mb', '')} / {e2e.get('peak_rss_mb', '')} "
+            f"({e2e.get('worker_peak_rss_mb', '')}) | {max(model.get('load', 0), e2e.get('load', 0))} | "
+            f"{option.note} |")
     return "\n".join(lines)
+
+
+def group_by_option(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    grouped: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        grouped.setdefault(row["option"], {})[row["mode"]] = row
+    return grouped
+
+
+def summary(rows: list[dict]) -> list[str]:
+    grouped = group_by_option(rows)
+    default, clam = grouped.get("default", {}), grouped.get("clam_like", {})
+    lines = []
+    if "patches_per_s" in default.get("model", {}) and "patches_per_s" in default.get("e2e", {}):
+        ceiling, e2e = default["model"]["patches_per_s"], default["e2e"]["patches_per_s"]
+        lines.append(f"default: end to end {e2e:.1f} patches/s = {e2e / ceiling:.0%} of its ceiling {ceiling:.1f} "
+                     f"(target >= 85 %); {e2e / CLAM_PATCHES_PER_S:.1f}x CLAM's ~{CLAM_PATCHES_PER_S:g} patches/s "
+                     f"(target >= 5x)")
+        if "patches_per_s" in clam.get("e2e", {}):
+            lines.append(f"default vs CLAM-like end to end, same run: {e2e / clam['e2e']['patches_per_s']:.1f}x "
+                         f"({e2e:.1f} vs {clam['e2e']['patches_per_s']:.1f} patches/s)")
+    return lines
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--patches", type=int, default=384, help="patches of the end-to-end runs (default 384)")
+    parser.add_argument("--patches", type=int, default=256, help="patches measured by every option (default 256)")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "mmsurv_bench_extract",
-                        help="slide, patch file, outputs and inductor cache (default %(default)s)")
+                        help="slide, patch file, outputs and compiled packages (default %(default)s)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads")
-    parser.add_argument("--only", nargs="+", help="run only these settings")
-    parser.add_argument("--list", action="store_true", help="list the settings and exit")
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--only", nargs="+", help="run only these options")
+    parser.add_argument("--list", action="store_true", help="list the options and exit")
+    parser.add_argument("--json", type=Path, help="also write the measurements here")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    by_name = {s.name: s for s in SETTINGS}
+    options = {option.name: option for option in OPTIONS}
     if args.list:
-        print("\n".join(f"{s.name}: {s.mode} {s.note}" for s in SETTINGS))
+        print("\n".join(f"{o.name}: {o.note} {asdict(o)}" for o in OPTIONS))
         return 0
     args.work_dir.mkdir(parents=True, exist_ok=True)
     slide_path, patches = prepare_inputs(args.work_dir, args.patches)
     if args.child:
-        print(json.dumps(run_setting(by_name[args.child], slide_path, patches, args.work_dir, args.threads)))
+        name, mode = args.child
+        print(json.dumps(measure(options[name], mode, slide_path, patches, args.work_dir, args.threads)))
         return 0
     import torch
 
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"{args.threads} threads, {args.patches} patches of {PATCH} px, load {os.getloadavg()}", flush=True)
-    results = []
-    for setting in [by_name[n] for n in args.only] if args.only else SETTINGS:
-        results.append(run_in_subprocess(setting, args))
-        print(json.dumps(results[-1]), flush=True)
-    print(table(results, by_name))
+    rows = []
+    for option in [options[n] for n in args.only] if args.only else OPTIONS:
+        modes = ("build", "model", "e2e") if option.compile and option.compile_mode == "aot" else ("model", "e2e")
+        for mode in modes:
+            rows.append(run_child(option, mode, args))
+            print(json.dumps(rows[-1]), flush=True)
+    print(table(rows, options))
+    print("\n".join(summary(rows)))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0
 
 

@@ -7,6 +7,7 @@ file in the destination folder and renames it into place only when the content i
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
@@ -69,6 +70,19 @@ def atomic_symlink(target: str | os.PathLike, link: str | os.PathLike) -> None:
         tmp.unlink()
     os.symlink(os.fspath(target), tmp)
     os.replace(tmp, link)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block: one process at a time."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def md5_file(path: str | os.PathLike, chunk_size: int = MD5_CHUNK) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import h5py
 import numpy as np
@@ -18,7 +19,7 @@ N_PATCHES = 6
 
 
 def run(slide_path, patches, out_dir, name="slide", **kwargs):
-    options = dict(weights="none", batch_size=4, num_workers=0, compile=False) | kwargs
+    options = dict(weights="none", batch_size=4, num_workers=0, compile=False, precision="fp32") | kwargs
     return extract_slide_features(slide_path, patches, out_dir, slide_name=name, **options)
 
 
@@ -113,23 +114,44 @@ def test_zero_patches_give_empty_outputs(slide, patches_h5, tmp_path):
     assert run(slide[0], patches, tmp_path / "features")["skipped"] is True
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-def test_failing_read_is_retried_then_names_slide_and_coordinates(slide, patches_h5, tmp_path, monkeypatch, workers):
+def fail_reads_at(monkeypatch, reader: str, bad: tuple[int, int] | None, error: str, times: int | None = None):
+    """Make the dataset's ``reader`` reads at ``bad`` (None: any) raise ``error`` (``times`` times, or always).
+
+    Patched where the dataset opens its readers, so the reader choice (which reads a probe patch
+    itself) is not affected.
+    """
+    from mmsurv.features import dataset
+
+    original, calls = dataset.open_reader, []
+
+    def opening(kind, *args):
+        handle = original(kind, *args)
+        assert kind == reader
+        read = handle.read_rgb_into
+
+        def flaky(x, y, out):
+            if (bad is None or (x, y) == bad) and (times is None or len(calls) < times):
+                calls.append((x, y))
+                raise openslide.OpenSlideError(error) if reader == "openslide" else OSError(error)
+            return read(x, y, out)
+
+        handle.read_rgb_into = flaky
+        return handle
+
+    monkeypatch.setattr(dataset, "open_reader", opening)
+    return calls
+
+
+@pytest.mark.parametrize(("reader", "workers"), [("openslide", 0), ("openslide", 1), ("tiff", 0), ("tiff", 1)])
+def test_failing_read_is_retried_then_names_slide_and_coordinates(slide, patches_h5, tmp_path, monkeypatch,
+                                                                  reader, workers):
     patches, coords = patches_h5(3)
     bad = tuple(int(v) for v in coords[1])
-    calls = []
-    original = openslide.OpenSlide.read_region
-
-    def flaky(self, location, level, size):
-        if tuple(location) == bad:
-            calls.append(location)
-            raise openslide.OpenSlideError("Bogus marker length")
-        return original(self, location, level, size)
-
-    monkeypatch.setattr(openslide.OpenSlide, "read_region", flaky)
+    calls = fail_reads_at(monkeypatch, reader, bad, "Bogus marker length")
     monkeypatch.setattr("mmsurv.features.dataset.RETRY_PAUSE_S", 0.0)
     with pytest.raises(PatchReadError) as error:
-        run(slide[0], patches, tmp_path / "features", name="TCGA-BAD", num_workers=workers, batch_size=2)
+        run(slide[0], patches, tmp_path / "features", name="TCGA-BAD", num_workers=workers, batch_size=2,
+            reader=reader)
     message = str(error.value)
     assert "slide TCGA-BAD" in message and f"(x={bad[0]}, y={bad[1]})" in message
     assert f"after {READ_ATTEMPTS} attempts" in message and "Bogus marker length" in message
@@ -138,19 +160,21 @@ def test_failing_read_is_retried_then_names_slide_and_coordinates(slide, patches
     assert not list((tmp_path / "features").rglob("*.h5")) and not list((tmp_path / "features").rglob("*.pt"))
 
 
-def test_transient_read_failure_recovers(slide, patches_h5, tmp_path, monkeypatch):
-    patches, coords = patches_h5(2)
-    failures = {"left": 1}
-    original = openslide.OpenSlide.read_region
+@pytest.mark.parametrize("reader", ["openslide", "tiff"])
+def test_transient_read_failure_recovers(slide, patches_h5, tmp_path, monkeypatch, reader):
+    patches, _ = patches_h5(2)
+    fail_reads_at(monkeypatch, reader, None, "transient", times=1)
+    metadata = run(slide[0], patches, tmp_path / "features", batch_size=2, reader=reader)
+    assert metadata["n_patches"] == 2 and metadata["reader"] == reader
 
-    def once(self, location, level, size):
-        if failures["left"]:
-            failures["left"] -= 1
-            raise openslide.OpenSlideError("transient")
-        return original(self, location, level, size)
 
-    monkeypatch.setattr(openslide.OpenSlide, "read_region", once)
-    assert run(slide[0], patches, tmp_path / "features", batch_size=2)["n_patches"] == 2
+def test_tile_reader_gives_the_openslide_features(reference, tmp_path):
+    """The default reader on this (tiled JPEG) slide is the tile reader, and it changes no feature."""
+    root, patches, _, metadata = reference
+    assert metadata["reader"] == "tiff" and "identical to OpenSlide" in metadata["reader_reason"]
+    via_openslide = run(_slide_of(reference), patches, tmp_path / "openslide", reader="openslide")
+    assert via_openslide["reader"] == "openslide"
+    np.testing.assert_array_equal(read_outputs(tmp_path / "openslide")[0], read_outputs(root / "features")[0])
 
 
 @pytest.mark.shared
@@ -173,31 +197,47 @@ def test_bad_inputs_are_named(slide, tmp_path, write_patch_file):
 
 
 @pytest.mark.slow
-def test_compiled_default_matches_eager(reference, tmp_path):
-    """torch.compile (inductor, BN folded by freezing) is the CPU default: same features as eager fp32."""
+def test_aot_package_matches_eager_and_is_reused(reference, tmp_path, caplog):
+    """AOTInductor (BN folded by freezing): same features as eager fp32; a second slide loads the package."""
     root, patches, _, _ = reference
     eager = read_outputs(root / "features")[0]
-    metadata = run(_slide_of(reference), patches, tmp_path / "compiled", compile=True,
-                   compile_cache_dir=tmp_path / "inductor")
-    assert metadata["compile"] is True and list((tmp_path / "inductor").iterdir())
-    compiled = torch.from_numpy(read_outputs(tmp_path / "compiled")[0])
+    cache = tmp_path / "compiled"
+    metadata = run(_slide_of(reference), patches, tmp_path / "aot", compile=True, compile_cache_dir=cache)
+    assert metadata["compile"] == "aot" and len(list((cache / "aoti").glob("*.pt2"))) == 1
+    compiled = torch.from_numpy(read_outputs(tmp_path / "aot")[0])
     cosine = torch.nn.functional.cosine_similarity(compiled.double(), torch.from_numpy(eager).double(), dim=1)
     assert float(cosine.min()) >= 0.9999
     np.testing.assert_allclose(compiled.numpy(), eager, rtol=1e-3, atol=1e-3)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mmsurv.features.inference"):
+        again = run(_slide_of(reference), patches, tmp_path / "aot2", compile=True, compile_cache_dir=cache)
+    assert again["compile"] == "aot" and "loaded AOT package" in caplog.text and "AOT-compiling" not in caplog.text
+    np.testing.assert_array_equal(read_outputs(tmp_path / "aot2")[0], compiled.numpy())
 
 
-def test_compile_failure_falls_back_to_eager(slide, patches_h5, tmp_path, monkeypatch, caplog):
+def test_jit_compile_failure_falls_back_to_eager(slide, patches_h5, tmp_path, monkeypatch, caplog):
     patches, _ = patches_h5(2)
 
-    class Broken(torch.nn.Module):
-        def __init__(self, module):
-            super().__init__()
-            self._orig_mod = module
-
-        def forward(self, x):
+    def broken(module, **kwargs):
+        def run_compiled(x):
             raise RuntimeError("InductorError: no C++ compiler")
+        return run_compiled
 
-    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: Broken(module))
-    metadata = run(slide[0], patches, tmp_path / "features", compile=True, batch_size=2)
-    assert metadata["compile"] is False and metadata["n_patches"] == 2
-    assert "continuing in eager mode" in caplog.text
+    monkeypatch.setattr(torch, "compile", broken)
+    metadata = run(slide[0], patches, tmp_path / "features", compile=True, compile_mode="jit", batch_size=2,
+                   compile_cache_dir=tmp_path / "cache")
+    assert metadata["compile"] == "none" and metadata["n_patches"] == 2
+    assert "jit compilation failed" in caplog.text and "continuing in eager mode" in caplog.text
+
+
+def test_aot_compile_failure_falls_back_to_eager(slide, patches_h5, tmp_path, monkeypatch, caplog):
+    patches, _ = patches_h5(2)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CppCompileError: gcc not found")
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", broken)
+    metadata = run(slide[0], patches, tmp_path / "features", compile=True, batch_size=2,
+                   compile_cache_dir=tmp_path / "cache")
+    assert metadata["compile"] == "none" and metadata["n_patches"] == 2
+    assert "aot compilation failed" in caplog.text and not list((tmp_path / "cache").rglob("*.pt2"))

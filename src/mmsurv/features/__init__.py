@@ -14,8 +14,10 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-PRECISIONS = ("fp32", "bf16", "fp16", "tf32")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "tf32")
 RESIZE_PLACES = ("auto", "worker", "device")
+COMPILE_MODES = ("aot", "jit")
+READERS = ("auto", "openslide", "tiff")
 
 
 @dataclass(frozen=True)
@@ -27,11 +29,15 @@ class ExtractSettings:
     batch_size: int = 32           # CPU: 32 is within noise of the best of 16/32/64 (bench)
     num_workers: int = 1           # one reader process leaves the cores to the model (bench)
     device: str = "auto"           # "auto": cuda when available, else cpu
-    precision: str = "fp32"        # bf16 on AVX2 is ~5x slower (emulated); fp32 on CUDA until measured
-    channels_last: bool = True     # ~1.5x on CPU (oneDNN NHWC), identical features (cos 1.0)
-    compile: bool = True           # inductor + freezing: ~2.5x on CPU (bench); eager fallback if it fails
+    # "auto": bf16 autocast on a CPU with native bf16 (AMX / AVX512-BF16: min cosine to fp32 0.99999,
+    # tested), fp32 on other CPUs (bf16 is emulated there, ~8x slower) and on CUDA (not yet measured).
+    precision: str = "auto"
+    channels_last: bool = True     # ~1.4x on CPU (oneDNN NHWC), identical features (cos 1.0)
+    compile: bool = True           # ~7x with bf16 on AMX (bench); eager fallback if compilation fails
+    compile_mode: str = "aot"      # "aot": AOTInductor package built once, loaded per slide; "jit": torch.compile
     compile_cache_dir: str | None = None
     resize: str = "auto"           # "auto": uint8 in workers on CPU, float on the GPU with CUDA
+    reader: str = "auto"           # "auto": JPEG tiles decoded directly when pixel-identical to OpenSlide
     seed: int = 0                  # random init for weights="none"
 
 
@@ -51,7 +57,8 @@ _EXPORTS = {
     "FeaturePaths": "mmsurv.features.extract",
     "extract_slide_features": "mmsurv.features.extract",
 }
-__all__ = sorted([*_EXPORTS, "DEFAULTS", "ExtractSettings", "PRECISIONS", "RESIZE_PLACES"])
+__all__ = sorted([*_EXPORTS, "COMPILE_MODES", "DEFAULTS", "ExtractSettings", "PRECISIONS", "READERS",
+                  "RESIZE_PLACES"])
 
 
 def __getattr__(name: str) -> Any:

@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from mmsurv.features import DEFAULTS, PRECISIONS, RESIZE_PLACES
+from mmsurv.features import COMPILE_MODES, DEFAULTS, PRECISIONS, READERS, RESIZE_PLACES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,12 +45,20 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DataLoader reader processes, 0 = read in the main process (default %(default)s)")
     parser.add_argument("--device", default=DEFAULTS.device, help="'auto' (CUDA if present, else CPU), 'cpu', 'cuda:0'...")
     parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision,
-                        help="bf16/fp16 use autocast; tf32 is CUDA-only TF32 math (default %(default)s)")
+                        help="bf16/fp16 use autocast; tf32 is CUDA-only TF32 math; auto = bf16 on CPUs with "
+                             "native bf16 (AMX/AVX512-BF16), else fp32 (default %(default)s)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=DEFAULTS.channels_last,
                         help="NHWC memory format (default %(default)s)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=DEFAULTS.compile,
-                        help="torch.compile with inductor (default %(default)s)")
-    parser.add_argument("--compile-cache-dir", help="TORCHINDUCTOR_CACHE_DIR for --compile (put it under the run folder)")
+                        help="compile the encoder with inductor (default %(default)s)")
+    parser.add_argument("--compile-mode", choices=COMPILE_MODES, default=DEFAULTS.compile_mode,
+                        help="aot: AOTInductor package built once and loaded by every slide; jit: torch.compile "
+                             "in each process (default %(default)s)")
+    parser.add_argument("--compile-cache-dir", help="where compiled packages and inductor's cache go "
+                                                    "(default ~/.cache/mmsurv/compiled; put it under the run folder)")
+    parser.add_argument("--reader", choices=READERS, default=DEFAULTS.reader,
+                        help="patch reader: auto = decode JPEG tiles directly when that gives OpenSlide's pixels "
+                             "exactly on the slide, else OpenSlide (default %(default)s)")
     parser.add_argument("--resize", choices=RESIZE_PLACES, default=DEFAULTS.resize,
                         help="where patches are resized to the encoder input: uint8 in the workers or float on "
                              "the device; 'auto' = workers on CPU, device on CUDA (default %(default)s)")
@@ -69,10 +77,11 @@ def _run_extract(args: argparse.Namespace) -> int:
     metadata = extract_slide_features(
         args.slide, args.patches, args.out_dir, slide_name=name, encoder=args.encoder, weights=args.weights,
         batch_size=args.batch_size, num_workers=args.workers, device=args.device, precision=args.precision,
-        channels_last=args.channels_last, compile=args.compile, compile_cache_dir=args.compile_cache_dir,
-        resize=args.resize, seed=args.seed, force=args.force,
+        channels_last=args.channels_last, compile=args.compile, compile_mode=args.compile_mode,
+        compile_cache_dir=args.compile_cache_dir, resize=args.resize, reader=args.reader, seed=args.seed,
+        force=args.force,
     )
     summary = {k: metadata[k] for k in ("slide", "n_patches", "feature_dim", "weights", "pretrained", "precision",
-                                        "patches_per_s", "skipped")}
+                                        "compile", "reader", "patches_per_s", "skipped")}
     print(json.dumps(summary))
     return 0

@@ -10,8 +10,10 @@ read), plus ``downsample``, ``mpp``, ``magnification``... which are carried into
   outputs go back to the original order through the indices the batches carry.
 * ``PatchBatchDataset`` is indexed by a LIST of positions (use it with a ``BatchSampler`` and
   ``batch_size=None``): each DataLoader worker reads whole batches into one preallocated
-  ``uint8`` array, with its OWN OpenSlide handle, opened lazily in the worker (never inherited
-  through fork; ``worker_init_fn`` resets it and limits the worker to one torch thread).
+  ``uint8`` array, with its OWN slide handle (an OpenSlide handle or the JPEG tile reader of
+  ``mmsurv.features.regions``, as chosen once per slide by ``choose_reader``), opened lazily in
+  the worker (never inherited through fork; ``worker_init_fn`` resets it and limits the worker
+  to one torch thread).
   Pixels come out as (B, 3, H, W) ``uint8`` views of (B, H, W, 3) memory (= channels_last), RGB
   with any transparent padding (outside the scanned area) composited onto white. With
   ``resize_to`` the workers also resize the batch (uint8, bilinear, antialiased; see ``resize_uint8``),
@@ -38,6 +40,8 @@ import openslide
 import torch
 from torch.nn import functional as F
 from torch.utils.data import Dataset, get_worker_info
+
+from mmsurv.features.regions import RegionReader, open_reader
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +127,15 @@ class PatchBatchDataset(Dataset):
     """
 
     def __init__(self, slide_path: str | os.PathLike, coords: np.ndarray, *, level: int, size: int,
-                 slide_name: str, resize_to: int | None = None, attempts: int = READ_ATTEMPTS,
-                 retry_pause_s: float = RETRY_PAUSE_S):
+                 slide_name: str, resize_to: int | None = None, reader: str = "openslide",
+                 attempts: int = READ_ATTEMPTS, retry_pause_s: float = RETRY_PAUSE_S):
         self.slide_path = os.fspath(slide_path)
         self.resize_to = None if resize_to in (None, size) else int(resize_to)
         self.coords = np.asarray(coords, dtype=np.int64)
         self.level, self.size, self.slide_name = int(level), int(size), slide_name
         self.attempts, self.retry_pause_s = max(1, int(attempts)), retry_pause_s
-        self._slide: openslide.OpenSlide | None = None
+        self.reader = reader              # "openslide" or "tiff" (see mmsurv.features.regions)
+        self._slide: RegionReader | None = None
 
     def __len__(self) -> int:
         return len(self.coords)
@@ -150,11 +155,11 @@ class PatchBatchDataset(Dataset):
             self._slide.close()
             self._slide = None
 
-    def _handle(self) -> openslide.OpenSlide:
+    def _handle(self) -> RegionReader:
         if self._slide is None:
             try:
-                self._slide = openslide.OpenSlide(self.slide_path)
-            except (openslide.OpenSlideError, OSError) as error:
+                self._slide = open_reader(self.reader, self.slide_path, self.level, self.size)
+            except (openslide.OpenSlideError, OSError, ValueError) as error:
                 raise PatchReadError(f"slide {self.slide_name}: cannot open {self.slide_path} ({error})") from error
         return self._slide
 
@@ -180,8 +185,7 @@ class PatchBatchDataset(Dataset):
         last: Exception | None = None
         for attempt in range(1, self.attempts + 1):
             try:
-                region = self._handle().read_region((x, y), self.level, (self.size, self.size))
-                rgba_to_rgb_on_white(np.asarray(region), out)
+                self._handle().read_rgb_into(x, y, out)
                 return
             except PatchReadError:
                 raise
@@ -197,16 +201,6 @@ class PatchBatchDataset(Dataset):
             f"(level {self.level}, {self.size}x{self.size} px) after {self.attempts} attempts: "
             f"{type(last).__name__}: {last}")
 
-
-def rgba_to_rgb_on_white(rgba: np.ndarray, out: np.ndarray) -> None:
-    """Write RGB into ``out``, compositing transparent pixels (outside the scan) onto white."""
-    rgb = rgba[..., :3]
-    alpha = rgba[..., 3]
-    if alpha.min() == 255:
-        out[...] = rgb
-        return
-    a = alpha.astype(np.float32)[..., None] / 255.0
-    out[...] = np.rint(rgb.astype(np.float32) * a + 255.0 * (1.0 - a)).astype(np.uint8)
 
 
 def resize_uint8(pixels: torch.Tensor, size: int) -> torch.Tensor:

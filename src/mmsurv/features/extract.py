@@ -83,7 +83,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mmsurv.features import DEFAULTS, PRECISIONS, RESIZE_PLACES, ExtractSettings
+from mmsurv.features import COMPILE_MODES, DEFAULTS, PRECISIONS, READERS, RESIZE_PLACES, ExtractSettings
 from mmsurv.features.dataset import (
     PatchBatchDataset,
     PatchCoords,
@@ -93,12 +93,13 @@ from mmsurv.features.dataset import (
     reading_order,
     worker_init,
 )
-from mmsurv.features.encoders import Encoder, Preprocessing, build_encoder
+from mmsurv.features.encoders import Encoder, build_encoder
+from mmsurv.features.inference import build_graph, compiled_graph
+from mmsurv.features.regions import choose_reader
 from mmsurv.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 PROGRESS_EVERY_S = 15.0
 OUTPUT_FORMAT_VERSION = 1
 
@@ -136,8 +137,10 @@ def extract_slide_features(
     precision: str = DEFAULTS.precision,
     channels_last: bool = DEFAULTS.channels_last,
     compile: bool = DEFAULTS.compile,  # noqa: A002 - the option's name
+    compile_mode: str = DEFAULTS.compile_mode,
     compile_cache_dir: str | os.PathLike | None = None,
     resize: str = DEFAULTS.resize,
+    reader: str = DEFAULTS.reader,
     seed: int = DEFAULTS.seed,
     force: bool = False,
 ) -> dict[str, Any]:
@@ -147,8 +150,9 @@ def extract_slide_features(
     Raises ``PatchReadError`` (naming the slide and coordinates) when a patch cannot be read.
     """
     settings = ExtractSettings(encoder, os.fspath(weights), int(batch_size), int(num_workers), device,
-                               precision, bool(channels_last), bool(compile),
-                               None if compile_cache_dir is None else os.fspath(compile_cache_dir), resize, seed)
+                               precision, bool(channels_last), bool(compile), compile_mode,
+                               None if compile_cache_dir is None else os.fspath(compile_cache_dir), resize,
+                               reader, seed)
     _check_settings(settings, slide_name)
     started = time.perf_counter()
     paths = FeaturePaths.of(out_dir, slide_name)
@@ -164,22 +168,23 @@ def extract_slide_features(
                 _write_json(paths.json, existing)
             return {**existing, "skipped": True}
 
-    dev = resolve_device(settings.device)
+    plan = plan_extraction(settings, slide_path, patches)
     built = build_encoder(settings.encoder, settings.weights, seed=settings.seed)
-    model = prepare_model(built.module, dev, channels_last=settings.channels_last, compile=settings.compile,
-                          cache_dir=settings.compile_cache_dir)
-    resize_place = resolve_resize(settings.resize, dev)
-    log.info("slide %s: %d patches (%d px at level %d) -> %s, device %s, %s, batch %d, %d workers, "
-             "channels_last=%s, compile=%s, resize in %s", slide_name, len(patches), patches.patch_size,
-             patches.patch_level, settings.encoder, dev, settings.precision, settings.batch_size,
-             settings.num_workers, settings.channels_last, settings.compile, resize_place)
     t0 = time.perf_counter()
-    features, compiled = run_extraction(
-        model, built, slide_path, patches, slide_name=slide_name, device=dev, settings=settings,
-        resize_place=resize_place)
+    forward = make_forward(built, plan, settings, patches)
+    prepare_s = time.perf_counter() - t0
+    log.info("slide %s: %d patches (%d px at level %d) -> %s, device %s, %s, batch %d, %d workers, "
+             "channels_last=%s, compile=%s (%.1f s), resize in %s, reader %s", slide_name, len(patches),
+             patches.patch_size, patches.patch_level, settings.encoder, plan.device, plan.precision,
+             settings.batch_size, settings.num_workers, settings.channels_last, forward.compiled, prepare_s,
+             plan.resize, plan.reader)
+    t0 = time.perf_counter()
+    features = run_extraction(forward, built.out_dim, slide_path, patches, slide_name=slide_name, plan=plan,
+                              settings=settings, input_size=built.info.preprocessing.input_size)
     extract_s = time.perf_counter() - t0
-    metadata = build_metadata(slide_name, slide_path, patches_h5, patches, built, settings, dev, resize_place,
-                              extract_s=extract_s, total_s=time.perf_counter() - started, compiled=compiled)
+    metadata = build_metadata(slide_name, slide_path, patches_h5, patches, built, settings, plan,
+                              compiled=forward.compiled, prepare_s=prepare_s, extract_s=extract_s,
+                              total_s=time.perf_counter() - started)
     write_outputs(paths, features, patches, metadata)
     log.info("slide %s: %d patches in %.1f s (%.1f patches/s) -> %s", slide_name, len(patches), extract_s,
              metadata["patches_per_s"], paths.h5)
@@ -191,15 +196,36 @@ def _check_settings(settings: ExtractSettings, slide_name: str) -> None:
         raise ValueError(f"slide {slide_name}: batch size must be >= 1, got {settings.batch_size}")
     if settings.num_workers < 0:
         raise ValueError(f"slide {slide_name}: workers must be >= 0, got {settings.num_workers}")
-    if settings.precision not in PRECISIONS:
-        raise ValueError(f"slide {slide_name}: precision {settings.precision!r} not one of {PRECISIONS}")
-    if settings.resize not in RESIZE_PLACES:
-        raise ValueError(f"slide {slide_name}: resize {settings.resize!r} not one of {RESIZE_PLACES}")
+    choices = {"precision": PRECISIONS, "resize": RESIZE_PLACES, "compile_mode": COMPILE_MODES, "reader": READERS}
+    for name, allowed in choices.items():
+        if getattr(settings, name) not in allowed:
+            raise ValueError(f"slide {slide_name}: {name} {getattr(settings, name)!r} not one of {allowed}")
 
 
 # ------------------------------------------------------------------------------------------------
-# Device, precision, model
+# Device, precision, reader: what "auto" means on this machine
 # ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExtractionPlan:
+    """The resolved settings of one slide's run (all recorded in the metadata)."""
+
+    device: torch.device
+    precision: str          # fp32, bf16, fp16 or tf32 (never "auto")
+    resize: str             # "worker" (uint8) or "device" (float)
+    reader: str             # "openslide" or "tiff"
+    reader_reason: str
+
+
+def plan_extraction(settings: ExtractSettings, slide_path: str | os.PathLike, patches: PatchCoords
+                    ) -> ExtractionPlan:
+    device = resolve_device(settings.device)
+    order = reading_order(patches.coords)
+    probe = tuple(int(v) for v in patches.coords[order[0]]) if len(order) else None
+    reader, reason = choose_reader(settings.reader, slide_path, patches.patch_level, patches.patch_size, probe)
+    return ExtractionPlan(device, resolve_precision(settings.precision, device),
+                          resolve_resize(settings.resize, device), reader, reason)
+
 
 def resolve_device(device: str) -> torch.device:
     """"auto" -> CUDA when present, else CPU; anything else as given (e.g. "cpu", "cuda:1")."""
@@ -217,23 +243,23 @@ def resolve_resize(resize: str, device: torch.device) -> str:
     return "device" if device.type == "cuda" else "worker"
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto" -> bf16 on a CPU with native bf16 instructions, else fp32 (see ``ExtractSettings``)."""
+    if precision != "auto":
+        if precision == "fp16" and device.type != "cuda":
+            raise ValueError("precision fp16 is supported on CUDA only (use bf16 or fp32 on CPU)")
+        if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+            log.warning("bf16 requested on a CPU without native bf16 (capability %s): expect it to be SLOWER "
+                        "than fp32", torch.backends.cpu.get_cpu_capability())
+        return precision
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
 def cpu_has_native_bf16() -> bool:
     """True when the CPU has bf16 instructions (AVX512-BF16 or AMX); else oneDNN emulates bf16 (slow)."""
     cpu = torch.cpu
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(cpu, name, lambda: False)() for name in checks)
-
-
-def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast for bf16/fp16; fp32 and tf32 run without autocast."""
-    if precision not in AUTOCAST_DTYPES:
-        return contextlib.nullcontext()
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision fp16 is supported on CUDA only (use bf16 or fp32 on CPU)")
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
-        log.warning("bf16 requested on a CPU without native bf16 (capability %s): expect it to be SLOWER "
-                    "than fp32", torch.backends.cpu.get_cpu_capability())
-    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
 
 
 def configure_backends(precision: str, device: torch.device) -> None:
@@ -244,53 +270,67 @@ def configure_backends(precision: str, device: torch.device) -> None:
         torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
 
 
-def prepare_model(module: nn.Module, device: torch.device, *, channels_last: bool, compile: bool,  # noqa: A002
-                  cache_dir: str | os.PathLike | None = None) -> nn.Module:
-    """Move to ``device``, optionally channels_last and ``torch.compile`` (inductor)."""
-    module = module.to(device).eval()
-    if channels_last:
-        module = module.to(memory_format=torch.channels_last)
-    if compile:
-        module = compile_module(module, cache_dir)
-    return module
-
-
-def compile_module(module: nn.Module, cache_dir: str | os.PathLike | None) -> nn.Module:
-    """``torch.compile`` with inductor; ``cache_dir`` becomes TORCHINDUCTOR_CACHE_DIR (and Triton's)."""
-    if cache_dir is not None:
-        cache = Path(cache_dir).resolve()
-        cache.mkdir(parents=True, exist_ok=True)
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
-        os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True   # inference: fold BN into conv, pre-pack weights for oneDNN
-    return torch.compile(module, backend="inductor", dynamic=False)
-
-
 # ------------------------------------------------------------------------------------------------
-# The extraction loop
+# The model and the extraction loop
 # ------------------------------------------------------------------------------------------------
 
-class Normaliser:
-    """uint8 (B, 3, H, W) -> float (B, 3, S, S) on the device: optional float resize, ImageNet normalisation."""
+def input_shape(built: Encoder, plan: ExtractionPlan, patches: PatchCoords, batch_size: int) -> tuple[int, ...]:
+    """(B, 3, H, W) of the uint8 batches the model receives."""
+    side = built.info.preprocessing.input_size if plan.resize == "worker" else patches.patch_size
+    return batch_size, 3, side, side
 
-    def __init__(self, prep: Preprocessing, device: torch.device, *, resize: bool, channels_last: bool):
-        std = torch.tensor(prep.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        mean = torch.tensor(prep.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self.scale = 1.0 / (255.0 * std)         # (x/255 - mean) / std == x * scale - shift
-        self.shift = mean / std
-        self.prep, self.resize = prep, resize
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.float()
-        size = self.prep.input_size
-        if self.resize and x.shape[-2:] != (size, size):
-            x = nn.functional.interpolate(x, size=(size, size), mode=self.prep.interpolation,
-                                          antialias=self.prep.antialias, align_corners=False)
-        x = torch.addcmul(-self.shift, x, self.scale)
-        return x.contiguous(memory_format=self.memory_format)
+def make_forward(built: Encoder, plan: ExtractionPlan, settings: ExtractSettings, patches: PatchCoords
+                 ) -> BatchForward:
+    """The eager graph, compiled when asked (and when there is anything to encode)."""
+    configure_backends(plan.precision, plan.device)
+    graph = build_graph(built, plan.device, precision=plan.precision, channels_last=settings.channels_last,
+                        resize=plan.resize == "device")
+    if not settings.compile or len(patches) == 0:
+        return BatchForward(graph, plan.device, settings.batch_size, compiled="none")
+    example = torch.zeros(input_shape(built, plan, patches, settings.batch_size), dtype=torch.uint8,
+                          device=plan.device).contiguous(memory_format=torch.channels_last)
+    identity = {"encoder": built.info.name, "weights": built.info.weights_detail}
+    run, compiled = compiled_graph(graph, example, mode=settings.compile_mode, identity=identity,
+                                   cache_dir=settings.compile_cache_dir)
+    return BatchForward(run, plan.device, settings.batch_size, compiled=compiled, fallback=graph)
+
+
+class BatchForward:
+    """uint8 batch -> float32 numpy features, through the eager or compiled graph.
+
+    Compiled code has a fixed batch size: short batches are padded (no recompilation for the last
+    batch). If the compiled code fails when it runs, it warns once and continues with the eager
+    graph; ``compiled`` then says "none" and the metadata records it.
+    """
+
+    def __init__(self, run: Callable[[torch.Tensor], torch.Tensor], device: torch.device, batch_size: int, *,
+                 compiled: str, fallback: nn.Module | None = None):
+        self.run, self.device, self.batch_size = run, device, batch_size
+        self.compiled, self.fallback = compiled, fallback
+
+    def __call__(self, pixels: torch.Tensor) -> np.ndarray:
+        x = pixels.to(self.device, non_blocking=self.device.type == "cuda")
+        n = x.shape[0]
+        if self.compiled != "none" and n < self.batch_size:
+            x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            y = self._run(x)
+        return y[:n].float().cpu().numpy()
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compiled == "none":
+            return self.run(x)
+        try:
+            return self.run(x)
+        except Exception as error:  # noqa: BLE001 - compiled code raises many kinds
+            if self.fallback is None:
+                raise
+            log.warning("compiled encoder failed (%s: %s); continuing in eager mode", type(error).__name__,
+                        str(error).splitlines()[0] if str(error) else "")
+            self.compiled, self.run = "none", self.fallback
+            return self.run(x)
 
 
 def make_loader(dataset: PatchBatchDataset, order: np.ndarray, batch_size: int, num_workers: int,
@@ -302,80 +342,33 @@ def make_loader(dataset: PatchBatchDataset, order: np.ndarray, batch_size: int, 
         prefetch_factor=4 if num_workers > 0 else None, persistent_workers=False)
 
 
-def run_extraction(model: nn.Module, built: Encoder, slide_path: str | os.PathLike, patches: PatchCoords, *,
-                   slide_name: str, device: torch.device, settings: ExtractSettings,
-                   resize_place: str) -> tuple[np.ndarray, bool]:
-    """(features (N, D) float32 in the patch file's order, whether the compiled model ran)."""
+def run_extraction(forward: BatchForward, out_dim: int, slide_path: str | os.PathLike, patches: PatchCoords, *,
+                   slide_name: str, plan: ExtractionPlan, settings: ExtractSettings,
+                   input_size: int = 224) -> np.ndarray:
+    """Features (N, D) float32 in the patch file's order."""
     n = len(patches)
-    features = np.zeros((n, built.out_dim), dtype=np.float32)
+    features = np.zeros((n, out_dim), dtype=np.float32)
     if n == 0:
-        return features, settings.compile
-    prep = built.info.preprocessing
+        return features
     dataset = PatchBatchDataset(slide_path, patches.coords, level=patches.patch_level, size=patches.patch_size,
-                                slide_name=slide_name,
-                                resize_to=prep.input_size if resize_place == "worker" else None)
-    normalise = Normaliser(prep, device, resize=resize_place == "device", channels_last=settings.channels_last)
-    forward = BatchForward(model, device, settings)
-    loader = make_loader(dataset, reading_order(patches.coords), settings.batch_size, settings.num_workers, device)
+                                slide_name=slide_name, reader=plan.reader,
+                                resize_to=input_size if plan.resize == "worker" else None)
+    loader = make_loader(dataset, reading_order(patches.coords), settings.batch_size, settings.num_workers,
+                         plan.device)
     progress = _Progress(slide_name, n)
-    configure_backends(settings.precision, device)
     try:
         for batch in loader:
             if batch["error"]:
                 raise PatchReadError(batch["error"])
             index = batch["index"].numpy()
-            out = forward(normalise(batch["pixels"].to(device, non_blocking=device.type == "cuda")))
-            features[index] = out
+            features[index] = forward(batch["pixels"])
             progress.update(len(index))
     finally:
         dataset.close()
         del loader
     if not np.isfinite(features).all():
         raise RuntimeError(f"slide {slide_name}: the encoder produced non-finite features")
-    return features, forward.compiled
-
-
-class BatchForward:
-    """Inference on one normalised batch -> float32 numpy.
-
-    Pads short batches to ``batch_size`` when compiled (no recompilation for the last batch). If
-    compilation fails (e.g. no C++ compiler on the machine) it warns and continues in eager mode;
-    ``compiled`` then says False and the metadata records it.
-    """
-
-    def __init__(self, model: nn.Module, device: torch.device, settings: ExtractSettings):
-        self.model, self.device, self.settings = model, device, settings
-        self.compiled = settings.compile
-
-    def __call__(self, x: torch.Tensor) -> np.ndarray:
-        n = x.shape[0]
-        if self.compiled and n < self.settings.batch_size:
-            pad = x.new_zeros((self.settings.batch_size - n, *x.shape[1:]))
-            x = torch.cat([x, pad]).contiguous(memory_format=_format(x))
-        with torch.inference_mode(), precision_context(self.settings.precision, self.device):
-            y = self._run(x)
-        return y[:n].float().cpu().numpy()
-
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.compiled:
-            return self.model(x)
-        try:
-            return self.model(x)
-        except Exception as error:  # noqa: BLE001 - inductor raises many kinds (compiler missing...)
-            log.warning("torch.compile failed (%s: %s); continuing in eager mode", type(error).__name__,
-                        str(error).splitlines()[0] if str(error) else "")
-            self.compiled = False
-            self.model = getattr(self.model, "_orig_mod", self.model)
-            return self.model(x)
-
-
-def batch_forward(model: nn.Module, device: torch.device, settings: ExtractSettings) -> BatchForward:
-    return BatchForward(model, device, settings)
-
-
-def _format(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.ndim == 4 \
-        else torch.contiguous_format
+    return features
 
 
 class _Progress:
@@ -406,8 +399,8 @@ def device_description(device: torch.device) -> str:
 
 
 def build_metadata(slide_name: str, slide_path: str | os.PathLike, patches_h5: str | os.PathLike,
-                   patches: PatchCoords, built: Encoder, settings: ExtractSettings, device: torch.device,
-                   resize_place: str, *, extract_s: float, total_s: float, compiled: bool) -> dict[str, Any]:
+                   patches: PatchCoords, built: Encoder, settings: ExtractSettings, plan: ExtractionPlan, *,
+                   compiled: str, prepare_s: float, extract_s: float, total_s: float) -> dict[str, Any]:
     import torchvision
 
     n = len(patches)
@@ -429,14 +422,18 @@ def build_metadata(slide_name: str, slide_path: str | os.PathLike, patches_h5: s
         "pretrained": info.pretrained,
         "preprocessing": asdict(info.preprocessing),
         "resize": f"{info.preprocessing.input_size}px bilinear antialias, "
-                  + ("uint8 in DataLoader workers" if resize_place == "worker" else "float32 on the device"),
-        "precision": settings.precision,
+                  + ("uint8 in DataLoader workers" if plan.resize == "worker" else "float32 on the device"),
+        "reader": plan.reader,
+        "reader_reason": plan.reader_reason,
+        "precision": plan.precision,
+        "precision_requested": settings.precision,
         "channels_last": settings.channels_last,
-        "compile": compiled,               # False when compilation failed and eager mode ran
+        "compile": compiled,               # "aot", "jit" or "none" (also when compilation failed)
         "batch_size": settings.batch_size,
         "num_workers": settings.num_workers,
-        "device": device_description(device),
+        "device": device_description(plan.device),
         "seconds": round(total_s, 3),
+        "seconds_prepare": round(prepare_s, 3),
         "seconds_extract": round(extract_s, 3),
         "patches_per_s": round(n / extract_s, 2) if extract_s > 0 and n else 0.0,
         "torch_version": torch.__version__,

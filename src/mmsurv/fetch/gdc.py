@@ -9,18 +9,15 @@ slide verified there once is linked, never downloaded again. Concurrent jobs wan
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from mmsurv.fetch.local import link_slide
 from mmsurv.gdc.client import DEFAULT_API, GdcClient, GdcConfig
 from mmsurv.gdc.token import load_token
-from mmsurv.io import atomic_write_text
+from mmsurv.io import atomic_write_text, exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +34,6 @@ def gdc_config(download: dict) -> GdcConfig:
         chunk_size=int(download.get("chunk_mb", 1) * 1024 * 1024),
         token=load_token(download.get("token_file")),
     )
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def is_verified_in_store(path: Path, *, size: int, md5: str) -> bool:
@@ -73,7 +59,7 @@ def fetch_gdc(sample: dict, dest: str | os.PathLike, download: dict, client: Gdc
         log.info("slide %s downloaded and verified (file id %s)", sample["slide"], sample["file_id"])
         return Path(dest)
     stored = Path(store) / sample["file_id"] / sample["slide_id"]
-    with _locked(stored.with_name(stored.name + ".lock")):
+    with exclusive_lock(stored.with_name(stored.name + ".lock")):
         if is_verified_in_store(stored, size=size, md5=md5):
             log.info("slide %s already verified in the store %s: not downloaded", sample["slide"], store)
         else:
