@@ -4,9 +4,21 @@ For whoever changes rules/common.smk: the input functions run once per job, so a
 them multiplies by the number of slides. This script writes a synthetic cohort (manifest, table,
 splits, signatures: no slides, download.source gdc so nothing local is needed), writes the
 checkpoint's sample sheet in advance with ``mmsurv manifest clean`` (so the dry run sees every
-per-slide job), then times ``snakemake -n`` and prints the figures.
+per-slide job), then times ``snakemake -n --quiet rules`` (``--runs`` times, default 2) and prints
+the jobs per rule, the command, each run's wall-clock seconds, and the median wall-clock and CPU
+(user + sys of snakemake) seconds against the target: under 60 s.
 
-    python bench/dag.py [--slides 5000] [--models snn abmil mcat] [--folds 5]
+    .venv/bin/python bench/dag.py [--slides 5000] [--models snn abmil mcat] [--folds 5] [--runs 2]
+
+Measured on the 2-core machine shared with other work (wall-clock follows their load; the earlier
+72.4 s was most likely taken under contention): 15,019 jobs, 38.0 s wall-clock / 38.0 s CPU, median of 2
+(before the sample-sheet caching: 35.4 s in the same conditions, 57.1 s for one run under load;
+the gain, about 1.5 s, is within the noise).
+Where the time goes (cProfile): Snakemake's own work, about 2 ms per job and 0.1 ms per input file
+(job creation and re-evaluation after the checkpoint, needrun, per-job script/conda/resources
+handling, dry-run printing; the 15 train jobs list 5,000 feature files each); parsing the Snakefile,
+about 4 s, most of it importing torch for check_training_config; the input functions of
+rules/common.smk, under 0.3 s (a sample-sheet read per file version, a dict look-up per job).
 """
 
 from __future__ import annotations
@@ -14,6 +26,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import re
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,11 +66,25 @@ def write_cohort(root: Path, slides: int, folds: int) -> dict:
             "splits_dir": str(root / "splits"), "signatures": str(root / "signatures.csv")}
 
 
+def dry_run(command: list[str]) -> tuple[float, float, str]:
+    """(wall-clock s, CPU s of snakemake: user + sys, output) of one dry run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode != 0:
+        raise SystemExit(result.stdout[-3000:] + result.stderr[-3000:])
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu, result.stdout + result.stderr
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slides", type=int, default=5000)
     parser.add_argument("--models", nargs="+", default=["snn", "abmil", "mcat"])
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=2, help="dry runs to time; the median is reported")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mmsurv-dag-") as folder:
         root = Path(folder)
@@ -69,16 +97,17 @@ def main() -> None:
         subprocess.run(clean, check=True, capture_output=True)
         command = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(root), "--configfile",
                    str(root / "config.yaml"), "-n", "--quiet", "rules"]
-        start = time.perf_counter()
-        result = subprocess.run(command, capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-        if result.returncode != 0:
-            raise SystemExit(result.stdout[-3000:] + result.stderr[-3000:])
-        counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout + result.stderr, flags=re.MULTILINE))
+        runs = [dry_run(command) for _ in range(max(1, args.runs))]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", runs[-1][2], flags=re.MULTILINE))
     total = sum(int(value) for key, value in counts.items() if key != "total")
+    wall = statistics.median(seconds for seconds, _, _ in runs)
+    cpu = statistics.median(cpu for _, cpu, _ in runs)
     print(f"slides={args.slides} models={len(args.models)} folds={args.folds}")
     print("jobs per rule: " + ", ".join(f"{key}={value}" for key, value in sorted(counts.items())))
-    print(f"dry-run: {seconds:.1f} s for {total} jobs (target: under 60 s)")
+    print("command: " + " ".join(command))
+    print("runs (wall s): " + ", ".join(f"{seconds:.1f}" for seconds, _, _ in runs))
+    print(f"dry-run: {wall:.1f} s wall-clock ({cpu:.1f} s CPU) for {total} jobs, median of {len(runs)} "
+          f"(target: under 60 s) -> {'OK' if wall < 60 else 'TOO SLOW'}")
 
 
 if __name__ == "__main__":

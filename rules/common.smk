@@ -73,6 +73,8 @@ def cohort_file(key):
     return _path
 
 
+# The sample sheet is read and validated once per file version (path + mtime), not once per job:
+# the per-slide functions below run for every slide of every cohort.
 @functools.cache
 def _read_samples(path, mtime):
     samples = pd.read_csv(
@@ -84,20 +86,38 @@ def _read_samples(path, mtime):
     return samples.set_index("slide", drop=False)
 
 
+@functools.cache
+def _sample_rows(path, mtime):
+    """The rows of a sample sheet as plain dicts by slide (a dict look-up per job, not pandas)."""
+    return _read_samples(path, mtime).to_dict("index")
+
+
+@functools.cache
+def _samples_path(cohort):
+    """A cohort's sample sheet; raises until checkpoint clean_manifest ran. Only a success
+    is cached, and it is final: Snakemake never forgets a created checkpoint output."""
+    return checkpoints.clean_manifest.get(cohort=cohort).output.samples
+
+
+def _samples_version(cohort):
+    """(path, mtime) of a cohort's sample sheet: the cache key of the readers above."""
+    path = _samples_path(cohort)
+    return path, Path(path).stat().st_mtime_ns
+
+
 def cohort_samples(cohort):
     """The validated sample sheet of a cohort (available once checkpoint clean_manifest ran)."""
-    path = checkpoints.clean_manifest.get(cohort=cohort).output.samples
-    return _read_samples(path, Path(path).stat().st_mtime_ns)
+    return _read_samples(*_samples_version(cohort))
 
 
 def sample_row(wildcards):
     """The sample-sheet row (dict) of the slide ``wildcards.slide`` of ``wildcards.cohort``."""
-    samples = cohort_samples(wildcards.cohort)
-    if wildcards.slide not in samples.index:
+    rows = _sample_rows(*_samples_version(wildcards.cohort))
+    if wildcards.slide not in rows:
         raise ValueError(
             f"slide {wildcards.slide} is not in the sample sheet of cohort {wildcards.cohort}"
         )
-    return samples.loc[wildcards.slide].to_dict()
+    return dict(rows[wildcards.slide])
 
 
 def fetch_slide_input(wildcards):
