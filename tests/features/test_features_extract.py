@@ -96,12 +96,26 @@ def _slide_of(reference):
 
 def test_identical_across_runs_and_worker_counts(slide, patches_h5, tmp_path):
     patches, _ = patches_h5(4)
-    first = run(slide[0], patches, tmp_path / "a", num_workers=0, batch_size=2)
-    second = run(slide[0], patches, tmp_path / "b", num_workers=0, batch_size=2)
-    workers = run(slide[0], patches, tmp_path / "c", num_workers=2, batch_size=2)
+    first = run(slide[0], patches, tmp_path / "a", num_workers=0, batch_size=2, encoder_processes=0)
+    run(slide[0], patches, tmp_path / "b", num_workers=0, batch_size=2, encoder_processes=0)
+    workers = run(slide[0], patches, tmp_path / "c", num_workers=2, batch_size=2, encoder_processes=0)
     assert first["num_workers"] == 0 and workers["num_workers"] == 2
     a, b, c = (read_outputs(tmp_path / d)[0] for d in "abc")
     assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_encoder_processes_give_the_main_process_features(slide, patches_h5, tmp_path):
+    """Default on CPU: worker processes read and encode (one thread each); same features."""
+    patches, _ = patches_h5(5)
+    main = run(slide[0], patches, tmp_path / "main", batch_size=2, encoder_processes=0)
+    two = run(slide[0], patches, tmp_path / "two", batch_size=2, encoder_processes=2)
+    one = run(slide[0], patches, tmp_path / "one", batch_size=2, encoder_processes=1)
+    assert main["encoder_processes"] == 0 and two["encoder_processes"] == 2 and one["encoder_processes"] == 1
+    assert "2 encoder processes" in two["parallelism"]
+    reference = read_outputs(tmp_path / "main")[0]
+    for folder in ("two", "one"):
+        np.testing.assert_allclose(read_outputs(tmp_path / folder)[0], reference, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(read_outputs(tmp_path / "two")[0], read_outputs(tmp_path / "one")[0])
 
 
 def test_zero_patches_give_empty_outputs(slide, patches_h5, tmp_path):
@@ -142,20 +156,21 @@ def fail_reads_at(monkeypatch, reader: str, bad: tuple[int, int] | None, error: 
     return calls
 
 
-@pytest.mark.parametrize(("reader", "workers"), [("openslide", 0), ("openslide", 1), ("tiff", 0), ("tiff", 1)])
+@pytest.mark.parametrize(("reader", "workers", "encoders"),
+                         [("openslide", 0, 0), ("openslide", 1, 0), ("tiff", 0, 0), ("tiff", 1, 0), ("tiff", 0, 2)])
 def test_failing_read_is_retried_then_names_slide_and_coordinates(slide, patches_h5, tmp_path, monkeypatch,
-                                                                  reader, workers):
+                                                                  reader, workers, encoders):
     patches, coords = patches_h5(3)
     bad = tuple(int(v) for v in coords[1])
     calls = fail_reads_at(monkeypatch, reader, bad, "Bogus marker length")
     monkeypatch.setattr("mmsurv.features.dataset.RETRY_PAUSE_S", 0.0)
     with pytest.raises(PatchReadError) as error:
         run(slide[0], patches, tmp_path / "features", name="TCGA-BAD", num_workers=workers, batch_size=2,
-            reader=reader)
+            reader=reader, encoder_processes=encoders)
     message = str(error.value)
     assert "slide TCGA-BAD" in message and f"(x={bad[0]}, y={bad[1]})" in message
     assert f"after {READ_ATTEMPTS} attempts" in message and "Bogus marker length" in message
-    if workers == 0:
+    if workers == encoders == 0:
         assert len(calls) == READ_ATTEMPTS
     assert not list((tmp_path / "features").rglob("*.h5")) and not list((tmp_path / "features").rglob("*.pt"))
 

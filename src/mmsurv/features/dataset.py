@@ -26,6 +26,7 @@ read), plus ``downsample``, ``mpp``, ``magnification``... which are carried into
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -115,9 +116,20 @@ def reading_order(coords: np.ndarray) -> np.ndarray:
     return np.lexsort((coords[:, 0], coords[:, 1])).astype(np.int64)
 
 
-def batches_in_order(order: np.ndarray, batch_size: int) -> list[list[int]]:
-    """``order`` cut into consecutive batches (lists of original positions)."""
-    return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+def batches_in_order(order: np.ndarray, batch_size: int, workers: int = 0) -> list[list[int]]:
+    """``order`` cut into consecutive batches (lists of original positions), arranged for ``workers``.
+
+    A DataLoader hands batches to its workers round-robin. With several workers the batches are
+    interleaved so that worker k gets the k-th contiguous stretch of the slide: a JPEG tile shared
+    by two neighbouring rows of patches is then decoded by one worker, not by both (with 2
+    workers and round-robin rows, ~35 % more tiles were decoded).
+    """
+    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    if workers <= 1 or len(batches) <= workers:
+        return batches
+    stretches = np.array_split(np.arange(len(batches)), workers)
+    interleaved = [int(i) for group in itertools.zip_longest(*stretches) for i in group if i is not None]
+    return [batches[i] for i in interleaved]
 
 
 class PatchBatchDataset(Dataset):

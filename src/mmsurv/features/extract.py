@@ -142,6 +142,7 @@ def extract_slide_features(
     resize: str = DEFAULTS.resize,
     reader: str = DEFAULTS.reader,
     seed: int = DEFAULTS.seed,
+    encoder_processes: int | None = DEFAULTS.encoder_processes,
     force: bool = False,
 ) -> dict[str, Any]:
     """Extract one slide's patch features into ``out_dir`` (h5 + pt + json); return the metadata.
@@ -152,7 +153,7 @@ def extract_slide_features(
     settings = ExtractSettings(encoder, os.fspath(weights), int(batch_size), int(num_workers), device,
                                precision, bool(channels_last), bool(compile), compile_mode,
                                None if compile_cache_dir is None else os.fspath(compile_cache_dir), resize,
-                               reader, seed)
+                               reader, seed, None if encoder_processes is None else int(encoder_processes))
     _check_settings(settings, slide_name)
     started = time.perf_counter()
     paths = FeaturePaths.of(out_dir, slide_name)
@@ -173,11 +174,11 @@ def extract_slide_features(
     t0 = time.perf_counter()
     forward = make_forward(built, plan, settings, patches)
     prepare_s = time.perf_counter() - t0
-    log.info("slide %s: %d patches (%d px at level %d) -> %s, device %s, %s, batch %d, %d workers, "
+    log.info("slide %s: %d patches (%d px at level %d) -> %s, device %s, %s, batch %d, %s, "
              "channels_last=%s, compile=%s (%.1f s), resize in %s, reader %s", slide_name, len(patches),
              patches.patch_size, patches.patch_level, settings.encoder, plan.device, plan.precision,
-             settings.batch_size, settings.num_workers, settings.channels_last, forward.compiled, prepare_s,
-             plan.resize, plan.reader)
+             settings.batch_size, plan.parallelism(settings), settings.channels_last, forward.compiled,
+             prepare_s, plan.resize, plan.reader)
     t0 = time.perf_counter()
     features = run_extraction(forward, built.out_dim, slide_path, patches, slide_name=slide_name, plan=plan,
                               settings=settings, input_size=built.info.preprocessing.input_size)
@@ -196,6 +197,8 @@ def _check_settings(settings: ExtractSettings, slide_name: str) -> None:
         raise ValueError(f"slide {slide_name}: batch size must be >= 1, got {settings.batch_size}")
     if settings.num_workers < 0:
         raise ValueError(f"slide {slide_name}: workers must be >= 0, got {settings.num_workers}")
+    if settings.encoder_processes is not None and settings.encoder_processes < 0:
+        raise ValueError(f"slide {slide_name}: encoder processes must be >= 0, got {settings.encoder_processes}")
     choices = {"precision": PRECISIONS, "resize": RESIZE_PLACES, "compile_mode": COMPILE_MODES, "reader": READERS}
     for name, allowed in choices.items():
         if getattr(settings, name) not in allowed:
@@ -215,6 +218,12 @@ class ExtractionPlan:
     resize: str             # "worker" (uint8) or "device" (float)
     reader: str             # "openslide" or "tiff"
     reader_reason: str
+    encoder_processes: int  # 0: the main process encodes; N: N worker processes read and encode
+
+    def parallelism(self, settings: ExtractSettings) -> str:
+        if self.encoder_processes:
+            return f"{self.encoder_processes} encoder processes (1 thread each)"
+        return f"{torch.get_num_threads()} threads, {settings.num_workers} reader processes"
 
 
 def plan_extraction(settings: ExtractSettings, slide_path: str | os.PathLike, patches: PatchCoords
@@ -224,7 +233,15 @@ def plan_extraction(settings: ExtractSettings, slide_path: str | os.PathLike, pa
     probe = tuple(int(v) for v in patches.coords[order[0]]) if len(order) else None
     reader, reason = choose_reader(settings.reader, slide_path, patches.patch_level, patches.patch_size, probe)
     return ExtractionPlan(device, resolve_precision(settings.precision, device),
-                          resolve_resize(settings.resize, device), reader, reason)
+                          resolve_resize(settings.resize, device), reader, reason,
+                          resolve_encoder_processes(settings.encoder_processes, device))
+
+
+def resolve_encoder_processes(requested: int | None, device: torch.device) -> int:
+    """None -> one per torch thread on CPU; CUDA always encodes in the main process (0)."""
+    if device.type == "cuda":
+        return 0
+    return max(1, torch.get_num_threads()) if requested is None else requested
 
 
 def resolve_device(device: str) -> torch.device:
@@ -335,33 +352,64 @@ class BatchForward:
 
 def make_loader(dataset: PatchBatchDataset, order: np.ndarray, batch_size: int, num_workers: int,
                 device: torch.device) -> DataLoader:
-    """Batches in row order; workers get their own slide handle; pinned memory on CUDA only."""
+    """Batches in row order; workers get their own slide handle; pinned memory on CUDA only.
+
+    Workers are forked (not spawned): an encoding dataset hands them its loaded model that way.
+    """
     return DataLoader(
-        dataset, batch_size=None, sampler=batches_in_order(order, batch_size), num_workers=num_workers,
+        dataset, batch_size=None, sampler=batches_in_order(order, batch_size, num_workers), num_workers=num_workers,
         worker_init_fn=worker_init, pin_memory=device.type == "cuda",
-        prefetch_factor=4 if num_workers > 0 else None, persistent_workers=False)
+        prefetch_factor=(2 if isinstance(dataset, EncodingDataset) else 4) if num_workers > 0 else None,
+        multiprocessing_context="fork" if num_workers > 0 else None, persistent_workers=False)
+
+
+class EncodingDataset(PatchBatchDataset):
+    """A batch's features instead of its pixels: each worker process reads AND encodes (one thread)."""
+
+    def __init__(self, *args, forward: BatchForward, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.forward = forward
+
+    def __getitem__(self, positions):
+        batch = super().__getitem__(positions)
+        if batch["error"]:
+            return {**batch, "pixels": None, "features": None, "compiled": self.forward.compiled}
+        features = torch.from_numpy(self.forward(batch.pop("pixels")))
+        return {**batch, "features": features, "compiled": self.forward.compiled}
 
 
 def run_extraction(forward: BatchForward, out_dim: int, slide_path: str | os.PathLike, patches: PatchCoords, *,
                    slide_name: str, plan: ExtractionPlan, settings: ExtractSettings,
                    input_size: int = 224) -> np.ndarray:
-    """Features (N, D) float32 in the patch file's order."""
+    """Features (N, D) float32 in the patch file's order.
+
+    With ``plan.encoder_processes`` the workers encode and the main process only collects; a
+    worker whose compiled code failed reports it, and ``forward.compiled`` becomes "none".
+    """
     n = len(patches)
     features = np.zeros((n, out_dim), dtype=np.float32)
     if n == 0:
         return features
-    dataset = PatchBatchDataset(slide_path, patches.coords, level=patches.patch_level, size=patches.patch_size,
-                                slide_name=slide_name, reader=plan.reader,
-                                resize_to=input_size if plan.resize == "worker" else None)
-    loader = make_loader(dataset, reading_order(patches.coords), settings.batch_size, settings.num_workers,
-                         plan.device)
+    encode_in_workers = plan.encoder_processes > 0
+    kind = EncodingDataset if encode_in_workers else PatchBatchDataset
+    extra = {"forward": forward} if encode_in_workers else {}
+    dataset = kind(slide_path, patches.coords, level=patches.patch_level, size=patches.patch_size,
+                   slide_name=slide_name, reader=plan.reader,
+                   resize_to=input_size if plan.resize == "worker" else None, **extra)
+    workers = plan.encoder_processes if encode_in_workers else settings.num_workers
+    loader = make_loader(dataset, reading_order(patches.coords), settings.batch_size, workers, plan.device)
     progress = _Progress(slide_name, n)
     try:
         for batch in loader:
             if batch["error"]:
                 raise PatchReadError(batch["error"])
             index = batch["index"].numpy()
-            features[index] = forward(batch["pixels"])
+            if encode_in_workers:
+                features[index] = batch["features"].numpy()
+                if batch["compiled"] == "none":
+                    forward.compiled = "none"
+            else:
+                features[index] = forward(batch["pixels"])
             progress.update(len(index))
     finally:
         dataset.close()
@@ -431,6 +479,8 @@ def build_metadata(slide_name: str, slide_path: str | os.PathLike, patches_h5: s
         "compile": compiled,               # "aot", "jit" or "none" (also when compilation failed)
         "batch_size": settings.batch_size,
         "num_workers": settings.num_workers,
+        "encoder_processes": plan.encoder_processes,
+        "parallelism": plan.parallelism(settings),
         "device": device_description(plan.device),
         "seconds": round(total_s, 3),
         "seconds_prepare": round(prepare_s, 3),
