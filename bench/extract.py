@@ -19,14 +19,17 @@ The summary compares, in the same run: the default's end to end with its own cei
 main process, as CLAM's extractor on a CPU; target >= 5x, and >= 30 patches/s = 5x the ~6
 patches/s measured for CLAM itself).
 
-    python bench/extract.py                       # every option (~12 min on 2 cores)
+    python bench/extract.py --patches 512         # every option (~15 min on 2 cores)
     python bench/extract.py --only default clam_like --patches 128
     python bench/extract.py --list
 
-Measured here (2 vCPU Intel Xeon with AMX-BF16, torch 2.14.1, 256 patches, load ~1 from other
-jobs), see the closing table of the run in the repository's history for every option:
-default (bf16 + channels_last + AOTInductor, tile reader, 1 worker) ceiling ~80 patches/s,
-end to end ~70 (~88 %); CLAM-like end to end ~7; fp32 eager channels_last ~8.
+In the encoder-processes mode (the CPU default) the ceiling runs the same forked one-thread
+DataLoader workers on batches already in memory. Measured here (2 vCPU Intel Xeon with AMX-BF16,
+torch 2.14.1, ``--patches 512``; one run, repeated runs moved by up to +-20 % on this shared VM):
+default ceiling 88.3 patches/s, end to end 78.7 (89 %; wall 53.8 with the encoder build, reader
+check and package load), CLAM-like end to end 10.3 in the same run (7.7x; 13x the ~6 patches/s
+of CLAM itself); the AOT package builds in 17-23 s once. Earlier runs of the default: 78.0 / 82.7
+(94 %), 100.3 end to end. The per-option table is in ``mmsurv.features.extract``.
 """
 
 from __future__ import annotations
@@ -206,33 +209,36 @@ def timed_forward(forward, batches) -> float:
     return time.perf_counter() - t0
 
 
+class InMemoryBatches:
+    """Dataset of batches already in memory, encoded where the DataLoader fetches them."""
+
+    def __init__(self, batches, forward):
+        self.batches, self.forward = batches, forward
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int):
+        return self.forward(self.batches[index])
+
+
 def forward_in_processes(forward, batches, processes: int) -> float:
-    """Wall seconds for ``processes`` forked one-thread processes sharing ``batches`` (as the workers do)."""
-    import multiprocessing
+    """Seconds to encode ``batches`` in ``processes`` forked one-thread DataLoader workers.
 
-    import torch
+    The same DataLoader, workers and batch assignment as the extraction's encoder processes,
+    minus the slide: this is their model-only ceiling (worker start-up included, as end to end).
+    """
+    from torch.utils.data import DataLoader
 
-    context = multiprocessing.get_context("fork")
-    barrier, results = context.Barrier(processes + 1), context.Queue()
+    from mmsurv.features.dataset import batches_in_order, worker_init
 
-    def work(rank: int) -> None:
-        torch.set_num_threads(1)
-        mine = batches[rank::processes]
-        forward(mine[0])
-        barrier.wait()
-        t0 = time.perf_counter()
-        for batch in mine:
-            forward(batch)
-        results.put((t0, time.perf_counter()))
-
-    children = [context.Process(target=work, args=(rank,)) for rank in range(processes)]
-    for child in children:
-        child.start()
-    barrier.wait()
-    spans = [results.get() for _ in children]
-    for child in children:
-        child.join()
-    return max(end for _, end in spans) - min(start for start, _ in spans)
+    order = [index for batch in batches_in_order(np.arange(len(batches)), 1, processes) for index in batch]
+    loader = DataLoader(InMemoryBatches(batches, forward), batch_size=None, sampler=order, num_workers=processes,
+                        worker_init_fn=worker_init, prefetch_factor=2, multiprocessing_context="fork")
+    t0 = time.perf_counter()
+    for _ in loader:
+        pass
+    return time.perf_counter() - t0
 
 
 def end_to_end(option: Option, slide_path: Path, patches: Path, work: Path) -> dict:

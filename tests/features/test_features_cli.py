@@ -30,7 +30,8 @@ def test_help(command, capsys):
     assert "usage: mmsurv features" in out
     if command[-1] == "extract":
         for option in ("--slide", "--patches", "--out-dir", "--weights", "--batch-size", "--workers",
-                       "--precision", "--compile", "--no-compile", "--channels-last"):
+                       "--precision", "--compile", "--no-compile", "--channels-last", "--compile-mode", "--reader",
+                       "--encoder-processes"):
             assert option in out
 
 

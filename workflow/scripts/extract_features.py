@@ -9,7 +9,11 @@ from mmsurv.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 with gpu_slot():
+    import torch
+
     from mmsurv.features import extract_slide_features
+
+    torch.set_num_threads(snakemake.threads)  # CPU: one encoder process per thread of the job
 
     extract_slide_features(
         snakemake.input.slide,

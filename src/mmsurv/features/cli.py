@@ -63,6 +63,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where patches are resized to the encoder input: uint8 in the workers or float on "
                              "the device; 'auto' = workers on CPU, device on CUDA (default %(default)s)")
     parser.add_argument("--threads", type=int, help="torch threads of the main process (default: all usable cores)")
+    parser.add_argument("--encoder-processes", type=int, default=DEFAULTS.encoder_processes,
+                        help="CPU: worker processes that each read and encode with one thread; 0 = encode in "
+                             "the main process with --threads threads and --workers readers (default: one per "
+                             "thread)")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="random-init seed for --weights none")
     parser.add_argument("--force", action="store_true", help="recompute even if valid outputs exist")
 
@@ -79,7 +83,7 @@ def _run_extract(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, num_workers=args.workers, device=args.device, precision=args.precision,
         channels_last=args.channels_last, compile=args.compile, compile_mode=args.compile_mode,
         compile_cache_dir=args.compile_cache_dir, resize=args.resize, reader=args.reader, seed=args.seed,
-        force=args.force,
+        encoder_processes=args.encoder_processes, force=args.force,
     )
     summary = {k: metadata[k] for k in ("slide", "n_patches", "feature_dim", "weights", "pretrained", "precision",
                                         "compile", "reader", "patches_per_s", "skipped")}

@@ -16,53 +16,47 @@ An existing output is reused when it is valid: both files readable, N consistent
 file, equal coords, equal features in h5 and pt, same encoder and weights. Leftover temp files of a
 killed run are removed, never read.
 
-Pipeline: coords are read once and visited in row order (y, x); a DataLoader whose workers each
-own an OpenSlide handle reads whole batches, resizes them as uint8 (antialiased bilinear, AVX2
-kernel) and hands (B, 3, 224, 224) uint8 channels_last tensors to the main process, which
-normalises (float, on the device) and runs the encoder under ``torch.inference_mode``. Features
-are written back in the original coords order.
+Pipeline: coords are read once and visited in row order (y, x). On CPU (default), a DataLoader
+forks one worker per thread of the job; each worker takes a contiguous stretch of the slide's
+batches, reads them with its own slide handle (JPEG tiles decoded directly when that is
+pixel-identical to OpenSlide, see ``mmsurv.features.regions``), resizes them as uint8 (antialiased
+bilinear, vectorised kernel) and encodes them with ONE thread through the inference graph of
+``mmsurv.features.inference`` (normalisation + encoder under autocast, AOT-compiled); the main
+process only collects the features. With ``encoder_processes: 0`` (and always on CUDA) the workers
+only read, and the main process encodes with torch threads (pinned memory, non-blocking copies,
+float resize on the GPU). Features are written back in the original coords order.
 
-Measured on this machine (2 vCPU AMD EPYC, AVX2 only: no AVX512-BF16/AMX; torch 2.14.1; random-init
-ResNet50-trunc, 224x224 input; patches of 512 px at level 0 of a generated 20x slide; ``bench/extract.py``).
-The machine is shared with other agents: the 1-min load average was 1.1-4.5 during every run, so
-absolute figures swing by up to 2x between repeats; ratios measured back to back are more reliable.
+Measured here (``python bench/extract.py --patches 512``; 2 vCPU Intel Xeon with AMX-BF16 and
+AVX512, torch 2.14.1, random-init trunk, 512 patches of 512 px from a generated 20x slide with
+256 px JPEG Q70 tiles; other options in the bench's docstring). Figures of one run; repeated runs
+on this shared VM moved by up to +-20 %:
 
-===========================================  ===========  ====================================
-setting (model only, tensors in memory)       patches/s    notes
-===========================================  ===========  ====================================
-fp32 NCHW, batch 32                           5.1          load ~1.2 (3.6 at load 2.4)
-fp32 channels_last, batch 32                  7.7          load ~1.2; identical features (max
-                                                           abs diff 1.5e-5); 10-16 when quiet
-fp32 channels_last + BN folded into conv      5.4          no gain (oneDNN already fuses)
-bf16 autocast, channels_last, batch 8-32      0.95-1.0     min cos vs fp32 0.99999, but ~8x
-                                                           slower: bf16 is emulated on AVX2
-bf16 autocast, NCHW, batch 32                 0.21         load 4.5
-channels_last batch 16 / 32 / 64              3.1/3.7/4.5  load 3.5-4.5: within the noise
-                                                           (quiet: 4-32 all 12-16)
-torch.compile (inductor, freezing), NCHW      8.5          load 4.1; cold compile 40 s
-torch.compile + channels_last, batch 32       9.1          load 3.8 vs 3.7 eager at load 4.2:
-                                                           ~2.5x; compile 19 s with the cache
-end to end, CLAM-like (NCHW, no workers,      3.5          load 4.1, 384 patches
-float resize in the main process)
-===========================================  ===========  ====================================
+=====================================================  ==========  ==========  ===================
+option                                                 ceiling     end to end  note
+                                                       patches/s   patches/s
+=====================================================  ==========  ==========  ===================
+CLAM-like: fp32 NCHW eager, OpenSlide, read and float  11.1        10.3        the baseline
+resize in the main process
+fp32 channels_last eager, 2 encoder processes          17.8        16.9
+bf16 autocast channels_last eager, 2 processes         40.4        40.1        cosine to fp32
+                                                                               >= 0.99999
+fp32 channels_last AOT package, 2 processes            24.5        34.1        package 18 s, once
+default: bf16 + channels_last + AOT, tile reader,      88.3        78.7        89 % of its ceiling;
+2 encoder processes (1 thread each)                                            7.7x CLAM-like
+default with the OpenSlide reader                      79.8        45.5        read_region ~13 ms
+default, one 2-thread encoder + 1 reader process       77.7        58.9        team stalls
+=====================================================  ==========  ==========  ===================
 
-Reading: a 512 px RGB patch costs ~12-14 ms to read (JPEG decode) and resizing 512 -> 224 costs
-0.5 ms in uint8 (torch's vectorised antialias kernel, channels_last) versus 7-9 ms in float32, so
-the workers resize in uint8 (max 1 grey level from the float result, like CLAM's PIL resize) and
-the main process only normalises. End to end, 128 patches, default settings: 6.96 patches/s with
-one reader process vs 4.8 with 0 or 2 (load 2.4-2.7; the model-only ceiling measured in the same
-minutes was 5.6, i.e. the load moved under the measurement; reading is ~10 % of the model's CPU
-time, so ~90 % of the ceiling is the expected end-to-end figure on a quiet machine).
+Reading a 512 px patch costs ~3.5 ms with the tile reader (2.4 ms on the real Aperio
+CMU-1-Small-Region.svs) against ~13 ms through ``read_region`` and its ARGB conversion; the
+resize to 224 px costs ~0.45 ms in uint8 (7-9 ms in float32). JPEG decoding is the floor of the
+end-to-end figure: at ~7 ms of CPU per patch for the encoder, a pixel-exact decode is ~1/5 of the
+work. torch.compile (``compile_mode: jit``) gives the same kernels (~140 patches/s model-only with
+2 threads) but re-traces in every job (~10 s warm); it runs in the main process only (its code
+hangs in forked workers). Without native bf16 (AVX2-only CPUs) ``precision: auto`` is fp32,
+because oneDNN emulates bf16 there ~8x slower.
 
-Speed ceiling of the hardware: the trunk is ~3.3 GMAC (6.6 GFLOP) per 224 px patch; two AVX2 cores
-at 2.45 GHz peak at ~157 GFLOP/s, i.e. at most ~24 patches/s at 100 % of peak, ~16 observed.
-The issue's "30+ patches/s" target is therefore out of reach in fp32 on this CPU; bf16 (which
-would halve the work) needs AVX512-BF16/AMX or a GPU. On CUDA the same code path uses pinned
-memory, non-blocking copies and float resize on the GPU; fp16/bf16 there are offered and checked
-by ``tests/features/test_features_precision.py`` when a GPU is present, but not the default until
-measured on one.
-
-Defaults chosen from those measurements: see ``DEFAULTS`` below and its comments.
+Defaults chosen from those measurements: see ``DEFAULTS`` (``mmsurv.features``) and its comments.
 """
 
 from __future__ import annotations
@@ -234,13 +228,22 @@ def plan_extraction(settings: ExtractSettings, slide_path: str | os.PathLike, pa
     reader, reason = choose_reader(settings.reader, slide_path, patches.patch_level, patches.patch_size, probe)
     return ExtractionPlan(device, resolve_precision(settings.precision, device),
                           resolve_resize(settings.resize, device), reader, reason,
-                          resolve_encoder_processes(settings.encoder_processes, device))
+                          resolve_encoder_processes(settings, device))
 
 
-def resolve_encoder_processes(requested: int | None, device: torch.device) -> int:
-    """None -> one per torch thread on CPU; CUDA always encodes in the main process (0)."""
-    if device.type == "cuda":
+def resolve_encoder_processes(settings: ExtractSettings, device: torch.device) -> int:
+    """None -> one per torch thread on CPU; CUDA always encodes in the main process (0).
+
+    ``torch.compile`` (``compile_mode: jit``) code hangs in forked processes (seen here), so jit
+    compilation encodes in the main process too; AOT packages and eager modules fork fine.
+    """
+    jit = settings.compile and settings.compile_mode == "jit"
+    if jit and settings.encoder_processes:
+        raise ValueError("compile_mode jit cannot run in encoder processes (torch.compile code hangs after fork): "
+                         "use compile_mode aot or encoder_processes 0")
+    if device.type == "cuda" or jit:
         return 0
+    requested = settings.encoder_processes
     return max(1, torch.get_num_threads()) if requested is None else requested
 
 
