@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -92,3 +94,37 @@ def md5_file(path: str | os.PathLike, chunk_size: int = MD5_CHUNK) -> str:
         for block in iter(lambda: handle.read(chunk_size), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_tsv(frame, path: str | os.PathLike, float_format: str | None = None) -> None:
+    """Write a pandas table as TSV atomically (no index)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False, float_format=float_format)
+
+
+def write_json(path: str | os.PathLike, document) -> None:
+    """Write ``document`` as indented JSON atomically; NaN/inf become null, numpy scalars plain numbers."""
+    atomic_write_text(path, json.dumps(_finite(document), indent=2, default=_json_default, allow_nan=False) + "\n")
+
+
+def _finite(value):
+    """NaN/inf → None (JSON null) throughout a document."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return _finite(value.item())
+    return value
+
+
+def _json_default(value):
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return _finite(value.tolist())
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

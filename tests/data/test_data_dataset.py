@@ -35,8 +35,9 @@ def fold(tmp_path, table_path, modality="omic", features_dir=None, holdout=0.0, 
     table = read_cohort_table(table_path)
     split = Split(train=CASES[:8], val=CASES[8:])
     edges = fit_bin_edges(table.patients())
-    return build_fold_data(table, split, edges=edges, groups={"g": ["G1_rnaseq", "G1_cnv"]}, modality=modality,
-                           bag_options=BagOptions(features_dir=features_dir, **bag), holdout_fraction=holdout, seed=3)
+    inputs = {"omic": ("omic", "omic_groups"), "path": ("path",), "multimodal": ("path", "omic", "omic_groups")}[modality]
+    return build_fold_data(table, split, edges=edges, groups={"signatures": {"g": ["G1_rnaseq", "G1_cnv"]}},
+                           inputs=inputs, bag_options=BagOptions(features_dir=features_dir, **bag), holdout_fraction=holdout, seed=3)
 
 
 def test_scaler_uses_training_fold_only(tmp_path):

@@ -20,20 +20,20 @@ from mmsurv.report.efficiency import (cohort_median_bag_size, flops_per_patient,
 class TinyMLP(SurvivalModel):
     """Genomic MLP: Linear(in → hidden) → ReLU → Linear(hidden → n_bins); 2·in·out FLOPs per Linear."""
 
-    modality = "omic"
+    inputs = ("omic",)
 
     def __init__(self, omic_dim: int, hidden: int, n_bins: int = 4):
         super().__init__(n_bins=n_bins, omic_dim=omic_dim)
         self.net = nn.Sequential(nn.Linear(omic_dim, hidden), nn.ReLU(), nn.Linear(hidden, n_bins))
 
     def forward(self, batch: Batch) -> ModelOutput:
-        return ModelOutput(logits=self.net(batch.omic.reshape(1, -1)))
+        return ModelOutput(logits=self.net(batch.omic))
 
 
 class TinyBagMean(SurvivalModel):
     """WSI model: Linear(D → H) per patch, mean over patches, Linear(H → n_bins)."""
 
-    modality = "path"
+    inputs = ("path",)
 
     def __init__(self, path_dim: int, hidden: int, n_bins: int = 4):
         super().__init__(n_bins=n_bins, path_dim=path_dim)
@@ -41,7 +41,7 @@ class TinyBagMean(SurvivalModel):
         self.head = nn.Linear(hidden, n_bins)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        return ModelOutput(logits=self.head(self.fc(batch.path).mean(dim=0, keepdim=True)))
+        return ModelOutput(logits=self.head(self.fc(batch.path).mean(dim=1)))
 
 
 def test_flops_of_hand_countable_models():

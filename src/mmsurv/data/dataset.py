@@ -2,8 +2,11 @@
 
 One sample is one PATIENT (MCAT's unit): all diagnostic slides of the case listed in the cohort
 table, their per-slide feature files ``features_dir/{slide}.pt`` (``{slide}`` = slide file name
-without ``.svs``; float32 N×1024, CLAM/MCAT format) concatenated in table order, plus the patient's
-genomic vector and its groups.
+without its extension, :func:`mmsurv.naming.slide_stem`; float32 N×1024, CLAM/MCAT format)
+concatenated in table order, plus the patient's genomic vector and its groups. A sample holds only
+the inputs its model declares (:mod:`mmsurv.data.inputs`): ``coords`` come from the CLAM-format
+``h5_files/{slide}.h5`` beside ``pt_files`` (or ``BagOptions.h5_dir``), row for row with the
+features.
 
 Decisions (all configurable through :class:`BagOptions` and :func:`build_fold_data`):
 
@@ -34,6 +37,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,18 +46,15 @@ from sklearn.preprocessing import StandardScaler
 from torch.utils.data import Dataset
 
 from mmsurv.data.cohort import CohortError, CohortTable
+from mmsurv.data.inputs import loader_for
 from mmsurv.data.splits import Split, holdout_split
 from mmsurv.data.survival import survival_labels
+from mmsurv.models.base import group_kind, modality_of
+from mmsurv.naming import slide_stem
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("omic", "path", "multimodal")
 DEFAULT_FEATURE_DIM = 1024
-
-
-def slide_stem(slide_id: str) -> str:
-    """Feature file stem of a slide: the file name without ``.svs``."""
-    return slide_id[:-4] if slide_id.lower().endswith(".svs") else slide_id
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class BagOptions:
     # default (MCAT and the founding papers feed raw ResNet features); the offline demo turns it on
     # because its random-weight ResNet gives features dominated by one risk-unrelated direction.
     standardize: bool = False
+    h5_dir: Path | None = None  # CLAM h5_files with the coords (default: features_dir/../h5_files)
 
 
 class BagLoader:
@@ -81,7 +83,10 @@ class BagLoader:
         self.features_dir = Path(options.features_dir)
         if not self.features_dir.is_dir():
             raise FileNotFoundError(f"{self.features_dir}: features directory not found")
+        self.h5_dir = Path(options.h5_dir) if options.h5_dir else self.features_dir.parent / "h5_files"
         self._cache: dict[str, torch.Tensor] = {}
+        self._coords_cache: dict[str, torch.Tensor] = {}
+        self._rows: dict[str, int] = {}
         self._standardization: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def fit_standardization(self, cases: Mapping[str, Sequence[str]]) -> None:
@@ -118,11 +123,59 @@ class BagLoader:
     def _raw(self, case_id: str, slide_ids: Sequence[str]) -> torch.Tensor:
         if case_id in self._cache:
             return self._cache[case_id]
-        parts = [self._load_file(self.feature_file(slide)) for slide in self.available(slide_ids)]
+        parts = []
+        for slide in self.available(slide_ids):
+            part = self._load_file(self.feature_file(slide))
+            self._rows[slide] = int(part.shape[0])
+            parts.append(part)
         bag = torch.cat(parts, dim=0) if parts else torch.zeros(0, self.options.feature_dim)
         if self.options.cache:
             self._cache[case_id] = bag
         return bag
+
+    def coords_file(self, slide_id: str) -> Path:
+        return self.h5_dir / f"{slide_stem(slide_id)}.h5"
+
+    def load_coords(self, case_id: str, slide_ids: Sequence[str]) -> torch.Tensor:
+        """N×2 level-0 (x, y) of the case's bag rows (same slides, same order as :meth:`load`)."""
+        if case_id in self._coords_cache:
+            return self._coords_cache[case_id]
+        parts = [self._read_coords(slide) for slide in self.available(slide_ids)]
+        coords = torch.cat(parts) if parts else torch.zeros(0, 2, dtype=torch.long)
+        if self.options.cache:
+            self._coords_cache[case_id] = coords
+        return coords
+
+    def slide_index(self, case_id: str, slide_ids: Sequence[str]) -> torch.Tensor:
+        """For each bag row, the position of its slide among the case's slides with features (0, 1, …)."""
+        counts = [self.row_count(slide) for slide in self.available(slide_ids)]
+        return torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts, dtype=torch.long))
+
+    def row_count(self, slide_id: str) -> int:
+        if slide_id not in self._rows:
+            self._rows[slide_id] = int(self._load_file(self.feature_file(slide_id)).shape[0])
+        return self._rows[slide_id]
+
+    def _read_coords(self, slide_id: str) -> torch.Tensor:
+        import h5py
+
+        path = self.coords_file(slide_id)
+        if not path.is_file():
+            raise CohortError(f"{path}: no coordinates for slide {slide_id} (the model reads 'coords', which come "
+                              f"from CLAM-format h5_files beside {self.features_dir}; a features folder with pt_files "
+                              "only cannot feed it)")
+        try:
+            with h5py.File(path, "r") as handle:
+                coords = np.asarray(handle["coords"][()])
+        except (OSError, KeyError) as error:
+            raise CohortError(f"{path}: cannot read dataset 'coords' ({error})") from error
+        if coords.ndim != 2 or coords.shape[1] != 2:
+            raise CohortError(f"{path}: 'coords' must be N×2, got shape {coords.shape}")
+        expected = self.row_count(slide_id)
+        if coords.shape[0] != expected:
+            raise CohortError(f"{path}: {coords.shape[0]} coordinates but {self.feature_file(slide_id)} has "
+                              f"{expected} feature rows (coords and features must come from the same extraction)")
+        return torch.from_numpy(coords.astype("int64"))
 
     def _load_file(self, path: Path) -> torch.Tensor:
         try:
@@ -165,31 +218,43 @@ class GenomicScaler:
 
 @dataclass
 class PatientSample:
-    """One patient, as a model and the loss see it."""
+    """One patient, as a model and the loss see it: the declared inputs by name, and the label."""
 
     case_id: str
-    path: torch.Tensor | None  # N×D (a single zero row when the case has no patches)
-    omic: torch.Tensor | None  # all genomic columns, scaled
-    omic_groups: list[torch.Tensor] | None  # one scaled vector per group
+    inputs: dict[str, Any]  # input name → tensor (or list of tensors), without the patient dimension
     label: int  # survival bin
     censorship: int  # 1 = censored
     time: float  # survival_months
     n_patches: int = 0
 
+    @property
+    def path(self) -> torch.Tensor | None:
+        return self.inputs.get("path")
+
+    @property
+    def omic(self) -> torch.Tensor | None:
+        return self.inputs.get("omic")
+
+    @property
+    def omic_groups(self) -> list[torch.Tensor] | None:
+        keys = [key for key in self.inputs if key.startswith("omic_groups")]
+        return self.inputs[keys[0]] if keys else None
+
 
 class SurvivalDataset(Dataset):
-    """Patients of one fold side; ``training`` switches random patch capping on."""
+    """Patients of one fold side; loads the declared ``inputs``; ``training`` switches random capping on."""
 
-    def __init__(self, patients: pd.DataFrame, omic: np.ndarray, group_index: Sequence[np.ndarray],
-                 slides_of_case: Mapping[str, list[str]], *, modality: str, bags: BagLoader | None,
+    def __init__(self, patients: pd.DataFrame, omic: np.ndarray, group_index: Mapping[str, Sequence[np.ndarray]],
+                 slides_of_case: Mapping[str, list[str]], *, inputs: Sequence[str], bags: BagLoader | None,
                  training: bool, seed: int = 0, name: str = "fold"):
-        if modality not in MODALITIES:
-            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
-        if modality != "omic" and bags is None:
-            raise CohortError(f"a '{modality}' model needs WSI features (features_dir)")
+        self.inputs = tuple(inputs)
+        self.loaders = {input_name: loader_for(input_name) for input_name in self.inputs}
+        self.modality = modality_of(self.inputs)
+        needs_bags = any(loader.needs_bags for loader in self.loaders.values())
+        if needs_bags and bags is None:
+            raise CohortError(f"a model reading {', '.join(self.inputs)} needs WSI features (features_dir)")
         self.patients = patients.reset_index(drop=True)
         self.omic = torch.from_numpy(np.ascontiguousarray(omic, dtype="float32"))
-        self.group_index = [torch.as_tensor(index, dtype=torch.long) for index in group_index]
         # Per-patient values prepared once (no pandas or fancy indexing per visited sample): the
         # training loop reads thousands of samples per fold, and a genomic-only model does nothing
         # else per sample but a few small matrix products.
@@ -197,14 +262,16 @@ class SurvivalDataset(Dataset):
         self._labels = [int(value) for value in self.patients["bin"]]
         self._censorships = [int(value) for value in self.patients["censorship"]]
         self._times = [float(value) for value in self.patients["survival_months"]]
-        self._group_omic = [self.omic[:, index].contiguous() for index in self.group_index]
+        self.group_omic = {key: [self.omic[:, torch.as_tensor(index, dtype=torch.long)].contiguous() for index in indices]
+                           for key, indices in group_index.items()}
         self.slides_of_case = slides_of_case
-        self.modality = modality
-        self.bags = bags if modality != "omic" else None
+        self.bags = bags if needs_bags else None
         self.training = training
         self.name = name
+        self._row_inputs = [n for n, loader in self.loaders.items() if loader.rows]
         self._generator = torch.Generator().manual_seed(int(seed))
         self._eval_seed = int(seed)
+        self.n_without_features = 0
         if self.bags is not None:
             self._report_missing_features()
 
@@ -221,26 +288,44 @@ class SurvivalDataset(Dataset):
 
     def __getitem__(self, index: int) -> PatientSample:
         index = range(len(self))[index]  # negative indices as a list's; out of range is an IndexError
-        case_id = self._case_ids[index]
-        path, n_patches = self._path(case_id, index) if self.bags is not None else (None, 0)
-        omic = groups = None
-        if self.modality != "path":
-            omic = self.omic[index]
-            groups = [matrix[index] for matrix in self._group_omic]
-        return PatientSample(case_id=case_id, path=path, omic=omic, omic_groups=groups, label=self._labels[index],
+        values = {name: loader.load(self, index, name) for name, loader in self.loaders.items()}
+        n_patches = self._cap_rows(values, index)
+        return PatientSample(case_id=self._case_ids[index], inputs=values, label=self._labels[index],
                              censorship=self._censorships[index], time=self._times[index], n_patches=n_patches)
 
-    def _path(self, case_id: str, index: int) -> tuple[torch.Tensor, int]:
-        bag = self.bags.load(case_id, self.slides_of_case.get(case_id, []))
-        n_patches = int(bag.shape[0])
+    # --- sources the input loaders read -------------------------------------------------------
+    def _slides(self, index: int) -> list[str]:
+        return self.slides_of_case.get(self._case_ids[index], [])
+
+    def bag(self, index: int) -> torch.Tensor:
+        """The patient's full bag (N×D, N may be 0), standardised when fitted."""
+        return self.bags.load(self._case_ids[index], self._slides(index))
+
+    def coords(self, index: int) -> torch.Tensor:
+        return self.bags.load_coords(self._case_ids[index], self._slides(index))
+
+    def slide_index(self, index: int) -> torch.Tensor:
+        return self.bags.slide_index(self._case_ids[index], self._slides(index))
+
+    def _cap_rows(self, values: dict[str, Any], index: int) -> int:
+        """Row inputs: same random subset under the cap; an empty bag becomes one zero row. → N before capping."""
+        if not self._row_inputs:
+            return 0
+        lengths = {name: int(values[name].shape[0]) for name in self._row_inputs}
+        if len(set(lengths.values())) > 1:
+            raise CohortError(f"case {self._case_ids[index]}: row-aligned inputs differ in length {lengths}")
+        n_patches = next(iter(lengths.values()))
         if n_patches == 0:
-            return torch.zeros(1, self.bags.options.feature_dim), 0
+            for name in self._row_inputs:
+                values[name] = torch.zeros((1, *values[name].shape[1:]), dtype=values[name].dtype)
+            return 0
         cap = self.bags.options.max_patches if self.training else self.bags.options.eval_max_patches
         if cap is not None and n_patches > cap:
             generator = self._generator if self.training else torch.Generator().manual_seed(self._eval_seed + index)
             keep = torch.randperm(n_patches, generator=generator)[:cap].sort().values
-            bag = bag[keep]
-        return bag, n_patches
+            for name in self._row_inputs:
+                values[name] = values[name][keep]
+        return n_patches
 
     def _report_missing_features(self) -> None:
         without = [case for case in self.case_ids if not self.bags.available(self.slides_of_case.get(case, []))]
@@ -252,6 +337,7 @@ class SurvivalDataset(Dataset):
         if without:
             log.warning("%s: %d of %d case(s) have no WSI feature file; they get a single zero feature vector (e.g. %s)",
                         self.name, len(without), len(self), without[0])
+        self.n_without_features = len(without)
 
 
 def balanced_weights(class_labels: Sequence[int]) -> np.ndarray:
@@ -280,7 +366,7 @@ class FoldData:
     holdout: SurvivalDataset | None
     scaler: GenomicScaler
     genomic_columns: list[str]
-    group_names: list[str]
+    group_names: list[str]  # of the model's genomic groups input (first one if several)
     group_sizes: list[int]
 
 
@@ -301,10 +387,14 @@ def group_indices(columns: Sequence[str], groups: Mapping[str, Sequence[str]]) -
     return result
 
 
-def build_fold_data(table: CohortTable, split: Split, *, edges: np.ndarray, groups: Mapping[str, Sequence[str]],
-                    modality: str, bag_options: BagOptions, holdout_fraction: float = 0.0,
-                    seed: int = 0) -> FoldData:
-    """Datasets of one fold: scaler fitted on the training cases (minus any hold-out) only."""
+def build_fold_data(table: CohortTable, split: Split, *, edges: np.ndarray,
+                    groups: Mapping[str, Mapping[str, Sequence[str]]], inputs: Sequence[str],
+                    bag_options: BagOptions, holdout_fraction: float = 0.0, seed: int = 0,
+                    default_groups: str = "signatures") -> FoldData:
+    """Datasets of one fold for a model reading ``inputs``; the scaler sees the training cases only.
+
+    ``groups`` maps each grouping (``signatures``, ``pathways``) to its groups (name → columns);
+    only the groupings the inputs read are needed (``omic_groups`` reads ``default_groups``)."""
     patients = patient_frame(table, edges).set_index("case_id", drop=False)
     columns = list(table.genomics.columns)
     train_cases, holdout_cases = list(split.train), []
@@ -312,8 +402,21 @@ def build_fold_data(table: CohortTable, split: Split, *, edges: np.ndarray, grou
         strata = patients.loc[train_cases, "class_label"].to_numpy()
         train_cases, holdout_cases = holdout_split(train_cases, strata, holdout_fraction, seed)
     scaler = GenomicScaler().fit(patients.loc[train_cases, columns].to_numpy())
-    indices = group_indices(columns, groups)
-    bags = BagLoader(bag_options) if modality != "omic" else None
+    group_index: dict[str, list[np.ndarray]] = {}
+    group_names: list[str] = []
+    group_sizes: list[int] = []
+    for name in inputs:
+        kind = group_kind(name, default_groups)
+        if kind is None:
+            continue
+        if kind not in groups:
+            raise CohortError(f"input {name!r} reads the {kind!r} genomic groups, which were not given")
+        group_index[name] = group_indices(columns, groups[kind])
+        if not group_names:
+            group_names = list(groups[kind])
+            group_sizes = [len(index) for index in group_index[name]]
+    needs_bags = any(loader_for(name).needs_bags for name in inputs)
+    bags = BagLoader(bag_options) if needs_bags else None
     slides = table.slides_of_case()
     if bags is not None and bag_options.standardize:
         bags.fit_standardization({case: slides.get(case, []) for case in train_cases})
@@ -321,7 +424,7 @@ def build_fold_data(table: CohortTable, split: Split, *, edges: np.ndarray, grou
     def make(cases: list[str], training: bool, name: str, offset: int) -> SurvivalDataset:
         frame = patients.loc[cases].reset_index(drop=True)
         omic = scaler.transform(frame[columns].to_numpy()) if columns else np.zeros((len(frame), 0), "float32")
-        return SurvivalDataset(frame.drop(columns=columns), omic, indices, slides, modality=modality, bags=bags,
+        return SurvivalDataset(frame.drop(columns=columns), omic, group_index, slides, inputs=inputs, bags=bags,
                                training=training, seed=seed + offset, name=name)
 
     return FoldData(
@@ -330,8 +433,8 @@ def build_fold_data(table: CohortTable, split: Split, *, edges: np.ndarray, grou
         holdout=make(holdout_cases, False, "holdout", 2) if holdout_cases else None,
         scaler=scaler,
         genomic_columns=columns,
-        group_names=list(groups),
-        group_sizes=[len(index) for index in indices],
+        group_names=group_names,
+        group_sizes=group_sizes,
     )
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mmsurv.gdc.manifest import read_samples, write_tsv
+from mmsurv.gdc.manifest import read_samples
+from mmsurv.io import write_tsv
 
 
 def write_inventory(samples_path: str | os.PathLike, slides_dir: str | os.PathLike, out: str | os.PathLike) -> pd.DataFrame:

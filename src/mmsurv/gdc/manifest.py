@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mmsurv.io import atomic_path
+from mmsurv.io import write_tsv
+from mmsurv.naming import slide_stem
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +100,6 @@ def _validate_row(path: Path, row) -> None:
         raise ManifestError(f"{where}: field 'md5' {row.md5!r} is not a 32-digit hexadecimal md5")
     if not SIZE_PATTERN.match(row.size):
         raise ManifestError(f"{where}: field 'size' {row.size!r} is not a non-negative integer")
-
-
-def slide_stem(filename: str) -> str:
-    """The slide name used in every output path: the file name without its extension."""
-    return filename.rsplit(".", 1)[0] if "." in filename else filename
 
 
 def parse_tcga_slide(filename: str) -> tuple[str, str] | None:
@@ -183,12 +179,6 @@ def _sample_sheet(kept: pd.DataFrame) -> pd.DataFrame:
         }
     )
     return samples.sort_values(["case_id", "slide"]).reset_index(drop=True)
-
-
-def write_tsv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write a table as TSV atomically."""
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, sep="\t", index=False)
 
 
 def read_samples(path: str | os.PathLike) -> pd.DataFrame:

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 from torch import nn
 
-from mmsurv.models.base import Batch, GatedAttention, ModelOutput, SurvivalModel, attention_pool, require
-from mmsurv.models.registry import ModelInputs, register_model
+from mmsurv.models.base import Batch, GatedAttention, ModelOutput, SurvivalModel, attention_pool
+from mmsurv.models.registry import register_model
 
 
+@register_model("abmil", display="ABMIL", citation="Ilse et al., ICML 2018")
 class ABMIL(SurvivalModel):
     """Gated-attention MIL survival model (MCAT's AttnMIL, WSI only)."""
 
-    modality = "path"
+    inputs = ("path",)
 
     def __init__(self, *, path_dim: int = 1024, n_bins: int = 4, hidden_dim: int = 512, attention_dim: int = 256,
                  out_dim: int = 256, dropout: float = 0.25, **sizes):
@@ -35,12 +36,8 @@ class ABMIL(SurvivalModel):
         self.classifier = nn.Linear(out_dim, n_bins)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        path = require(batch.path, "WSI feature bag (path)", "ABMIL")
+        path = batch.one("path", "ABMIL")
         h = self.fc(path)
         pooled, weights = attention_pool(self.attention(h), h)
         return ModelOutput(logits=self.classifier(self.rho(pooled)), attention={"path": weights.detach()})
 
-
-@register_model("abmil", ABMIL)
-def _build_abmil(inputs: ModelInputs, **params) -> ABMIL:
-    return ABMIL(path_dim=inputs.path_dim, n_bins=inputs.n_bins, **params)

@@ -1,53 +1,179 @@
-"""The forward contract every survival model follows, whatever modalities it reads.
+"""The model contract (v2): what a survival model reads, what it returns and how it learns.
 
-A model is an ``nn.Module`` subclass of :class:`SurvivalModel` with a class attribute ``modality``:
+For whoever adds a model. A model is ONE module under ``mmsurv/models/`` holding an ``nn.Module``
+subclass of :class:`SurvivalModel` registered with ``@register_model`` (see
+:mod:`mmsurv.models.registry`); the training loop, the data layer and the workflow never change.
 
-* ``"omic"``: reads ``batch.omic`` (all genomic columns, scaled) and/or ``batch.omic_groups``;
-* ``"path"``: reads ``batch.path`` (an N×D bag of patch features of one patient);
-* ``"multimodal"``: reads both.
+**What it reads.** The class attribute ``inputs`` names the inputs it needs; the data layer
+(:mod:`mmsurv.data.inputs`) loads only those. Built-in names:
 
-The data loader gives a model only what its modality needs (``path`` is None for omic models, so
-no feature file is ever opened for them). ``forward(batch)`` returns a :class:`ModelOutput` whose
-``logits`` are 1×n_bins discrete-time hazard logits: ``hazards = sigmoid(logits)``,
-``S = cumprod(1 − hazards)`` and the risk score is ``−ΣS`` (MCAT). ``aux_loss`` is an extra term the
-training loop adds to the survival loss (None for the models here); ``attention`` carries attention
-maps for inspection.
+* ``path``: the patient's bag of patch features, B×N×D (all slides of the case, table order);
+* ``coords``: N×2 level-0 (x, y) coordinates of the same rows, B×N×2 (from ``h5_files``);
+* ``slide_index``: which of the patient's slides each row comes from, B×N (0, 1, …);
+* ``omic``: every genomic column, scaled on the training fold, B×G;
+* ``omic_groups``: one scaled vector per genomic group, a list of B×s_i tensors; the grouping is
+  the model's ``data.groups`` setting (``signatures`` or ``pathways``); ``omic_groups:signatures``
+  or ``omic_groups:pathways`` fix the grouping whatever the setting.
 
-Batches hold ONE patient (MCAT trains with batch size 1 because bag sizes differ); gradient
-accumulation gives the effective batch.
+Row-aligned inputs (``path``, ``coords``, ``slide_index``) are capped together (same rows kept) and
+padded together; ``Batch.mask`` (B×N, True for real rows) says which rows are padding when a batch
+holds several patients. The table label of a model (``genomic`` / ``pathology`` / ``multimodal``)
+is derived from its inputs (:func:`modality_of`).
+
+**Batches.** Every tensor has a leading patient dimension B. Models that take bags of different
+sizes one patient at a time (``batchable = False``, the default and what MCAT does) get B = 1 and
+gradient accumulation gives the effective batch; ``batch.one("path")`` returns the N×D bag.
+Models with ``batchable = True`` may be trained with ``training.batch_size > 1``.
+
+**What it returns.** ``forward(batch)`` returns a :class:`ModelOutput`: B×K discrete-time hazard
+logits (``hazards = sigmoid``, ``S = cumprod(1 − h)``), optional named auxiliary loss terms
+(already weighted), optional attention maps, and optionally its own ``risk`` (default MCAT's
+−Σ_k S_k). Evaluation ranks patients by ``output.risk``.
+
+**How it learns.** ``loss(output, target)`` returns named loss terms; the loop back-propagates
+their sum divided by ``grad_accum`` and logs each term per epoch. The default is MCAT's NLL under
+the name ``surv`` (:data:`SURVIVAL_TERM`) plus every term of ``output.aux``. With
+``training.loss: cox`` the loop replaces the ``surv`` term by the Cox partial likelihood of each
+accumulation window and keeps the others.
+
+**Paper defaults.** ``defaults = {"data": {...}, "training": {...}}`` states the paper's data and
+training settings (grouping, patch cap, optimiser, lr, weight decay, epochs, batch, …); the run
+resolves package defaults < model defaults < the config's ``train.data``/``train.training`` <
+``train.models.NAME.{data,training}`` and records the result in ``metrics.json``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from mmsurv.train.loss import nll_surv_loss
+
+SURVIVAL_TERM = "surv"
+ROW_INPUTS = ("path", "coords", "slide_index")
+PATH_INPUTS = ("path", "coords", "slide_index")
+GROUP_KINDS = ("signatures", "pathways")
+
+
+def modality_of(inputs: Iterable[str]) -> str:
+    """``omic`` (genomics only), ``path`` (WSI only) or ``multimodal``, from declared input names."""
+    names = list(inputs)
+    reads_path = any(name in PATH_INPUTS for name in names)
+    reads_omic = any(name == "omic" or name.startswith("omic_groups") for name in names)
+    if reads_path and reads_omic:
+        return "multimodal"
+    return "path" if reads_path else "omic"
+
+
+def group_kind(name: str, default: str) -> str | None:
+    """The grouping an ``omic_groups[:kind]`` input reads (``default`` for plain ``omic_groups``)."""
+    if name == "omic_groups":
+        return default
+    if name.startswith("omic_groups:"):
+        kind = name.split(":", 1)[1]
+        if kind not in GROUP_KINDS:
+            raise ValueError(f"input {name!r}: grouping must be one of {', '.join(GROUP_KINDS)}")
+        return kind
+    return None
+
 
 @dataclass
 class Batch:
-    """One patient's inputs; fields a model's modality does not use may be None."""
+    """Inputs of B patients by input name (see the module docstring), plus the bag padding mask."""
 
-    path: torch.Tensor | None = None  # N×D
-    omic: torch.Tensor | None = None  # G
-    omic_groups: list[torch.Tensor] | None = None  # one vector per group
+    values: dict[str, Any] = field(default_factory=dict)
+    mask: torch.Tensor | None = None  # B×N, True for real rows; None when nothing is padded
+    size: int = 1
+
+    @classmethod
+    def single(cls, **values: Any) -> Batch:
+        """A batch of one patient from unbatched values (N×D bag, G vector, list of group vectors)."""
+        batched = {}
+        for name, value in values.items():
+            if value is None:
+                continue
+            batched[name] = [v.unsqueeze(0) for v in value] if isinstance(value, (list, tuple)) else value.unsqueeze(0)
+        return cls(values=batched, mask=None, size=1)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.values
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise KeyError(f"the batch has no input {name!r} (it has: {', '.join(sorted(self.values)) or 'none'})") from None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.values.get(name, default)
+
+    @property
+    def path(self) -> torch.Tensor | None:
+        return self.values.get("path")
+
+    @property
+    def coords(self) -> torch.Tensor | None:
+        return self.values.get("coords")
+
+    @property
+    def slide_index(self) -> torch.Tensor | None:
+        return self.values.get("slide_index")
+
+    @property
+    def omic(self) -> torch.Tensor | None:
+        return self.values.get("omic")
+
+    @property
+    def omic_groups(self) -> list[torch.Tensor] | None:
+        """The genomic groups input, whichever grouping the model declared."""
+        if "omic_groups" in self.values:
+            return self.values["omic_groups"]
+        keys = [key for key in self.values if key.startswith("omic_groups:")]
+        return self.values[keys[0]] if len(keys) == 1 else None
+
+    def one(self, name: str, model: str = "model") -> Any:
+        """Input ``name`` of the single patient of a B = 1 batch, without the patient dimension."""
+        if self.size != 1:
+            raise ValueError(f"{model}: takes one patient per forward pass, the batch has {self.size}")
+        value = require(self.omic_groups if name == "omic_groups" else self.values.get(name), name, model)
+        return [v[0] for v in value] if isinstance(value, list) else value[0]
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(
-            path=None if self.path is None else self.path.to(device),
-            omic=None if self.omic is None else self.omic.to(device),
-            omic_groups=None if self.omic_groups is None else [group.to(device) for group in self.omic_groups],
-        )
+        def move(value):
+            if torch.is_tensor(value):
+                return value.to(device)
+            if isinstance(value, list):
+                return [move(v) for v in value]
+            return value
+
+        return Batch(values={k: move(v) for k, v in self.values.items()},
+                     mask=None if self.mask is None else self.mask.to(device), size=self.size)
+
+
+@dataclass
+class Target:
+    """The survival labels of a batch's B patients (what a model's loss may read)."""
+
+    label: torch.Tensor  # B long: survival bin
+    censorship: torch.Tensor  # B float: 1 = censored
+    time: torch.Tensor  # B float: survival months
+
+    def to(self, device: torch.device | str) -> Target:
+        return Target(self.label.to(device), self.censorship.to(device), self.time.to(device))
 
 
 @dataclass
 class ModelOutput:
-    """What a model returns: hazard logits (1×n_bins), optional auxiliary loss and attention."""
+    """Hazard logits (B×K), named auxiliary loss terms, attention maps and an optional own risk."""
 
     logits: torch.Tensor
-    aux_loss: torch.Tensor | None = None
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
     attention: dict[str, torch.Tensor] | None = None
+    risk_score: torch.Tensor | None = None  # B; None: MCAT's −Σ S
 
     @property
     def hazards(self) -> torch.Tensor:
@@ -55,40 +181,76 @@ class ModelOutput:
 
     @property
     def survival(self) -> torch.Tensor:
-        return torch.cumprod(1 - self.hazards, dim=1)
+        """S_k = Π_{j≤k} (1 − h_j), with 1 − sigmoid(x) computed as sigmoid(−x) (exact near 1)."""
+        return torch.cumprod(torch.sigmoid(-self.logits), dim=1)
 
     @property
     def risk(self) -> torch.Tensor:
-        """MCAT's risk score −Σ_k S_k (one value per row)."""
+        """The score evaluation ranks by (higher = earlier event): the model's own, else −Σ_k S_k."""
+        if self.risk_score is not None:
+            return self.risk_score.reshape(-1)
         return -self.survival.sum(dim=1)
 
 
 class SurvivalModel(nn.Module):
-    """Base class: declares ``modality`` and the input sizes a model was built for."""
+    """Base class: declared inputs, paper defaults, input sizes, and the default NLL loss."""
 
-    modality: str = "omic"
+    inputs: ClassVar[tuple[str, ...]] = ("omic",)
+    batchable: ClassVar[bool] = False
+    defaults: ClassVar[dict[str, dict]] = {}
 
     def __init__(self, *, n_bins: int = 4, path_dim: int = 0, omic_dim: int = 0,
-                 group_sizes: list[int] | None = None):
+                 group_sizes: list[int] | None = None, group_names: list[str] | None = None):
         super().__init__()
         self.n_bins = n_bins
         self.path_dim = path_dim
         self.omic_dim = omic_dim
         self.group_sizes = list(group_sizes or [])
+        self.group_names = list(group_names or [])
+        self.nll_alpha = 0.0  # MCAT's alpha_surv, set by the loop from training.alpha
+
+    @property
+    def modality(self) -> str:
+        return modality_of(self.inputs)
 
     def forward(self, batch: Batch) -> ModelOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def example_batch(self, bag_size: int = 1000, device: torch.device | str = "cpu") -> Batch:
-        """A random batch of the shapes this model reads (FLOP counts, benchmarks, smoke tests)."""
-        generator = torch.Generator().manual_seed(0)
-        path = omic = groups = None
-        if self.modality in ("path", "multimodal"):
-            path = torch.randn(bag_size, self.path_dim, generator=generator)
-        if self.modality in ("omic", "multimodal"):
-            omic = torch.randn(self.omic_dim, generator=generator)
-            groups = [torch.randn(size, generator=generator) for size in self.group_sizes]
-        return Batch(path=path, omic=omic, omic_groups=groups).to(device)
+    def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
+        """Named loss terms, each a mean over the batch's patients: MCAT's NLL plus ``output.aux``."""
+        nll = nll_surv_loss(output.hazards, output.survival, target.label, target.censorship, alpha=self.nll_alpha)
+        return {SURVIVAL_TERM: nll, **output.aux}
+
+    def example_batch(self, bag_size: int = 1000, device: torch.device | str = "cpu", batch_size: int = 1,
+                      seed: int = 0) -> Batch:
+        """A random batch of the inputs this model reads (FLOP counts, benchmarks, contract tests).
+
+        Coordinates lie on a 512 px grid of one slide, row-major, as a patching run gives them."""
+        generator = torch.Generator().manual_seed(seed)
+        values: dict[str, Any] = {}
+        side = max(1, int(bag_size ** 0.5 + 0.999))
+        for name in self.inputs:
+            if name == "path":
+                values[name] = torch.randn(batch_size, bag_size, self.path_dim, generator=generator)
+            elif name == "coords":
+                grid = torch.arange(bag_size)
+                xy = torch.stack([grid % side, grid // side], dim=1) * 512
+                values[name] = xy.unsqueeze(0).expand(batch_size, -1, -1).clone()
+            elif name == "slide_index":
+                values[name] = torch.zeros(batch_size, bag_size, dtype=torch.long)
+            elif name == "omic":
+                values[name] = torch.randn(batch_size, self.omic_dim, generator=generator)
+            elif group_kind(name, "signatures") is not None:
+                values[name] = [torch.randn(batch_size, size, generator=generator) for size in self.group_sizes]
+            else:
+                raise ValueError(f"{type(self).__name__}.example_batch: no example for input {name!r}")
+        return Batch(values=values, mask=None, size=batch_size).to(device)
+
+    def example_target(self, batch_size: int = 1, seed: int = 0) -> Target:
+        generator = torch.Generator().manual_seed(seed)
+        return Target(label=torch.randint(0, self.n_bins, (batch_size,), generator=generator),
+                      censorship=torch.randint(0, 2, (batch_size,), generator=generator).float(),
+                      time=torch.rand(batch_size, generator=generator) * 100)
 
 
 def n_params(model: nn.Module, trainable_only: bool = True) -> int:
@@ -106,14 +268,14 @@ def require(value, what: str, model: str):
 class GatedAttention(nn.Module):
     """Gated attention scores (Ilse et al. 2018, eq. 9): w^T (tanh(V h) ⊙ sigmoid(U h)), one per row."""
 
-    def __init__(self, in_dim: int, hidden_dim: int, dropout: float):
+    def __init__(self, in_dim: int, hidden_dim: int, dropout: float, n_outputs: int = 1):
         super().__init__()
         self.tanh_branch = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.Tanh(), nn.Dropout(dropout))
         self.sigmoid_branch = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.Sigmoid(), nn.Dropout(dropout))
-        self.score = nn.Linear(hidden_dim, 1)
+        self.score = nn.Linear(hidden_dim, n_outputs)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """N×in_dim → N×1 unnormalised scores."""
+        """N×in_dim → N×n_outputs unnormalised scores."""
         return self.score(self.tanh_branch(h) * self.sigmoid_branch(h))
 
 

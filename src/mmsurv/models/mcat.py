@@ -26,8 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmsurv.models.base import Batch, GatedAttention, ModelOutput, SurvivalModel, attention_pool, require
-from mmsurv.models.registry import ModelInputs, register_model
+from mmsurv.models.base import Batch, GatedAttention, ModelOutput, SurvivalModel, attention_pool
+from mmsurv.models.registry import register_model
 from mmsurv.models.snn import snn_encoder
 
 
@@ -50,10 +50,12 @@ class AttentionReadout(nn.Module):
         return self.rho(pooled), weights
 
 
+@register_model("mcat", display="MCAT", citation="Chen et al., ICCV 2021")
 class MCAT(SurvivalModel):
     """Genomic-guided co-attention transformer over a WSI bag and genomic groups."""
 
-    modality = "multimodal"
+    inputs = ("path", "omic_groups")
+    defaults = {"data": {"groups": "signatures"}}
 
     def __init__(self, *, group_sizes: list[int], path_dim: int = 1024, n_bins: int = 4, embed_dim: int = 256,
                  omic_hidden: tuple[int, ...] = (256, 256), n_heads_coattn: int = 1, n_heads: int = 8,
@@ -76,8 +78,8 @@ class MCAT(SurvivalModel):
         self.classifier = nn.Linear(embed_dim, n_bins)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        path = require(batch.path, "WSI feature bag (path)", "MCAT")
-        groups = require(batch.omic_groups, "genomic groups (omic_groups)", "MCAT")
+        path = batch.one("path", "MCAT")
+        groups = batch.one("omic_groups", "MCAT")
         if len(groups) != len(self.omic_encoders):
             raise ValueError(f"MCAT: built for {len(self.omic_encoders)} genomic groups, the batch has {len(groups)}")
         h_path = self.path_fc(path).unsqueeze(0)  # 1×N×E
@@ -89,7 +91,3 @@ class MCAT(SurvivalModel):
         attention = {"coattn": coattn[0].detach(), "path": path_weights.detach(), "omic": omic_weights.detach()}
         return ModelOutput(logits=self.classifier(fused), attention=attention)
 
-
-@register_model("mcat", MCAT)
-def _build_mcat(inputs: ModelInputs, **params) -> MCAT:
-    return MCAT(group_sizes=list(inputs.group_sizes), path_dim=inputs.path_dim, n_bins=inputs.n_bins, **params)

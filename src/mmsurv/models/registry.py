@@ -1,29 +1,41 @@
-"""Model registry: ``name → builder``, filled by the ``@register_model`` decorator.
+"""Model registry: every module of ``mmsurv/models/`` that registers a model, found automatically.
 
-A builder receives the input sizes of the fold (:class:`ModelInputs`) and the model's
-hyper-parameter overrides from the config (``models: {name: {...}}``) and returns a
-:class:`~mmsurv.models.base.SurvivalModel`. Overrides are checked against the model class's
-keyword arguments, so a typo is an error naming the accepted parameters.
+For contributors and for the workflow. Adding a model is one file with one entry::
 
-Adding a model::
+    @register_model("mymodel", display="MyModel", citation="Doe et al., Journal 2025")
+    class MyModel(SurvivalModel):
+        inputs = ("path", "omic_groups")
+        defaults = {"training": {"lr": 1e-4}}
 
-    @register_model("mymodel")
-    def _build(inputs: ModelInputs, **params) -> SurvivalModel:
-        return MyModel(omic_dim=inputs.omic_dim, n_bins=inputs.n_bins, **params)
+        def __init__(self, *, dim: int = 256, **sizes):
+            super().__init__(**sizes)
+            ...
 
-and import its module in :data:`BUILTIN_MODULES` (or before calling :func:`build_model`).
+The model is built as ``MyModel(**sizes, **params)`` where ``sizes`` are the fold's input sizes
+(:class:`ModelInputs`: ``n_bins``, ``path_dim``, ``omic_dim``, ``group_sizes``, ``group_names``)
+and ``params`` the hyper-parameter overrides of the config (``train.models.mymodel``); overrides
+are checked against the class's keyword arguments, so a typo is an error naming the accepted ones.
+
+**Variants.** A config entry ``train.models.NAME: {model: BASE, key: value, ...}`` defines a model
+NAME that is BASE with those hyper-parameters (and optionally its own ``data``/``training``
+settings and ``display`` name): ablations train as models of their own (:func:`resolve_model`).
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+import pkgutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from mmsurv.models.base import SurvivalModel
+from mmsurv.models.base import SurvivalModel, modality_of
 
-BUILTIN_MODULES = ("mmsurv.models.snn", "mmsurv.models.abmil", "mmsurv.models.mcat")
+# Modules of this package that hold shared pieces, not models.
+NOT_MODEL_MODULES = {"base", "registry", "flops", "layers"}
+SIZE_ARGUMENTS = ("n_bins", "path_dim", "omic_dim", "group_sizes", "group_names")
+MODALITY_LABELS = {"omic": "genomic", "path": "pathology", "multimodal": "multimodal"}
+CONFIG_KEYS = ("model", "data", "training", "display")
 
 
 @dataclass(frozen=True)
@@ -34,53 +46,111 @@ class ModelInputs:
     group_sizes: list[int] = field(default_factory=list)
     path_dim: int = 1024
     n_bins: int = 4
+    group_names: list[str] = field(default_factory=list)
+
+    def sizes(self) -> dict:
+        return {"n_bins": self.n_bins, "path_dim": self.path_dim, "omic_dim": self.omic_dim,
+                "group_sizes": list(self.group_sizes), "group_names": list(self.group_names)}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A registered model: its class, builder, table name and citation."""
+
     name: str
     builder: Callable[..., SurvivalModel]
     model_class: type[SurvivalModel]
+    display_name: str = ""
+    citation: str = ""
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(self.model_class.inputs)
 
     @property
     def modality(self) -> str:
-        return self.model_class.modality
+        return modality_of(self.inputs)
+
+    @property
+    def label(self) -> str:
+        """The table label: genomic, pathology or multimodal."""
+        return MODALITY_LABELS[self.modality]
+
+    @property
+    def defaults(self) -> dict[str, dict]:
+        return {key: dict(value) for key, value in (self.model_class.defaults or {}).items()}
 
     def parameters(self) -> dict[str, object]:
         """Overridable hyper-parameters and their defaults (the class's keyword arguments)."""
-        fixed = {"self", "omic_dim", "group_sizes", "path_dim", "n_bins"}
+        fixed = {"self", *SIZE_ARGUMENTS}
         signature = inspect.signature(self.model_class.__init__)
         return {name: p.default for name, p in signature.parameters.items()
                 if name not in fixed and p.default is not p.empty}
 
 
 _MODELS: dict[str, ModelSpec] = {}
+_DISCOVERED = False
 
 
-def register_model(name: str, model_class: type[SurvivalModel]):
-    """Decorator registering a builder for ``model_class`` under ``name``."""
+def register_model(name: str, model_class: type[SurvivalModel] | None = None, *, display: str | None = None,
+                   citation: str = ""):
+    """Register a model under ``name``.
 
-    def decorate(builder: Callable[..., SurvivalModel]) -> Callable[..., SurvivalModel]:
-        if name in _MODELS and _MODELS[name].builder is not builder:
-            raise ValueError(f"model {name!r} is already registered")
-        _MODELS[name] = ModelSpec(name=name, builder=builder, model_class=model_class)
-        return builder
+    As a class decorator (``@register_model("x", display=..., citation=...)``), the class is built
+    with the fold's sizes and the overrides as keyword arguments. As a builder decorator
+    (``@register_model("x", ModelClass)`` on ``def build(inputs, **params)``), the builder does it.
+    """
+
+    def decorate(target):
+        if isinstance(target, type) and issubclass(target, SurvivalModel):
+            cls, builder = target, _class_builder(target)
+        else:
+            if model_class is None:
+                raise TypeError(f"register_model({name!r}): a builder function needs the model class")
+            cls, builder = model_class, target
+        if name in _MODELS and _MODELS[name].model_class is not cls:
+            raise ValueError(f"model {name!r} is already registered (by {_MODELS[name].model_class.__module__})")
+        doc = (cls.__doc__ or "").strip().splitlines()
+        _MODELS[name] = ModelSpec(name=name, builder=builder, model_class=cls, display_name=display or name,
+                                  citation=citation or (doc[0] if doc else ""))
+        return target
 
     return decorate
 
 
-def _load_builtins() -> None:
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
+def _class_builder(cls: type[SurvivalModel]) -> Callable[..., SurvivalModel]:
+    accepted = set(inspect.signature(cls.__init__).parameters)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
+
+    def build(inputs: ModelInputs, **params) -> SurvivalModel:
+        sizes = {k: v for k, v in inputs.sizes().items() if takes_any or k in accepted}
+        return cls(**sizes, **params)
+
+    return build
+
+
+def discover() -> None:
+    """Import every model module of ``mmsurv.models`` once (each registers itself)."""
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    import mmsurv.models as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name in NOT_MODEL_MODULES or module.name.startswith("_"):
+            continue
+        importlib.import_module(f"{package.__name__}.{module.name}")
+    _DISCOVERED = True
 
 
 def available_models() -> list[str]:
-    _load_builtins()
+    """Names of every registered model (not config variants)."""
+    discover()
     return sorted(_MODELS)
 
 
 def model_spec(name: str) -> ModelSpec:
-    _load_builtins()
+    discover()
     try:
         return _MODELS[name]
     except KeyError:
@@ -88,7 +158,7 @@ def model_spec(name: str) -> ModelSpec:
 
 
 def build_model(name: str, inputs: ModelInputs, params: dict | None = None) -> SurvivalModel:
-    """Build model ``name`` for ``inputs`` with hyper-parameter overrides ``params``."""
+    """Build registered model ``name`` for ``inputs`` with hyper-parameter overrides ``params``."""
     spec = model_spec(name)
     params = dict(params or {})
     accepted = spec.parameters()
@@ -97,3 +167,62 @@ def build_model(name: str, inputs: ModelInputs, params: dict | None = None) -> S
         raise ValueError(f"model {name!r}: unknown parameter(s) {', '.join(unknown)} "
                          f"(accepted: {', '.join(f'{k}={v!r}' for k, v in accepted.items())})")
     return spec.builder(inputs, **params)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A name of the config's ``models`` list: the registered model behind it and its settings."""
+
+    name: str  # as listed (a registered name or a variant)
+    spec: ModelSpec
+    params: dict  # hyper-parameter overrides
+    data: dict  # data overrides of this model (config)
+    training: dict  # training overrides of this model (config)
+    display_name: str
+
+    @property
+    def is_variant(self) -> bool:
+        return self.name != self.spec.name
+
+
+def resolve_model(name: str, models_config: Mapping | None = None) -> ResolvedModel:
+    """Resolve ``name`` against the config's ``train.models`` section (variants included)."""
+    section = dict((models_config or {}).get(name) or {})
+    base = section.pop("model", None)
+    display = section.pop("display", None)
+    data = dict(section.pop("data", None) or {})
+    training = dict(section.pop("training", None) or {})
+    if base is None:
+        spec = model_spec(name)
+    else:
+        if base == name:
+            spec = model_spec(name)
+        else:
+            if name in available_models():
+                raise ValueError(f"train.models.{name}: a variant cannot take the name of registered model {name!r}")
+            try:
+                spec = model_spec(base)
+            except ValueError as error:
+                raise ValueError(f"train.models.{name}.model: {error}") from None
+    unknown = sorted(set(section) - set(spec.parameters()))
+    if unknown:
+        raise ValueError(f"train.models.{name}: unknown parameter(s) {', '.join(unknown)} of model {spec.name!r} "
+                         f"(accepted: {', '.join(spec.parameters())}; and {', '.join(CONFIG_KEYS)})")
+    if display is None:
+        display = spec.display_name if base in (None, name) else f"{spec.display_name} [{name}]"
+    return ResolvedModel(name=name, spec=spec, params=section, data=data, training=training, display_name=display)
+
+
+def expand_models(models: str | list[str], models_config: Mapping | None = None) -> list[str]:
+    """The config's ``models`` value as names: ``all`` is every registered model plus every variant
+    defined in ``train.models``; a list may contain ``all`` beside further names."""
+    names = [models] if isinstance(models, str) else list(models)
+    result: list[str] = []
+    for name in names:
+        if name == "all":
+            variants = [key for key, value in (models_config or {}).items()
+                        if isinstance(value, Mapping) and value.get("model") not in (None, key)]
+            result += available_models() + sorted(variants)
+        else:
+            result.append(name)
+    return list(dict.fromkeys(result))

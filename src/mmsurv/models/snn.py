@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mmsurv.models.base import Batch, ModelOutput, SurvivalModel, require
-from mmsurv.models.registry import ModelInputs, register_model
+from mmsurv.models.registry import register_model
 
 ACTIVATIONS = {"elu": nn.ELU, "selu": nn.SELU}
 
@@ -45,10 +45,13 @@ def lecun_normal_init(module: nn.Module) -> None:
             nn.init.zeros_(layer.bias)
 
 
+@register_model("snn", display="SNN", citation="Klambauer et al., NeurIPS 2017 (MCAT's SNN, Chen et al., ICCV 2021)")
 class SNN(SurvivalModel):
     """Genomic-only self-normalising network (MCAT's ``SNN``, ``model_size_omic='small'``)."""
 
-    modality = "omic"
+    inputs = ("omic",)
+    batchable = True
+    defaults = {"training": {"l1_reg": 1e-4}}
 
     def __init__(self, *, omic_dim: int, n_bins: int = 4, hidden: tuple[int, ...] = (256, 256, 256, 256),
                  dropout: float = 0.25, activation: str = "elu", **sizes):
@@ -61,9 +64,4 @@ class SNN(SurvivalModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         omic = require(batch.omic, "genomic vector (omic)", "SNN")
-        return ModelOutput(logits=self.classifier(self.encoder(omic.reshape(1, -1))))
-
-
-@register_model("snn", SNN)
-def _build_snn(inputs: ModelInputs, **params) -> SNN:
-    return SNN(omic_dim=inputs.omic_dim, n_bins=inputs.n_bins, **params)
+        return ModelOutput(logits=self.classifier(self.encoder(omic)))

@@ -161,6 +161,8 @@ def _load_model_folds(root: Path, cohort: str, model: str, folds: int | None) ->
         metrics = _read_metrics(path)
         if metrics.get("model", model) != model:
             raise ResultsError(f"{path}: metrics say model {metrics.get('model')!r}, expected {model!r}")
+        if metrics.get("display_name"):
+            _DISPLAY_NAMES[model] = str(metrics["display_name"])
         loaded.append(FoldResult(cohort=cohort, model=model, fold=k, path=path.parent, metrics=metrics))
     return loaded
 
@@ -215,9 +217,13 @@ def display_cohort(cohort: str) -> str:
     return cohort.upper()
 
 
+_DISPLAY_NAMES: dict[str, str] = {}  # model → the display name its metrics.json recorded
+
+
 def display_model(model: str) -> str:
-    """Model label in tables and figures (``mcat`` → ``MCAT``)."""
-    return model.upper()
+    """Model label in tables and figures: the registry's display name recorded in the fold's
+    metrics.json (``clam_mb`` → ``CLAM-MB``), else the name upper-cased (``mcat`` → ``MCAT``)."""
+    return _DISPLAY_NAMES.get(model) or model.upper()
 
 
 MODALITY_LABELS = {"omic": "Genomic", "path": "WSI", "multimodal": "WSI + Genomic"}

@@ -62,7 +62,7 @@ def model_inputs(metrics: Mapping) -> ModelInputs:
     group_sizes = [int(size) for size in (metrics.get("group_sizes") or [])]
     omic_dim = metrics.get("genomic_dim")
     return ModelInputs(omic_dim=int(omic_dim) if omic_dim is not None else int(sum(group_sizes)),
-                       group_sizes=group_sizes,
+                       group_sizes=group_sizes, group_names=[str(n) for n in (metrics.get("group_names") or [])],
                        path_dim=int(data.get("feature_dim") or DEFAULT_FEATURE_DIM),
                        n_bins=int(data.get("n_bins") or DEFAULT_N_BINS))
 
@@ -81,7 +81,7 @@ def model_hyperparameters(metrics: Mapping, model: str, fallback: Mapping | None
 def rebuild_model(fold: FoldResult, model_params: Mapping | None = None) -> SurvivalModel:
     """The fold's network, freshly initialised with the recorded input sizes and hyper-parameters."""
     try:
-        return build_model(fold.model, model_inputs(fold.metrics),
+        return build_model(fold.metrics.get("base_model") or fold.model, model_inputs(fold.metrics),
                            model_hyperparameters(fold.metrics, fold.model, model_params)).eval()
     except (ValueError, TypeError) as error:
         raise ResultsError(f"cohort {fold.cohort}, model {fold.model}, fold {fold.fold}: cannot rebuild the model "

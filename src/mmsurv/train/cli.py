@@ -8,8 +8,6 @@ from pathlib import Path
 
 import yaml
 
-from mmsurv.models.registry import available_models
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand."""
@@ -25,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--table", required=True, help="MCAT-format cohort table (.csv or .csv.gz)")
     parser.add_argument("--splits-dir", required=True, help="folder with splits_{k}.csv")
     parser.add_argument("--fold", type=int, required=True, help="fold number k")
-    parser.add_argument("--model", required=True, choices=available_models(), help="model name")
+    parser.add_argument("--model", required=True,
+                        help="model name: a registered model (mmsurv.models) or a variant of the config's train.models")
     parser.add_argument("--out-dir", required=True, help="output folder (created)")
     parser.add_argument("--signatures", help="MCAT signatures.csv (genomic groups for grouped models such as MCAT)")
     parser.add_argument("--pathways", help="pathway gene-set CSV (used when the config says data.groups: pathways)")

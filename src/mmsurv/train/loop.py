@@ -1,17 +1,24 @@
-"""The training loop: batch size 1 with gradient accumulation, per-epoch validation, model selection.
+"""The training loop: batches (1 patient by default) with gradient accumulation, validation, selection.
 
-As MCAT (utils/core_utils.py of mahmoodlab/MCAT): one patient per forward pass; the NLL of each
-patient is divided by ``grad_accum`` (MCAT's ``gc``, 32) and back-propagated, and the optimiser
-steps every ``grad_accum`` patients. The optional L1 penalty (MCAT's ``--reg_type omic``,
-``λ·Σ|w|`` over all parameters) is added per patient without the division, as there; since the
-weights do not change inside an accumulation window, the ``k`` per-patient penalties of a window of
-``k`` patients are back-propagated once as ``k·λ·Σ|w|`` when the window closes (the same gradient
-``k·λ·sign(w)`` and the same logged loss, without one pass over every weight per patient). An
-epoch visits as many patients as the training fold has, in the order of
-:func:`mmsurv.data.dataset.epoch_order` (class-balanced with replacement by default, MCAT's
-weighted sampler). Unlike MCAT, gradients left over at the end of an epoch (fewer than
-``grad_accum`` patients) are applied by a last step (``flush_accumulation``) instead of leaking
-into the next epoch.
+As MCAT (utils/core_utils.py of mahmoodlab/MCAT): one patient per forward pass by default; the
+model's loss terms (:meth:`SurvivalModel.loss`: MCAT's NLL plus the model's own terms) are summed,
+the WHOLE total divided by ``grad_accum`` (MCAT's ``gc``, 32) and back-propagated, and the
+optimiser steps every ``grad_accum`` batches; so an auxiliary term weighs the same against the
+survival loss whatever the accumulation. Models that declare ``batchable`` may take
+``training.batch_size`` patients per forward pass (bags padded, with a mask): each term is then a
+mean over the batch, so batch B × accumulation 1 gives the gradient of batch 1 × accumulation B.
+The optional L1 penalty (MCAT's ``--reg_type omic``, ``λ·Σ|w|`` over all parameters) is added per
+patient without the division, as there; since the weights do not change inside an accumulation
+window, the ``k`` per-patient penalties of a window of ``k`` patients are back-propagated once as
+``k·λ·Σ|w|`` when the window closes (the same gradient ``k·λ·sign(w)`` and the same logged loss,
+without one pass over every weight per patient). An epoch visits as many patients as the training
+fold has, in the order of :func:`mmsurv.data.dataset.epoch_order` (class-balanced with replacement
+by default, MCAT's weighted sampler). Unlike MCAT, gradients left over at the end of an epoch
+(fewer than ``grad_accum`` batches) are applied by a last step (``flush_accumulation``) instead of
+leaking into the next epoch. Every loss term is logged per epoch (``train_loss_<term>``).
+
+Evaluation ranks patients by the model's ``output.risk`` (float64) and reports the mean of the
+model's summed loss terms.
 
 After every epoch the model is evaluated on the validation fold (and on the hold-out if any).
 Two results are kept and labelled:
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import defaultdict
 import math
 import time
 from collections.abc import Callable
@@ -38,8 +46,9 @@ import torch
 from torch import nn
 
 from mmsurv.data.dataset import PatientSample, SurvivalDataset, epoch_order
-from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
-from mmsurv.train.loss import cox_ph_loss, nll_surv_loss
+from mmsurv.data.inputs import collate
+from mmsurv.models.base import SURVIVAL_TERM, Batch, SurvivalModel, Target
+from mmsurv.train.loss import cox_ph_loss
 from mmsurv.train.metrics import concordance
 
 log = logging.getLogger(__name__)
@@ -58,6 +67,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     epochs: int = 20
     grad_accum: int = 32
+    batch_size: int = 1  # patients per forward pass (models that declare batchable)
     scheduler: str = "none"
     step_size: int = 10  # step scheduler: epochs per decay
     gamma: float = 0.1  # step scheduler: decay factor
@@ -93,8 +103,8 @@ class TrainConfig:
             raise ValueError(f"training.scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"training.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if self.epochs < 1 or self.grad_accum < 1:
-            raise ValueError("training.epochs and training.grad_accum must be at least 1")
+        if self.epochs < 1 or self.grad_accum < 1 or self.batch_size < 1:
+            raise ValueError("training.epochs, training.grad_accum and training.batch_size must be at least 1")
         if self.selection_metric not in (None, "cindex", "loss"):
             raise ValueError(f"training.selection_metric must be cindex or loss, got {self.selection_metric!r}")
         if self.early_stopping_patience is not None and self.holdout_fraction <= 0:
@@ -134,15 +144,14 @@ class FitResult:
     epoch_seconds: list[float] = field(default_factory=list)
 
 
-def to_batch(sample: PatientSample, device: torch.device) -> Batch:
-    return Batch(path=sample.path, omic=sample.omic, omic_groups=sample.omic_groups).to(device)
+def make_batch(samples: list[PatientSample], device: torch.device) -> tuple[Batch, Target]:
+    """Collated inputs and labels of ``samples`` on ``device``."""
+    batch, target = collate(samples)
+    return batch.to(device), target.to(device)
 
 
-def sample_loss(output: ModelOutput, sample: PatientSample, alpha: float, device: torch.device) -> torch.Tensor:
-    """NLL of one patient (B = 1)."""
-    label = torch.tensor([sample.label], device=device)
-    censorship = torch.tensor([float(sample.censorship)], device=device)
-    return nll_surv_loss(output.hazards, output.survival, label, censorship, alpha=alpha)
+def chunks(order: list[int], size: int) -> list[list[int]]:
+    return [order[start:start + size] for start in range(0, len(order), size)]
 
 
 def l1_norm(model: nn.Module) -> torch.Tensor:
@@ -165,48 +174,52 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
 
 def train_epoch(model: SurvivalModel, dataset: SurvivalDataset, optimizer: torch.optim.Optimizer,
                 config: TrainConfig, generator: torch.Generator, device: torch.device) -> dict:
-    """One epoch; returns mean survival loss, mean total loss and the training c-index."""
+    """One epoch; returns the mean of every loss term per patient, the mean total and the training c-index."""
     model.train()
     order = epoch_order(dataset.class_labels, weighted=config.weighted_sampling, generator=generator)
     optimizer.zero_grad(set_to_none=True)
     risks, times, censorships = [], [], []
-    surv_total = loss_total = 0.0
-    window: list[tuple[torch.Tensor, PatientSample]] = []
-    pending = 0
-    for position, index in enumerate(order, start=1):
-        sample = dataset[index]
-        output = model(to_batch(sample, device))
-        risks.append(float(output.risk.detach()))
-        times.append(sample.time)
-        censorships.append(sample.censorship)
-        extra = output.aux_loss if output.aux_loss is not None else 0.0
-        if config.loss == "nll":
-            loss = sample_loss(output, sample, config.alpha, device)
-            (loss / config.grad_accum + extra).backward()
-            surv_total += float(loss.detach())
-            loss_total += float(loss.detach()) + _scalar(extra)
-        else:
-            window.append((output.risk.reshape(1), sample))
-            if torch.is_tensor(extra):
-                extra.backward()
-            loss_total += _scalar(extra)
-        pending += 1
+    terms_total: dict[str, float] = defaultdict(float)
+    window: list[tuple[torch.Tensor, Target]] = []
+    pending_patients = 0
+    batches = chunks(order, config.batch_size)
+    for position, indices in enumerate(batches, start=1):
+        samples = [dataset[index] for index in indices]
+        batch, target = make_batch(samples, device)
+        output = model(batch)
+        terms = model.loss(output, target)
+        risk = output.risk
+        risks += risk.detach().double().cpu().tolist()
+        times += [sample.time for sample in samples]
+        censorships += [sample.censorship for sample in samples]
+        if config.loss == "cox":  # the survival term comes from the window's partial likelihood
+            terms = {name: value for name, value in terms.items() if name != SURVIVAL_TERM}
+            window.append((risk.reshape(-1), target))
+        total = sum(terms.values()) if terms else None
+        if torch.is_tensor(total) and total.requires_grad:
+            (total / config.grad_accum).backward()
+        for name, value in terms.items():
+            terms_total[name] += _scalar(value) * len(samples)
+        pending_patients += len(samples)
         if position % config.grad_accum == 0:
-            loss_total += _window_l1(model, config, pending, backward=True)
-            surv_total, loss_total = _close_window(window, config, device, surv_total, loss_total)
+            terms_total["l1"] += _window_l1(model, config, pending_patients, backward=True)
+            _close_window(window, config, terms_total)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            pending = 0
-    if pending:  # a last partial window: applied with flush_accumulation, else its gradients are dropped
-        loss_total += _window_l1(model, config, pending, backward=config.flush_accumulation)
+            pending_patients = 0
+    if pending_patients:  # a last partial window: applied with flush_accumulation, else its gradients are dropped
+        terms_total["l1"] += _window_l1(model, config, pending_patients, backward=config.flush_accumulation)
         if config.flush_accumulation:
-            surv_total, loss_total = _close_window(window, config, device, surv_total, loss_total)
+            _close_window(window, config, terms_total)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
     window.clear()
     count = max(1, len(order))
-    return {"train_loss_surv": surv_total / count, "train_loss": loss_total / count,
-            "train_cindex": concordance(times, censorships, risks)}
+    record = {f"train_loss_{name}": value / count for name, value in terms_total.items() if name != "l1" or value}
+    record.setdefault(f"train_loss_{SURVIVAL_TERM}", 0.0)
+    record["train_loss"] = sum(terms_total.values()) / count
+    record["train_cindex"] = concordance(times, censorships, risks)
+    return record
 
 
 def _window_l1(model: nn.Module, config: TrainConfig, patients: int, *, backward: bool) -> float:
@@ -224,39 +237,42 @@ def _scalar(value) -> float:
     return float(value.detach()) if torch.is_tensor(value) else float(value)
 
 
-def _close_window(window, config: TrainConfig, device, surv_total: float, loss_total: float) -> tuple[float, float]:
-    """Cox only: back-propagate the partial likelihood of the accumulated window."""
+def _close_window(window: list, config: TrainConfig, terms_total: dict[str, float]) -> None:
+    """Cox only: back-propagate the partial likelihood of the accumulated window, log it as ``surv``."""
     if config.loss != "cox" or not window:
-        return surv_total, loss_total
+        return
     log_risk = torch.cat([risk for risk, _ in window])
-    time_ = torch.tensor([s.time for _, s in window], device=device)
-    event = torch.tensor([1 - s.censorship for _, s in window], device=device)
+    time_ = torch.cat([target.time for _, target in window])
+    event = torch.cat([1 - target.censorship for _, target in window])
     loss = cox_ph_loss(log_risk, time_, event)
     loss.backward()
     window.clear()
-    value = float(loss.detach()) * len(log_risk)
-    return surv_total + value, loss_total + value
+    terms_total[SURVIVAL_TERM] += float(loss.detach()) * len(log_risk)
 
 
 @torch.no_grad()
-def evaluate(model: SurvivalModel, dataset: SurvivalDataset, device: torch.device) -> EvalResult:
-    """Survival curves, risks, NLL (α = 0, as MCAT validates) and c-index over ``dataset``."""
+def evaluate(model: SurvivalModel, dataset: SurvivalDataset, device: torch.device, batch_size: int = 1) -> EvalResult:
+    """Survival curves, the model's risks (float64), mean summed loss terms and c-index over ``dataset``."""
     model.eval()
-    curves, losses = [], []
-    times, censorships, labels = [], [], []
-    for index in range(len(dataset)):
-        sample = dataset[index]
-        output = model(to_batch(sample, device))
-        curves.append(output.survival.reshape(-1).cpu().numpy().astype("float64"))
-        losses.append(float(sample_loss(output, sample, 0.0, device)))
-        times.append(sample.time)
-        censorships.append(sample.censorship)
-        labels.append(sample.label)
+    curves, risks, times, censorships, labels = [], [], [], [], []
+    loss_sum = 0.0
+    for indices in chunks(list(range(len(dataset))), batch_size):
+        samples = [dataset[index] for index in indices]
+        batch, target = make_batch(samples, device)
+        output = model(batch)
+        survival = torch.cumprod(torch.sigmoid(-output.logits.double()), dim=1)
+        curves.append(survival.cpu().numpy())
+        own = output.risk_score
+        risks.append((-survival.sum(dim=1) if own is None else own.reshape(-1).double()).cpu().numpy())
+        loss_sum += float(sum(model.loss(output, target).values())) * len(samples)
+        times += [sample.time for sample in samples]
+        censorships += [sample.censorship for sample in samples]
+        labels += [sample.label for sample in samples]
     survival = np.vstack(curves) if curves else np.zeros((0, model.n_bins))
-    risk = -survival.sum(axis=1)
+    risk = np.concatenate(risks) if risks else np.zeros(0)
     return EvalResult(case_ids=dataset.case_ids, survival=survival, risk=risk, time=np.asarray(times),
                       censorship=np.asarray(censorships, dtype="int64"), label=np.asarray(labels, dtype="int64"),
-                      loss=float(np.mean(losses)) if losses else float("nan"),
+                      loss=loss_sum / len(dataset) if len(dataset) else float("nan"),
                       cindex=concordance(times, censorships, risk))
 
 
@@ -288,6 +304,7 @@ def fit(model: SurvivalModel, train: SurvivalDataset, val: SurvivalDataset, conf
         on_epoch: Callable[[dict], None] | None = None) -> FitResult:
     """Train ``model`` for ``config.epochs`` (or until early stopping) and keep last and best."""
     device = next(model.parameters()).device
+    model.nll_alpha = config.alpha
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
     generator = torch.Generator().manual_seed(int(seed))
@@ -302,11 +319,11 @@ def fit(model: SurvivalModel, train: SurvivalDataset, val: SurvivalDataset, conf
         seconds = time.perf_counter() - started
         if scheduler is not None:
             scheduler.step()
-        val_result = evaluate(model, val, device)
+        val_result = evaluate(model, val, device, config.batch_size)
         record.update(val_loss=val_result.loss, val_cindex=val_result.cindex)
         monitored = val_result
         if holdout is not None:
-            monitored = evaluate(model, holdout, device)
+            monitored = evaluate(model, holdout, device, config.batch_size)
             record.update(holdout_loss=monitored.loss, holdout_cindex=monitored.cindex)
         record["seconds"] = seconds
         if selector.update(epoch, monitored):

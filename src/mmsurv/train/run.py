@@ -8,18 +8,23 @@ Called by the Snakemake rule and by ``mmsurv train``::
 ``config`` (a dict, e.g. the ``train:`` section of the workflow config or a YAML file) has three
 optional sections; every key is checked, unknown keys are errors:
 
-* ``data``: ``n_bins`` (4), ``groups`` (``signatures`` | ``pathways``: which genomic groups
-  grouped models such as MCAT get), ``pathway_suffixes`` ([``_rnaseq``]), ``pathway_min_size`` (1),
-  ``feature_dim`` (1024), ``max_patches`` (None: all; e.g. 4096 as SurvPath), ``eval_max_patches``
-  (None), ``cache_bags`` (false);
+* ``data``: ``n_bins`` (4), ``groups`` (``signatures`` | ``pathways``: which genomic groups a
+  model's ``omic_groups`` input reads), ``pathway_suffixes`` ([``_rnaseq``]), ``pathway_min_size``
+  (1), ``feature_dim`` (1024), ``max_patches`` (None: all; e.g. 4096 as SurvPath),
+  ``eval_max_patches`` (None), ``cache_bags`` (false), ``standardize_features`` (false);
 * ``training``: :class:`mmsurv.train.loop.TrainConfig` fields (optimizer, lr, weight_decay,
-  epochs, grad_accum, scheduler, loss, alpha, l1_reg, weighted_sampling, holdout_fraction,
-  early_stopping_patience, device, num_threads, deterministic, …);
-* ``models``: per model name, hyper-parameter overrides (see each model's docstring) and an
-  optional ``training`` sub-dict overriding ``training`` for that model only, e.g.
-  ``models: {snn: {training: {l1_reg: 1.0e-4}}, mcat: {dropout: 0.25}}``;
+  epochs, grad_accum, batch_size, scheduler, loss, alpha, l1_reg, weighted_sampling,
+  holdout_fraction, early_stopping_patience, device, num_threads, deterministic, …);
+* ``models``: per model name, hyper-parameter overrides (see each model's docstring), optional
+  ``data`` and ``training`` sub-dicts for that model only, and for a **variant** ``model: BASE``
+  (and ``display``): ``models: {snn: {training: {l1_reg: 0}}, mcat: {dropout: 0.1},
+  mcat_path: {model: mcat, data: {groups: pathways}}}``;
 
 plus ``seed`` (default 1, MCAT's; the ``seed`` argument wins when given).
+
+Settings resolve in this order, later winning: package defaults (MCAT's) < the model's paper
+defaults (``SurvivalModel.defaults``) < the config's ``data``/``training`` < the model's own
+``models.NAME.data``/``models.NAME.training``. The resolved values are written to ``metrics.json``.
 
 Outputs in ``out_dir`` (all written atomically): ``bin_edges.json``, ``training_log.tsv`` (one row
 per epoch), ``predictions.tsv`` (last epoch, validation fold: case_id, risk, S_1..S_K, time,
@@ -29,7 +34,6 @@ event, bin), ``predictions_best.tsv`` (same at the best epoch), ``checkpoint_las
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -47,9 +51,9 @@ from mmsurv.data.dataset import BagOptions, FoldData, build_fold_data, features_
 from mmsurv.data.pathways import pathway_groups, read_gene_sets
 from mmsurv.data.splits import read_split, restrict_to_cohort, split_file
 from mmsurv.data.survival import fit_bin_edges, write_bin_edges
-from mmsurv.io import atomic_path, atomic_write_text
-from mmsurv.models.base import SurvivalModel, n_params
-from mmsurv.models.registry import ModelInputs, build_model, model_spec
+from mmsurv.io import atomic_path, write_json, write_tsv
+from mmsurv.models.base import SurvivalModel, group_kind, n_params
+from mmsurv.models.registry import ModelInputs, ResolvedModel, build_model, resolve_model
 from mmsurv.train.loop import EvalResult, FitResult, TrainConfig, fit
 from mmsurv.train.seed import default_threads, reproducible, resolve_device, seed_everything
 
@@ -71,22 +75,36 @@ CONFIG_SECTIONS = ("data", "training", "models", "seed")
 
 
 def resolve_config(config: Mapping | None, model: str) -> tuple[dict, TrainConfig, dict, int]:
-    """(data settings, training settings, model hyper-parameters, seed) for ``model``."""
+    """(data settings, training settings, model hyper-parameters, seed) for ``model`` (or variant)."""
+    data, training, resolved, seed = resolve_settings(config, model)
+    return data, training, resolved.params, seed
+
+
+def resolve_settings(config: Mapping | None, model: str) -> tuple[dict, TrainConfig, ResolvedModel, int]:
+    """The resolved data and training settings of ``model``, the model behind the name, the seed."""
     config = dict(config or {})
     unknown = sorted(set(config) - set(CONFIG_SECTIONS))
     if unknown:
         raise ValueError(f"train config: unknown section(s) {', '.join(unknown)} (known: {', '.join(CONFIG_SECTIONS)})")
+    resolved = resolve_model(model, config.get("models"))
+    defaults = resolved.spec.defaults
     data = dict(DATA_DEFAULTS)
-    extra = sorted(set(config.get("data") or {}) - set(DATA_DEFAULTS))
-    if extra:
-        raise ValueError(f"train config: unknown data key(s) {', '.join(extra)} (known: {', '.join(DATA_DEFAULTS)})")
-    data.update(config.get("data") or {})
+    for where, values in ((f"model {resolved.spec.name} defaults", defaults.get("data")), ("train.data", config.get("data")),
+                          (f"train.models.{model}.data", resolved.data)):
+        extra = sorted(set(values or {}) - set(DATA_DEFAULTS))
+        if extra:
+            raise ValueError(f"{where}: unknown data key(s) {', '.join(extra)} (known: {', '.join(DATA_DEFAULTS)})")
+        data.update(values or {})
     if data["groups"] not in ("signatures", "pathways"):
         raise ValueError(f"train config: data.groups must be 'signatures' or 'pathways', got {data['groups']!r}")
-    model_section = dict((config.get("models") or {}).get(model) or {})
-    training_values = dict(config.get("training") or {})
-    training_values.update(model_section.pop("training", None) or {})
-    return data, TrainConfig.from_dict(training_values), model_section, int(config.get("seed", DEFAULT_SEED))
+    training_values = dict(defaults.get("training") or {})
+    training_values.update(config.get("training") or {})
+    training_values.update(resolved.training)
+    training = TrainConfig.from_dict(training_values)
+    if training.batch_size > 1 and not resolved.spec.model_class.batchable:
+        raise ValueError(f"model {model!r} takes one patient per forward pass (not batchable): "
+                         f"training.batch_size must be 1, got {training.batch_size}")
+    return data, training, resolved, int(config.get("seed", DEFAULT_SEED))
 
 
 def train_fold(config: Mapping | None, *, cohort_table: str | os.PathLike, splits_dir: str | os.PathLike, fold: int,
@@ -99,21 +117,21 @@ def train_fold(config: Mapping | None, *, cohort_table: str | os.PathLike, split
     without ``training.num_threads`` the count is :func:`mmsurv.train.seed.default_threads` of the
     model's modality (1 for genomic-only models).
     """
-    data_cfg, train_cfg, model_params, config_seed = resolve_config(config, model)
+    data_cfg, train_cfg, resolved, config_seed = resolve_settings(config, model)
     seed = config_seed if seed is None else int(seed)
-    num_threads = train_cfg.num_threads or default_threads(model_spec(model).modality)
+    num_threads = train_cfg.num_threads or default_threads(resolved.spec.modality)
     with reproducible(train_cfg.deterministic, num_threads) as threads:
-        return _train_fold(data_cfg, train_cfg, model_params, seed=seed, threads=threads, cohort_table=cohort_table,
+        return _train_fold(data_cfg, train_cfg, resolved, seed=seed, threads=threads, cohort_table=cohort_table,
                            splits_dir=splits_dir, fold=fold, model=model, out_dir=Path(out_dir), signatures=signatures,
                            features_dir=features_dir, pathways=pathways)
 
 
-def _train_fold(data_cfg: dict, train_cfg: TrainConfig, model_params: dict, *, seed: int, threads: int, cohort_table,
+def _train_fold(data_cfg: dict, train_cfg: TrainConfig, resolved: ResolvedModel, *, seed: int, threads: int, cohort_table,
                 splits_dir, fold: int, model: str, out_dir: Path, signatures, features_dir, pathways) -> dict:
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(train_cfg.device)
-    spec = model_spec(model)
+    spec, model_params = resolved.spec, resolved.params
 
     table = read_cohort_table(cohort_table)
     patients = table.patients()
@@ -121,18 +139,22 @@ def _train_fold(data_cfg: dict, train_cfg: TrainConfig, model_params: dict, *, s
     write_bin_edges(out_dir / "bin_edges.json", edges, n_patients=len(patients),
                     n_uncensored=int((patients["censorship"] == 0).sum()))
     split = restrict_to_cohort(read_split(split_file(splits_dir, fold)), table.case_ids)
-    groups = genomic_groups(table, data_cfg, signatures=signatures, pathways=pathways, needed=spec.modality != "path")
+    groups = genomic_groups(table, data_cfg, signatures=signatures, pathways=pathways, inputs=spec.inputs)
     bag_options = BagOptions(features_dir=features_dir_or_none(features_dir), feature_dim=int(data_cfg["feature_dim"]),
                              max_patches=data_cfg["max_patches"], eval_max_patches=data_cfg["eval_max_patches"],
                              cache=bool(data_cfg["cache_bags"]),
                              standardize=bool(data_cfg["standardize_features"]))
-    fold_data = build_fold_data(table, split, edges=edges, groups=groups, modality=spec.modality,
-                                bag_options=bag_options, holdout_fraction=train_cfg.holdout_fraction, seed=seed)
+    fold_data = build_fold_data(table, split, edges=edges, groups=groups, inputs=spec.inputs,
+                                bag_options=bag_options, holdout_fraction=train_cfg.holdout_fraction, seed=seed,
+                                default_groups=data_cfg["groups"])
 
     seed_everything(seed)
     inputs = ModelInputs(omic_dim=len(fold_data.genomic_columns), group_sizes=fold_data.group_sizes,
-                         path_dim=int(data_cfg["feature_dim"]), n_bins=int(data_cfg["n_bins"]))
-    network = build_model(model, inputs, model_params).to(device)
+                         path_dim=int(data_cfg["feature_dim"]), n_bins=int(data_cfg["n_bins"]),
+                         group_names=fold_data.group_names)
+    network = build_model(spec.name, inputs, model_params).to(device)
+    log.info("resolved settings of %s: data %s; training %s; model %s", model, data_cfg, train_cfg.as_dict(),
+             model_params)
     log.info("fold %d, model %s (%s): %d parameters, %d train / %d val%s patients, device %s, %d thread(s)",
              fold, model, spec.modality, n_params(network), len(fold_data.train), len(fold_data.val),
              f" / {len(fold_data.holdout)} hold-out" if fold_data.holdout else "", device, threads)
@@ -144,39 +166,48 @@ def _train_fold(data_cfg: dict, train_cfg: TrainConfig, model_params: dict, *, s
 
     def on_epoch(record: dict) -> None:
         rows.append(record)
-        write_tsv(log_path, pd.DataFrame(rows))
+        write_tsv(pd.DataFrame(rows), log_path, float_format="%.8g")
 
     result = fit(network, fold_data.train, fold_data.val, train_cfg, holdout=fold_data.holdout, seed=seed,
                  on_epoch=on_epoch)
-    checkpoint_meta = {"model": model, "model_params": model_params, "inputs": inputs.__dict__, "fold": fold,
+    checkpoint_meta = {"model": model, "base_model": spec.name, "model_params": model_params, "inputs": inputs.__dict__, "fold": fold,
                        "seed": seed, "bin_edges": edges.tolist(), "genomic_columns": fold_data.genomic_columns,
                        "group_names": fold_data.group_names, "scaler_mean": fold_data.scaler.mean_.tolist(),
                        "scaler_scale": fold_data.scaler.scale_.tolist()}
     save_checkpoint(out_dir / "checkpoint_last.pt", network.state_dict(), epoch=len(result.history), **checkpoint_meta)
     save_checkpoint(out_dir / "checkpoint_best.pt", result.best_state, epoch=result.best_epoch, **checkpoint_meta)
-    write_tsv(out_dir / "predictions.tsv", predictions_frame(result.last_eval))
-    write_tsv(out_dir / "predictions_best.tsv", predictions_frame(result.best_eval))
+    # float64 with every digit: the c-index recomputed from the file equals metrics.json's
+    write_tsv(predictions_frame(result.last_eval), out_dir / "predictions.tsv", float_format="%.17g")
+    write_tsv(predictions_frame(result.best_eval), out_dir / "predictions_best.tsv", float_format="%.17g")
     metrics = fold_metrics(result, fold_data, network, model=model, fold=fold, seed=seed, device=device,
                            threads=threads, seconds=time.perf_counter() - started,
                            config={"data": data_cfg, "training": train_cfg.as_dict(), "model_params": model_params})
-    atomic_write_text(out_dir / "metrics.json", json.dumps(_finite(metrics), indent=2, default=_json_default) + "\n")
+    metrics.update(base_model=spec.name, display_name=resolved.display_name, citation=spec.citation,
+                   label=spec.label, inputs=list(spec.inputs),
+                   n_without_features={"train": fold_data.train.n_without_features,
+                                       "val": fold_data.val.n_without_features})
+    write_json(out_dir / "metrics.json", metrics)
     log.info("fold %d %s: c-index last %.4f, best %.4f (epoch %d, selected on %s)", fold, model,
              metrics["cindex_last"], metrics["cindex_best"], metrics["best_epoch"], metrics["best_selected_on"])
     return metrics
 
 
-def genomic_groups(table, data_cfg: dict, *, signatures, pathways, needed: bool) -> dict[str, list[str]]:
-    """The genomic groups grouped models get: MCAT signature families or pathways ({} if unavailable)."""
-    if not needed:
-        return {}
-    if data_cfg["groups"] == "pathways":
+def genomic_groups(table, data_cfg: dict, *, signatures, pathways, inputs) -> dict[str, dict[str, list[str]]]:
+    """The groupings the model's inputs read: ``{"signatures": {...}, "pathways": {...}}`` (only those needed)."""
+    kinds = {kind for kind in (group_kind(name, data_cfg["groups"]) for name in inputs) if kind is not None}
+    result: dict[str, dict[str, list[str]]] = {}
+    if "pathways" in kinds:
         if pathways is None:
-            raise ValueError("train config: data.groups is 'pathways' but no pathways gene-set file was given")
-        return pathway_groups(table.genomics.columns, read_gene_sets(pathways),
-                              suffixes=tuple(data_cfg["pathway_suffixes"]), min_size=int(data_cfg["pathway_min_size"]))
-    if signatures is None:
-        return {}
-    return signature_groups(table.genomics.columns, read_signatures(signatures))
+            raise ValueError("the model reads pathway groups (omic_groups with data.groups 'pathways', or "
+                             "omic_groups:pathways) but no pathways gene-set file was given")
+        result["pathways"] = pathway_groups(table.genomics.columns, read_gene_sets(pathways),
+                                            suffixes=tuple(data_cfg["pathway_suffixes"]),
+                                            min_size=int(data_cfg["pathway_min_size"]))
+    if "signatures" in kinds:
+        if signatures is None:
+            raise ValueError("the model reads the signature groups (omic_groups) but no signatures file was given")
+        result["signatures"] = signature_groups(table.genomics.columns, read_signatures(signatures))
+    return result
 
 
 def predictions_frame(result: EvalResult) -> pd.DataFrame:
@@ -216,6 +247,7 @@ def fold_metrics(result: FitResult, fold_data: FoldData, network: SurvivalModel,
         "n_params": n_params(network),
         "genomic_dim": len(fold_data.genomic_columns),
         "group_sizes": fold_data.group_sizes,
+        "group_names": fold_data.group_names,
         "seconds_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else float("nan"),
         "seconds_total": seconds,
         "peak_rss_mb": peak_rss_mb(),  # of the whole process so far (one fold per process in the workflow)
@@ -236,31 +268,3 @@ def peak_rss_mb() -> float:
 def save_checkpoint(path: Path, state: dict, **meta) -> None:
     with atomic_path(path) as tmp:
         torch.save({"state_dict": state, **meta}, tmp)
-
-
-def write_tsv(path: Path, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, sep="\t", index=False, float_format="%.8g")
-
-
-def _finite(value):
-    """NaN/inf → None (JSON null) throughout a metrics document."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -26,8 +26,6 @@ complete), and ``write_summary`` is called last so the JSON is only there when a
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,7 +36,7 @@ import cv2
 import h5py
 import numpy as np
 
-from mmsurv.io import atomic_path, atomic_write_text
+from mmsurv.io import atomic_path, write_json
 from mmsurv.wsi.segment import Segmentation, scale_contours
 
 GREEN = (0, 255, 0)
@@ -164,28 +162,6 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
 # JSON
 # --------------------------------------------------------------------------------------------
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _finite(value: Any) -> Any:
-    """NaN/inf floats as None (JSON has no NaN), recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def write_summary(path: str | os.PathLike, summary: Mapping[str, Any]) -> None:
     """The slide's JSON summary, atomically (write it last: it marks the slide complete)."""
-    text = json.dumps(_finite(dict(summary)), indent=2, default=_json_default, allow_nan=False)
-    atomic_write_text(path, text + "\n")
+    write_json(path, dict(summary))

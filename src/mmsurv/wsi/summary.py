@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mmsurv.gdc.manifest import write_tsv
+from mmsurv.io import write_tsv
 
 COLUMNS = ("slide", "n_patches", "tissue_area_mm2", "mpp", "magnification", "patch_size_level0", "seconds", "warnings")
 
