@@ -8,6 +8,7 @@ if "demo" in config:
             manifest=f"{config['demo']['outdir']}/gdc_manifest.txt",
             table=f"{config['demo']['outdir']}/tcga_demo_all_clean.csv.gz",
             signatures=f"{config['demo']['outdir']}/signatures.csv",
+            pathways=f"{config['demo']['outdir']}/pathways.csv",
             truth=f"{config['demo']['outdir']}/demo_truth.tsv",
             splits=directory(f"{config['demo']['outdir']}/splits"),
             slides=directory(f"{config['demo']['outdir']}/slides"),

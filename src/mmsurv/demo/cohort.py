@@ -51,6 +51,7 @@ FAMILIES = (
 TABLE_NAME = "tcga_demo_all_clean.csv.gz"
 MANIFEST_NAME = "gdc_manifest.txt"
 SIGNATURES_NAME = "signatures.csv"
+PATHWAYS_NAME = "pathways.csv"
 TRUTH_NAME = "demo_truth.tsv"
 
 
@@ -76,6 +77,7 @@ class DemoCohort:
     outdir: Path
     table: Path
     signatures: Path
+    pathways: Path
     splits_dir: Path
     slides_dir: Path
     manifest: Path
@@ -102,6 +104,7 @@ def generate_demo_cohort(outdir: str | os.PathLike, spec: DemoSpec = DemoSpec(),
         outdir=outdir,
         table=outdir / TABLE_NAME,
         signatures=outdir / SIGNATURES_NAME,
+        pathways=outdir / PATHWAYS_NAME,
         splits_dir=outdir / "splits",
         slides_dir=outdir / "slides",
         manifest=outdir / MANIFEST_NAME,
@@ -113,6 +116,8 @@ def generate_demo_cohort(outdir: str | os.PathLike, spec: DemoSpec = DemoSpec(),
     _write_splits(cohort.splits_dir, rng, patients["case_id"].tolist(), spec.folds)
     _write_truth(cohort.truth, patients)
     _write_manifest(cohort.manifest, rng, cohort.slides_dir, slides)
+    # own generator: the draws above (and so every earlier demo file) do not change
+    _write_pathways(cohort.pathways, np.random.default_rng([spec.seed, 7]), genes)
     log.info(
         "demo cohort in %s: %d patients, %d events, %d diagnostic slides",
         outdir, len(patients), int((patients["censorship"] == 0).sum()), int(slides["diagnostic"].sum()),
@@ -239,6 +244,20 @@ def _write_signatures(path: Path, rng: np.random.Generator, genes: list[str]) ->
         families[family].append(f"XG{index:04d}")  # not measured in this cohort
     longest = max(len(members) for members in families.values())
     padded = {family: members + [None] * (longest - len(members)) for family, members in families.items()}
+    with atomic_path(path) as tmp:
+        pd.DataFrame(padded).to_csv(tmp, index=False)
+
+
+def _write_pathways(path: Path, rng: np.random.Generator, genes: list[str], count: int = 16) -> None:
+    """Gene sets in SurvPath's format (one column per pathway, NaN-padded) over the demo's genes:
+    ``count`` pathways of 5–15 genes, overlapping, each with one gene the table lacks."""
+    sets = {}
+    for index in range(count):
+        size = int(rng.integers(5, 16))
+        members = [genes[i] for i in sorted(rng.choice(len(genes), size=size, replace=False))]
+        sets[f"DEMO_PATHWAY_{index:02d}"] = [*members, f"XP{index:04d}"]
+    longest = max(len(members) for members in sets.values())
+    padded = {name: members + [None] * (longest - len(members)) for name, members in sets.items()}
     with atomic_path(path) as tmp:
         pd.DataFrame(padded).to_csv(tmp, index=False)
 
