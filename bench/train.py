@@ -1,6 +1,10 @@
 """Benchmark of survival training (``mmsurv.train``): speed and memory per model, and SNN on real tables.
 
-Part 1, cost: for each model (SNN, ABMIL, MCAT) and bag size (1k, 10k, 50k patches), a fresh child
+Part 0, fixed cost of a train job: for each model, a fresh process as the workflow starts one —
+interpreter start, imports (torch, mmsurv and every model module found by the registry), then one
+fold of one epoch on a tiny synthetic cohort; everything but the epoch is the job's fixed cost.
+
+Part 1, cost: for each model (default: every registered model) and bag size (1k, 10k, 50k patches), a fresh child
 process runs ``train_fold`` for ``--epochs`` epochs on a synthetic cohort of ``--patients``
 patients (genomic groups of BLCA's sizes [94, 334, 521, 468, 1496, 479], random features; every
 slide's ``{slide}.pt`` is a symbolic link to one N×1024 file per bag size, so disk use stays at one
@@ -46,7 +50,8 @@ stopped computing the L1 norm per patient and the dataset stopped reading pandas
 0.78 s is now the cost of 298 batch-1 forward + backward passes of the SNN itself (~2.4 ms each).
 
     python bench/train.py                       # both parts
-    python bench/train.py --skip-real           # part 1 only
+    python bench/train.py --skip-real           # parts 0 and 1 only
+    python bench/train.py --skip-real --skip-cost --models all   # part 0: fixed cost per train job
     python bench/train.py --bags 1000 --models snn,abmil --skip-real
     python bench/train.py --skip-cost --l1 0    # part 2 without the L1 penalty
     python bench/train.py --skip-cost --studies blca --real-folds 0   # one fold of part 2
@@ -55,6 +60,7 @@ stopped computing the L1 norm per patient and the dataset stopped reading pandas
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -91,22 +97,38 @@ def synthetic_cohort(root: Path, patients: int, seed: int = 0) -> dict:
         root / "signatures.csv", index=False)
     (root / "splits").mkdir(exist_ok=True)
     pd.DataFrame({"train": pd.Series(cases[2:]), "val": pd.Series(cases[:2])}).to_csv(root / "splits" / "splits_0.csv")
+    # 50 pathways of 15–200 of the genes (models reading pathway groups: SurvPath, SurvMamba)
+    every_gene = [gene for family in genes.values() for gene in family]
+    pathways = {f"PATHWAY_{k:02d}": list(rng.choice(every_gene, size=int(rng.integers(15, 200)), replace=False))
+                for k in range(50)}
+    longest = max(len(members) for members in pathways.values())
+    pd.DataFrame({k: v + [None] * (longest - len(v)) for k, v in pathways.items()}).to_csv(root / "pathways.csv",
+                                                                                         index=False)
     return {"table": root / "table.csv", "signatures": root / "signatures.csv", "splits": root / "splits",
-            "slides": table["slide_id"].tolist()}
+            "pathways": root / "pathways.csv", "slides": table["slide_id"].tolist()}
 
 
 def bag_folder(root: Path, slides: list[str], bag_size: int) -> Path:
-    """``pt_files`` for one bag size: one real N×1024 file, a symlink per slide."""
+    """``pt_files`` (and ``h5_files`` with the coordinates, a square 512 px grid) for one bag size:
+    one real file of each, a symlink per slide."""
+    import h5py
     import torch
 
-    folder = root / f"pt_{bag_size}"
-    folder.mkdir(exist_ok=True)
-    source = folder / "_bag.pt"
+    folder = root / f"bags_{bag_size}" / "pt_files"
+    coords_folder = folder.parent / "h5_files"
+    folder.mkdir(parents=True, exist_ok=True)
+    coords_folder.mkdir(exist_ok=True)
+    source, coords_source = folder / "_bag.pt", coords_folder / "_bag.h5"
     torch.save(torch.randn(bag_size, 1024, generator=torch.Generator().manual_seed(bag_size)), source)
+    side = int(np.ceil(np.sqrt(bag_size)))
+    grid = np.arange(bag_size)
+    with h5py.File(coords_source, "w") as handle:
+        handle["coords"] = (np.stack([grid % side, grid // side], axis=1) * 512).astype("int64")
     for slide in slides:
-        link = folder / f"{slide.removesuffix('.svs')}.pt"
-        if not link.exists():
-            link.symlink_to(source.name)
+        for directory, target, suffix in ((folder, source, ".pt"), (coords_folder, coords_source, ".h5")):
+            link = directory / f"{slide.removesuffix('.svs')}{suffix}"
+            if not link.exists():
+                link.symlink_to(target.name)
     return folder
 
 
@@ -121,8 +143,11 @@ def cost_child(model: str, bag_size: int, cohort: dict, features: str, epochs: i
     base_rss = peak_rss_mb()
     config = {"training": {"epochs": epochs, "num_threads": threads, "grad_accum": 32}}
     metrics = train_fold(config, cohort_table=cohort["table"], splits_dir=cohort["splits"], fold=0, model=model,
-                         out_dir=out, signatures=cohort["signatures"], features_dir=features, seed=1)
-    network = build_model(model, ModelInputs(omic_dim=sum(BLCA_GROUPS), group_sizes=BLCA_GROUPS))
+                         out_dir=out, signatures=cohort["signatures"], pathways=cohort["pathways"],
+                         features_dir=features, seed=1)
+    network = build_model(metrics["base_model"], ModelInputs(
+        omic_dim=metrics["genomic_dim"], group_sizes=metrics["group_sizes"], group_names=metrics["group_names"]),
+        metrics["config"]["model_params"])
     queue.put({
         "model": model, "bag": bag_size, "epoch_s": metrics["seconds_per_epoch"],
         "patient_s": metrics["seconds_per_epoch"] / metrics["n_train"], "peak_rss_mb": metrics["peak_rss_mb"],
@@ -150,13 +175,26 @@ def run_cost(models: list[str], bags: list[int], patients: int, epochs: int, thr
                     continue
                 row = queue.get()
                 rows.append(row)
-                print(f"{row['model']:6s} bag {row['bag']:>6d}: {row['epoch_s']:7.2f} s/epoch ({row['n_train']} patients, "
+                print(f"{row['model']:14s} bag {row['bag']:>6d}: {row['epoch_s']:7.2f} s/epoch ({row['n_train']} patients, "
                       f"{row['patient_s']:.3f} s/patient), peak RSS {row['peak_rss_mb']:.0f} MB "
                       f"(after imports {row['base_rss_mb']:.0f} MB), {row['gflops']:.1f} GFLOP/forward, "
                       f"{row['params']:,} params", flush=True)
             for file in features.iterdir():
                 file.unlink()
     return rows
+
+
+def cpu_description() -> str:
+    """CPU model and the vector/matrix extensions that decide which kernels torch runs."""
+    model, flags = "unknown CPU", set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "unknown CPU":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    wanted = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if flag in flags]
+    return f"CPU: {model}, {os.cpu_count()} logical CPUs, flags: {' '.join(wanted) or 'none of avx2/avx512/amx'}"
 
 
 # MCAT's released SNN runs (results/ICCV/SNNsm_nll_surv_a0.0_reg1e-04_5foldcv_gc32_sig/cindex.csv of
@@ -208,9 +246,60 @@ def run_real(studies: list[str], epochs: int, l1: float, threads: int | None, ou
     return summary
 
 
+FIXED_COST_SCRIPT = """
+import sys, time, json
+started = time.perf_counter()
+from mmsurv.models.registry import discover
+from mmsurv.train.run import train_fold
+discover()
+imported = time.perf_counter()
+metrics = train_fold({"training": {"epochs": 1, "grad_accum": 32}}, cohort_table=sys.argv[1], splits_dir=sys.argv[2],
+                     fold=0, model=sys.argv[3], out_dir=sys.argv[4], signatures=sys.argv[5], pathways=sys.argv[6],
+                     features_dir=sys.argv[7], seed=1)
+done = time.perf_counter()
+print(json.dumps({"imports": imported - started, "fold": done - imported, "epoch": metrics["seconds_per_epoch"]}))
+"""
+
+
+def run_fixed_cost(models: list[str], patients: int = 6, bag: int = 64) -> list[dict]:
+    """A train job's fixed cost, per model: interpreter start, imports (torch, mmsurv, every model
+    module), and everything of one fold that is not the training epoch (data preparation, model
+    build, validation, writing outputs), measured in a fresh process as a workflow job runs."""
+    import subprocess
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_fixed_") as tmp:
+        root = Path(tmp)
+        cohort = synthetic_cohort(root, patients)
+        features = bag_folder(root, cohort["slides"], bag)
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        interpreter = time.perf_counter() - started
+        for model in models:
+            started = time.perf_counter()
+            result = subprocess.run([sys.executable, "-c", FIXED_COST_SCRIPT, str(cohort["table"]), str(cohort["splits"]),
+                                     model, str(root / f"fixed_{model}"), str(cohort["signatures"]),
+                                     str(cohort["pathways"]), str(features)], capture_output=True, text=True,
+                                    env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
+            wall = time.perf_counter() - started
+            if result.returncode != 0:
+                print(f"{model}: fixed-cost run failed: {result.stderr[-500:]}", file=sys.stderr)
+                continue
+            parts = json.loads(result.stdout.strip().splitlines()[-1])
+            row = {"model": model, "wall": wall, "interpreter": interpreter, "imports": parts["imports"],
+                   "fold_minus_epoch": parts["fold"] - parts["epoch"], "epoch": parts["epoch"]}
+            row["fixed"] = row["wall"] - row["epoch"]
+            rows.append(row)
+            print(f"{model:14s} fixed cost {row['fixed']:5.2f} s = interpreter {interpreter:.2f} + imports "
+                  f"{row['imports']:.2f} + data/model/validation/outputs {row['fold_minus_epoch']:.2f} "
+                  f"(+ process exit); one epoch of {patients - 2} patients x {bag} patches {row['epoch']:.2f} s",
+                  flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="snn,abmil,mcat")
+    parser.add_argument("--models", default="all", help="comma-separated registry names, or all")
     parser.add_argument("--bags", default="1000,10000,50000", help="bag sizes (patches per patient)")
     parser.add_argument("--patients", type=int, default=6, help="synthetic patients (2 of them validate)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per cost run")
@@ -225,13 +314,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write all figures to this JSON file")
     parser.add_argument("--skip-cost", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--skip-fixed", action="store_true", help="skip the per-job fixed cost part")
     args = parser.parse_args(argv)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     sys.path.insert(0, str(REPO / "src"))
     report: dict = {}
     started = time.perf_counter()
+    print(cpu_description(), flush=True)
+    models = args.models.split(",")
+    if models == ["all"]:
+        from mmsurv.models import available_models
+
+        models = available_models()
+    if not args.skip_fixed:
+        report["fixed"] = run_fixed_cost(models)
     if not args.skip_cost:
-        report["cost"] = run_cost(args.models.split(","), [int(b) for b in args.bags.split(",")], args.patients,
+        report["cost"] = run_cost(models, [int(b) for b in args.bags.split(",")], args.patients,
                                   args.epochs, args.threads)
     if not args.skip_real:
         if not SHARED.is_dir():

@@ -15,13 +15,20 @@ from mmsurv.config import check_config
 check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 validate(config, schema="../workflow/schemas/config.schema.yaml")
 
+from mmsurv.models.registry import expand_models, load_plugins, resolve_model
+
+# Extra model modules (files registering models): imported here and, through params, by every
+# job that builds models (train, aggregate).
+PLUGINS = [str(Path(path).resolve()) for path in config.get("model_plugins", [])]
+load_plugins(PLUGINS)
+
 RESULTS = config["results"]
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
 COHORTS = list(config["cohorts"])
 DOWNLOAD = config["download"]
 SAMPLES_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/samples.schema.yaml")
-MODELS = config["models"]
+MODELS = expand_models(config["models"], config["train"].get("models"))
 FOLDS = list(range(config["folds"]))
 REPORT = f"{RESULTS}/report"
 COMPILE_CACHE = str(Path(RESULTS).resolve() / ".torch_compile_cache")
@@ -41,16 +48,14 @@ check_cohorts()
 
 
 def check_training_config():
-    """Unknown models or training keys stop the run now, not after hours of feature extraction."""
-    from mmsurv.models.registry import available_models
-    from mmsurv.train.run import resolve_config
+    """Unknown models, variants or training keys stop the run now, not after hours of feature extraction."""
+    from mmsurv.train.run import resolve_settings
 
-    for model in config["models"]:
-        if model not in available_models():
-            raise ValueError(
-                f"config: models: unknown model {model!r} (available: {', '.join(available_models())})"
-            )
-        resolve_config(config["train"], model)
+    for model in MODELS:
+        try:
+            resolve_settings(config["train"], model)
+        except ValueError as error:
+            raise ValueError(f"config: models: {model}: {error}") from None
 
 
 if workflow.is_main_process:
@@ -167,20 +172,57 @@ def features_dir(wildcards):
     return external or f"{RESULTS}/{wildcards.cohort}/features/pt_files"
 
 
+@functools.cache
+def model_modality(model):
+    """omic, path or multimodal: what a model (or variant) reads, from the registry."""
+    return resolve_model(model, config["train"].get("models")).spec.modality
+
+
+def train_gpus(wildcards):
+    """Genomic-only models never ask for a GPU slot."""
+    return 0 if model_modality(wildcards.model) == "omic" else 1
+
+
+def train_threads(wildcards):
+    """Genomic-only models run best with one thread (tiny matrix products); others get 2."""
+    return 1 if model_modality(wildcards.model) == "omic" else 2
+
+
+def cohort_pathways(cohort):
+    """A cohort's pathway gene sets: its own file, else the Hallmark + Reactome sets shipped with mmsurv."""
+    from mmsurv.resources import default_pathways
+
+    return config["cohorts"][cohort].get("pathways") or str(default_pathways())
+
+
+def features_index(wildcards):
+    """The cohort's feature index (one file standing for every slide's features), if made here."""
+    if external_features(wildcards.cohort) is not None:
+        return []
+    return f"{RESULTS}/{wildcards.cohort}/features/index.tsv"
+
+
+def cohort_features(wildcards):
+    """Every slide's feature files of a cohort (inputs of its feature index)."""
+    samples = cohort_samples(wildcards.cohort)
+    base = f"{RESULTS}/{wildcards.cohort}/features"
+    return {
+        "pt": [f"{base}/pt_files/{slide}.pt" for slide in samples["slide"]],
+        "h5": [f"{base}/h5_files/{slide}.h5" for slide in samples["slide"]],
+    }
+
+
 def train_input(wildcards):
-    """Cohort files of a training job, plus every slide's features unless they come from elsewhere."""
+    """Cohort files of a training job, and the cohort's feature index unless features come from
+    elsewhere: one input standing for thousands of feature files keeps the DAG small."""
     cohort = config["cohorts"][wildcards.cohort]
     inputs = {
         "table": cohort["table"],
         "splits_dir": cohort["splits_dir"],
         "signatures": cohort["signatures"],
+        "pathways": cohort_pathways(wildcards.cohort),
+        "features_index": features_index(wildcards),
     }
-    if external_features(wildcards.cohort) is None:
-        samples = cohort_samples(wildcards.cohort)
-        inputs["features"] = [
-            f"{RESULTS}/{wildcards.cohort}/features/pt_files/{slide}.pt"
-            for slide in samples["slide"]
-        ]
     return inputs
 
 
@@ -206,6 +248,22 @@ def aggregate_input(wildcards):
         if external_features(cohort) is None
     ]
     return inputs
+
+
+def fold_outputs(name):
+    """One file ``name`` per fold of a cohort x model (rule train_folds)."""
+    return [f"{RESULTS}/{{cohort}}/{{model}}/fold{fold}/{name}" for fold in FOLDS]
+
+
+def report_pdfs():
+    """The PDF twins of the report's figures, written when report.pdf is true."""
+    if not config["report"].get("pdf"):
+        return []
+    return [
+        *(f"{REPORT}/km/km_{c}_{m}.pdf" for c in COHORTS for m in MODELS),
+        *(f"{REPORT}/km/km_grid_{m}.pdf" for m in MODELS),
+        f"{REPORT}/bubble_cindex_flops.pdf",
+    ]
 
 
 def get_final_output():

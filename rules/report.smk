@@ -21,6 +21,8 @@ rule aggregate:
         cindex_best_csv=f"{REPORT}/cindex_best.csv",
         cindex_last_tex=f"{REPORT}/cindex_last.tex",
         cindex_best_tex=f"{REPORT}/cindex_best.tex",
+        cindex_last_summary=f"{REPORT}/cindex_last_summary.csv",
+        cindex_best_summary=f"{REPORT}/cindex_best_summary.csv",
         efficiency=report(
             f"{REPORT}/efficiency.md",
             caption="../workflow/report/efficiency_table.rst",
@@ -28,6 +30,7 @@ rule aggregate:
             labels={"table": "parameters, FLOPs, time, memory"},
         ),
         efficiency_csv=f"{REPORT}/efficiency.csv",
+        efficiency_tex=f"{REPORT}/efficiency.tex",
         logrank=f"{REPORT}/km_logrank.csv",
         km=[
             report(
@@ -56,6 +59,7 @@ rule aggregate:
             category="Figures",
             labels={"figure": "c-index vs FLOPs"},
         ),
+        pdfs=report_pdfs(),
         summary=f"{REPORT}/report.json",
     log:
         f"{LOGS}/aggregate.log",
@@ -73,5 +77,6 @@ rule aggregate:
         folds=config["folds"],
         settings=config["report"],
         model_params=config["train"].get("models", {}),
+        plugins=PLUGINS,
     script:
         "../workflow/scripts/aggregate.py"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +25,15 @@ def demo_config(**changes) -> dict:
         "table": "resources/demo/tcga_demo_all_clean.csv.gz",
         "splits_dir": "resources/demo/splits",
         "signatures": "resources/demo/signatures.csv",
+        "pathways": "resources/demo/pathways.csv",
         "slides_dir": "resources/demo/slides",
     }
     config = {"results": "results", "demo": dict(SMALL_DEMO), "cohorts": {"demo": cohort},
               "patching": {"preset": "tcga", "segment": {"min_tissue_mm2": 0.02}},
               "features": {"weights": "none", "compile": False, "num_workers": 0},
-              "models": ["snn", "abmil"], "folds": 2, "seed": 1,
+              "models": ["snn", "abmil", "coord_probe"], "folds": 2, "seed": 1,
+              # a model added as a plugin file: no change to train/, data/ or the rules
+              "model_plugins": [str(REPO / "tests/fixtures/coord_probe_model.py")],
               "train": {"data": {"standardize_features": True},
                         "training": {"epochs": 2, "grad_accum": 1, "weighted_sampling": False}},
               "download": {"source": "local", "verify_md5": True, "link": "symlink"}}
@@ -144,12 +148,18 @@ def test_demo_run_extracts_features_trains_and_reports(demo_run):
     for row in patching.itertuples():
         features = torch.load(demo_run / f"results/demo/features/pt_files/{row.slide}.pt")
         assert features.shape == (row.n_patches, 1024) and features.dtype == torch.float32
-    for model in ("snn", "abmil"):
+    for model in ("snn", "abmil", "coord_probe"):
         for fold in (0, 1):
             metrics = json.loads((demo_run / f"results/demo/{model}/fold{fold}/metrics.json").read_text())
             assert metrics["model"] == model and metrics["fold"] == fold
     table = pd.read_csv(demo_run / "results/report/cindex_last.csv")
-    assert set(table["model"]) == {"snn", "abmil"} and set(table["cohort"]) == {"demo"}
+    assert set(table["model"]) == {"snn", "abmil", "coord_probe"} and set(table["cohort"]) == {"demo"}
+    log = pd.read_csv(demo_run / "results/demo/coord_probe/fold0/training_log.tsv", sep="\t")
+    assert (log["train_loss_weight_penalty"] > 0).all()  # the plugin's own loss term was trained
+    assert "CoordProbe" in (demo_run / "results/report/cindex_last.md").read_text()
+    # a genomic-only model asked for no GPU slot and one thread
+    benchmark = demo_run / "results/logs/train/demo/snn/fold0.log"
+    assert "1 thread(s)" in benchmark.read_text()
     assert (demo_run / "results/report/km/km_demo_abmil.png").stat().st_size > 10_000
 
 
@@ -168,6 +178,18 @@ def test_aggregation_rerun_touches_no_training_job(demo_run):
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert {path: path.stat().st_mtime_ns for path in trained} == before
     assert "rule train" not in result.stdout + result.stderr
+
+
+def test_editing_one_models_settings_reruns_only_that_models_jobs(demo_run):
+    config = yaml.safe_load((demo_run / "config.yaml").read_text())
+    config["train"]["models"] = {"abmil": {"dropout": 0.1}}
+    result = run_snakemake(demo_run, config, "-n")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    jobs = re.findall(r"^rule (\w+):", output, flags=re.MULTILINE)
+    models = set(re.findall(r"model=(\w+)", output))
+    assert sorted(set(jobs)) == ["aggregate", "train"] and jobs.count("train") == 2, jobs
+    assert models == {"abmil"}
 
 
 def test_rerun_has_nothing_to_do(demo_run):

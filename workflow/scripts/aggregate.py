@@ -5,9 +5,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
 from mmsurv.logs import setup_logging
+from mmsurv.models.registry import load_plugins
 from mmsurv.report import build_report
 
 setup_logging(snakemake.log[0])
+load_plugins(snakemake.params.plugins)
 report_dir = Path(snakemake.output.summary).parent
 build_report(
     report_dir.parent,

@@ -16,6 +16,11 @@ The model is built as ``MyModel(**sizes, **params)`` where ``sizes`` are the fol
 and ``params`` the hyper-parameter overrides of the config (``train.models.mymodel``); overrides
 are checked against the class's keyword arguments, so a typo is an error naming the accepted ones.
 
+**Plugins.** A model may also live outside the package: a Python file that registers it, named in
+``MMSURV_MODEL_PLUGINS`` (``os.pathsep``-separated files), in the workflow config's
+``model_plugins`` list (exported to that variable, so every job sees it) or by ``mmsurv train
+--plugin FILE``; :func:`discover` imports those files after the package's own modules.
+
 **Variants.** A config entry ``train.models.NAME: {model: BASE, key: value, ...}`` defines a model
 NAME that is BASE with those hyper-parameters (and optionally its own ``data``/``training``
 settings and ``display`` name): ablations train as models of their own (:func:`resolve_model`).
@@ -23,9 +28,13 @@ settings and ``display`` name): ablations train as models of their own (:func:`r
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import inspect
+import os
 import pkgutil
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -90,6 +99,7 @@ class ModelSpec:
 
 _MODELS: dict[str, ModelSpec] = {}
 _DISCOVERED = False
+PLUGINS_VARIABLE = "MMSURV_MODEL_PLUGINS"
 
 
 def register_model(name: str, model_class: type[SurvivalModel] | None = None, *, display: str | None = None,
@@ -130,17 +140,36 @@ def _class_builder(cls: type[SurvivalModel]) -> Callable[..., SurvivalModel]:
 
 
 def discover() -> None:
-    """Import every model module of ``mmsurv.models`` once (each registers itself)."""
+    """Import every model module of ``mmsurv.models`` once (each registers itself), then the plugins."""
     global _DISCOVERED
-    if _DISCOVERED:
-        return
-    import mmsurv.models as package
+    if not _DISCOVERED:
+        import mmsurv.models as package
 
-    for module in pkgutil.iter_modules(package.__path__):
-        if module.name in NOT_MODEL_MODULES or module.name.startswith("_"):
+        for module in pkgutil.iter_modules(package.__path__):
+            if module.name in NOT_MODEL_MODULES or module.name.startswith("_"):
+                continue
+            importlib.import_module(f"{package.__name__}.{module.name}")
+        _DISCOVERED = True
+    load_plugins(path for path in os.environ.get(PLUGINS_VARIABLE, "").split(os.pathsep) if path)
+
+
+def load_plugins(paths) -> None:
+    """Import model plugin files (each registers its models); a file is imported once."""
+    for path in paths:
+        path = os.path.abspath(os.fspath(path))
+        name = "mmsurv_plugin_" + hashlib.sha1(path.encode()).hexdigest()[:12]
+        if name in sys.modules:
             continue
-        importlib.import_module(f"{package.__name__}.{module.name}")
-    _DISCOVERED = True
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: model plugin file not found ({PLUGINS_VARIABLE} / model_plugins)")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
 
 
 def available_models() -> list[str]:

@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pathways", help="pathway gene-set CSV (used when the config says data.groups: pathways)")
     parser.add_argument("--features-dir", help="folder of per-slide feature files {slide}.pt (WSI models)")
     parser.add_argument("--config", help="YAML/JSON file with data/training/models/seed sections")
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                        help="Python file registering extra models (repeatable)")
     parser.add_argument("--seed", type=int, help="random seed (default: the config's, else 1)")
     parser.set_defaults(func=_run)
 
@@ -48,8 +50,10 @@ def load_config(path: str | None) -> dict:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from mmsurv.models.registry import load_plugins
     from mmsurv.train.run import train_fold
 
+    load_plugins(args.plugin)
     metrics = train_fold(load_config(args.config), cohort_table=args.table, splits_dir=args.splits_dir, fold=args.fold,
                          model=args.model, out_dir=args.out_dir, signatures=args.signatures,
                          features_dir=args.features_dir, pathways=args.pathways, seed=args.seed)
