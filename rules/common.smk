@@ -15,12 +15,19 @@ from mmsurv.config import check_config
 check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 validate(config, schema="../workflow/schemas/config.schema.yaml")
 
-from mmsurv.models.registry import expand_models, load_plugins, resolve_model
+from mmsurv.models import catalog
 
-# Extra model modules (files registering models): imported here and, through params, by every
-# job that builds models (train, aggregate).
+# Extra model modules (files registering models): read here, imported through params by every job
+# that builds models (train, aggregate). The catalog reads the model modules' source: parsing the
+# workflow imports no torch (unless a model module does not describe itself statically).
 PLUGINS = [str(Path(path).resolve()) for path in config.get("model_plugins", [])]
-load_plugins(PLUGINS)
+CATALOG = catalog.catalog(PLUGINS)
+
+
+def resolve_model(name, models_config):
+    """A model of the config's list (registered or a variant), from the catalog."""
+    return catalog.resolve_model(name, models_config, CATALOG.get, CATALOG.names)
+
 
 RESULTS = config["results"]
 LOGS = f"{RESULTS}/logs"
@@ -28,7 +35,9 @@ BENCHMARKS = f"{RESULTS}/benchmarks"
 COHORTS = list(config["cohorts"])
 DOWNLOAD = config["download"]
 SAMPLES_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/samples.schema.yaml")
-MODELS = expand_models(config["models"], config["train"].get("models"))
+MODELS = catalog.expand_models(
+    config["models"], config["train"].get("models"), CATALOG.names()
+)
 FOLDS = list(range(config["folds"]))
 REPORT = f"{RESULTS}/report"
 COMPILE_CACHE = str(Path(RESULTS).resolve() / ".torch_compile_cache")
@@ -49,11 +58,11 @@ check_cohorts()
 
 def check_training_config():
     """Unknown models, variants or training keys stop the run now, not after hours of feature extraction."""
-    from mmsurv.train.run import resolve_settings
+    from mmsurv.train.settings import resolve_settings
 
     for model in MODELS:
         try:
-            resolve_settings(config["train"], model)
+            resolve_settings(config["train"], model, resolve_model)
         except ValueError as error:
             raise ValueError(f"config: models: {model}: {error}") from None
 

@@ -1,7 +1,9 @@
 """The ``mmsurv`` command line: one subcommand per workflow stage, so every stage runs without Snakemake.
 
 Each area of the package contributes its subcommands through a ``register(subparsers)`` function
-in its ``cli`` module, listed in ``COMMAND_MODULES``.
+in its ``cli`` module, listed in :data:`COMMANDS` with the one-line help ``mmsurv --help`` shows.
+Only the chosen command's module is imported (``mmsurv gdc download`` never imports torch,
+scikit-survival or matplotlib); ``mmsurv --help`` imports none of them.
 """
 
 from __future__ import annotations
@@ -13,22 +15,25 @@ import sys
 from collections.abc import Sequence
 
 from mmsurv import __version__
+from mmsurv.gdc.redact import redact
 from mmsurv.logs import setup_logging
 
-COMMAND_MODULES = (
-    "mmsurv.demo.cli",
-    "mmsurv.gdc.manifest_cli",
-    "mmsurv.gdc.cli",
-    "mmsurv.fetch.cli",
-    "mmsurv.features.cli",
-    "mmsurv.wsi.cli",
-    "mmsurv.train.cli",
-    "mmsurv.report.cli",
-)
+COMMANDS = {  # command → (module whose register() adds it, help line)
+    "demo-cohort": ("mmsurv.demo.cli", "generate the synthetic demo cohort"),
+    "manifest": ("mmsurv.gdc.manifest_cli", "GDC manifest tools"),
+    "gdc": ("mmsurv.gdc.cli", "download from the GDC data API"),
+    "fetch": ("mmsurv.fetch.cli", "bring a cohort's slides into the run folder"),
+    "features": ("mmsurv.features.cli", "patch feature extraction"),
+    "wsi": ("mmsurv.wsi.cli", "whole-slide image processing"),
+    "train": ("mmsurv.train.cli", "train one survival model on one fold"),
+    "report": ("mmsurv.report.cli", "tables, Kaplan-Meier curves and figures from trained folds"),
+}
+COMMAND_MODULES = tuple(dict.fromkeys(module for module, _ in COMMANDS.values()))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every registered subcommand."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: every subcommand in full, or with ``command`` only that one in full
+    (the others as help lines, without importing their modules)."""
     parser = argparse.ArgumentParser(
         prog="mmsurv",
         description="Multimodal (WSI + genomics) survival pipeline: every workflow stage as a command.",
@@ -37,20 +42,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-file", help="also write the log to this file")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+    for name, (module_name, help_line) in COMMANDS.items():
+        if command is None or name == command:
+            importlib.import_module(module_name).register(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_line)
     return parser
+
+
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is one), or None."""
+    return next((word for word in argv if word in COMMANDS), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; return the process exit code."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = chosen_command(argv)
+    args = build_parser(command or "").parse_args(argv)
     setup_logging(args.log_file, logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
-        logging.getLogger("mmsurv").error("%s", error)
-        print(f"mmsurv: error: {error}", file=sys.stderr)
+        message = redact(error)
+        logging.getLogger("mmsurv").error("%s", message)
+        print(f"mmsurv: error: {message}", file=sys.stderr)
         return 1
 
 

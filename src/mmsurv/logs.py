@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 
+from mmsurv.gdc.redact import RedactingFilter
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -15,6 +17,8 @@ def setup_logging(log_file: str | os.PathLike | None = None, level: int = loggin
     if log_file:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="w"))
+    for handler in handlers:  # secrets (GDC token) never reach a log, whatever logged them
+        handler.addFilter(RedactingFilter())
     logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
     logging.captureWarnings(True)
     if log_file:

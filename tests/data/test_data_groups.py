@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from conftest import shared_path
+from mmsurv_testdata import shared_path
 from mmsurv.data.cohort import CohortError, read_cohort_table, read_signatures, signature_groups
 from mmsurv.data.dataset import group_indices
 from mmsurv.data.pathways import pathway_groups, read_gene_sets

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import shared_path
+from mmsurv_testdata import shared_path
 from mmsurv.data.cohort import CohortError, read_cohort_table
 from mmsurv.data.survival import (
     discretize,

@@ -253,7 +253,7 @@ def _write_pathways(path: Path, rng: np.random.Generator, genes: list[str], coun
     ``count`` pathways of 5–15 genes, overlapping, each with one gene the table lacks."""
     sets = {}
     for index in range(count):
-        size = int(rng.integers(5, 16))
+        size = min(int(rng.integers(5, 16)), len(genes))
         members = [genes[i] for i in sorted(rng.choice(len(genes), size=size, replace=False))]
         sets[f"DEMO_PATHWAY_{index:02d}"] = [*members, f"XP{index:04d}"]
     longest = max(len(members) for members in sets.values())

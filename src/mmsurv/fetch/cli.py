@@ -8,7 +8,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mmsurv.fetch.local import LINK_MODES, fetch_local
-from mmsurv.gdc.manifest import read_samples
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_local(args: argparse.Namespace) -> int:
+    from mmsurv.gdc.manifest import read_samples
+
     samples = read_samples(args.samples)
     if args.slides:
         unknown = sorted(set(args.slides) - set(samples["slide"]))

@@ -13,6 +13,7 @@ import logging
 import sys
 
 from mmsurv.gdc.client import DEFAULT_API, FileSpec, GdcClient, GdcConfig
+from mmsurv.gdc.redact import redact
 from mmsurv.gdc.token import TOKEN_ENV, TOKEN_FILE_ENV, load_token
 
 log = logging.getLogger(__name__)
@@ -83,14 +84,15 @@ def run_download(args: argparse.Namespace) -> int:
                        token=load_token(args.token_file), pool_size=max(16, args.workers))
     with GdcClient(config) as client:
         table = _read_manifest(args.manifest) if args.manifest else lookup_files(args.ids, client=client)
-        specs = [FileSpec(row.id, row.filename, row.md5, int(row.size)) for row in table.itertuples(index=False)]
+        specs = [FileSpec(row.id, row.filename, row.md5, int(row.size), origin=_origin(args, row.id, line))
+                 for line, row in enumerate(table.itertuples(index=False), start=2)]
         results = client.download_many(specs, args.out_dir, workers=args.workers, progress=not args.no_progress)
     counts = {status: sum(r.status == status for r in results) for status in ("downloaded", "skipped", "failed")}
     print(f"{counts['downloaded']} downloaded, {counts['skipped']} already present, {counts['failed']} failed "
           f"-> {args.out_dir}")
     for result in results:
         if result.status == "failed":
-            print(f"FAILED {result.file_id}: {result.error}", file=sys.stderr)
+            print(redact(f"FAILED {result.file_id}: {result.error}"), file=sys.stderr)
     return 1 if counts["failed"] else 0
 
 
@@ -103,6 +105,11 @@ def run_manifest(args: argparse.Namespace) -> int:
     write_manifest(frame, args.out)
     print(f"{len(frame)} slides ({frame['size'].sum() / 1e9:.2f} GB) of {args.project} -> {args.out}")
     return 0
+
+
+def _origin(args: argparse.Namespace, file_id: str, line: int) -> str:
+    """Where a download entry came from: the manifest file and line, or the GDC lookup of its id."""
+    return f"manifest {args.manifest}, line {line}" if args.manifest else f"the GDC lookup of id {file_id}"
 
 
 def _read_manifest(path: str):

@@ -39,10 +39,12 @@ from tqdm import tqdm
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.util.retry import Retry
 
+from mmsurv.gdc.redact import RedactingFilter, redact, register_secret, shorten
 from mmsurv.gdc.token import HOW_TO_GET_A_TOKEN, TOKEN_HEADER
 from mmsurv.io import md5_file
 
 log = logging.getLogger(__name__)
+log.addFilter(RedactingFilter())
 
 DEFAULT_API = "https://api.gdc.cancer.gov"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -55,7 +57,10 @@ _BODY_ERRORS = (requests.ConnectionError, requests.exceptions.ChunkedEncodingErr
 
 
 class GdcError(RuntimeError):
-    """Base class of every download/query failure; messages never contain the token."""
+    """Base class of every download/query failure; messages never contain the token (redacted here)."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(redact(message), *args)
 
 
 class GdcAuthError(GdcError):
@@ -107,6 +112,7 @@ class GdcConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "api", self.api.rstrip("/"))
+        register_secret(self.token)
         if self.retries < 0 or self.verify_attempts < 1 or self.chunk_size < 1:
             raise ValueError("GdcConfig: retries >= 0, verify_attempts >= 1 and chunk_size >= 1 are required")
 
@@ -124,6 +130,7 @@ class FileSpec:
     filename: str
     md5: str | None = None
     size: int | None = None
+    origin: str = "the manifest"  # where the entry came from, for error messages
 
 
 @dataclass(frozen=True)
@@ -217,16 +224,14 @@ class _Part:
 
 
 def _server_message(response: requests.Response, secret: str | None) -> str:
-    """A short, token-free excerpt of the server's error body (GDC sends ``{"message": ...}``)."""
+    """A short, token-free excerpt of the server's error body (GDC sends ``{"message": ...}``):
+    the token is replaced in the WHOLE body before it is shortened."""
     try:
         body = response.json()
         text = str(body.get("message", body)) if isinstance(body, dict) else str(body)
     except ValueError:
         text = response.text
-    text = " ".join(text.split())[:300]
-    if secret:
-        text = text.replace(secret, "<token>")
-    return text
+    return shorten(" ".join(redact(text, secret).split()), 300)
 
 
 class GdcClient:
@@ -334,8 +339,8 @@ class GdcClient:
                         f"({failures} attempts in a row, {part.offset} bytes on disk): {_describe(error)}"
                     ) from error
                 delay = self._backoff(max(failures, 1))
-                log.warning("file %s: transfer interrupted at byte %d (%s); resuming in %.2f s",
-                            spec.file_id, part.offset, _describe(error), delay)
+                log.warning("file %s (%s): transfer interrupted at byte %d (%s); resuming in %.2f s",
+                            spec.file_id, spec.filename, part.offset, _describe(error), delay)
                 time.sleep(delay)
 
     def _get_into(self, spec: FileSpec, part: _Part, on_bytes: Callable[[int], None]) -> None:
@@ -367,7 +372,8 @@ class GdcClient:
         if part.offset == 0:
             return
         if response.status_code == 200:
-            log.info("file %s: server ignored the Range request; restarting from byte 0", spec.file_id)
+            log.info("file %s (%s): server ignored the Range request; restarting from byte 0", spec.file_id,
+                     spec.filename)
             on_bytes(-part.offset)
             part.reset()
             return
@@ -383,7 +389,8 @@ class GdcClient:
         """HTTP 416 to ``bytes=N-`` means N >= the file size: complete if N == size, else restart."""
         match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
         if match and match.group(3) not in (None, "*") and int(match.group(3)) == part.offset:
-            log.info("file %s: the .part already holds the whole file (%d bytes)", spec.file_id, part.offset)
+            log.info("file %s (%s): the .part already holds the whole file (%d bytes)", spec.file_id, spec.filename,
+                     part.offset)
             return
         on_bytes(-part.offset)
         part.reset()
@@ -462,7 +469,7 @@ class GdcClient:
         except (GdcError, OSError) as error:
             log.error("file %s (%s) failed: %s", spec.file_id, spec.filename, error)
             return DownloadResult(spec.file_id, dest, "failed", str(error))
-        log.info("file %s saved as %s", spec.file_id, dest)
+        log.info("file %s (%s) saved as %s", spec.file_id, spec.filename, dest)
         return DownloadResult(spec.file_id, dest, "downloaded")
 
 
@@ -507,12 +514,12 @@ def _check_filenames(files: Sequence[FileSpec]) -> None:
     for spec in files:
         name = spec.filename
         if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-            raise GdcError(f"file {spec.file_id}: unsafe file name {name!r} in the manifest")
+            raise GdcError(f"file {spec.file_id}: unsafe file name {name!r} (from {spec.origin})")
         if name in seen:
             raise GdcError(f"files {seen[name]} and {spec.file_id} share the file name {name!r}")
         seen[name] = spec.file_id
 
 
 def _describe(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
+    text = shorten(" ".join(redact(error).split()), 300)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmsurv.gdc.manifest import clean_manifest_files
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``manifest`` subcommand group."""
@@ -29,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_clean(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
+    from mmsurv.gdc.manifest import clean_manifest_files
+
     result = clean_manifest_files(
         args.manifest, args.table, out_dir / "manifest.tsv", out_dir / "samples.tsv", out_dir / "dropped.tsv"
     )

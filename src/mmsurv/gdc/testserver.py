@@ -46,6 +46,7 @@ class Faults:
     """What a served file does wrong. Counts refer to the file's requests in arrival order."""
 
     status: int | None = None          # answer every request with this status (401, 403, 404, 500...)
+    message: str | None = None         # ...with this JSON message ("{token}": the X-Auth-Token received)
     fail_statuses: list[int] = field(default_factory=list)  # the first requests get these statuses, in order
     cut_after: int | None = None       # close the connection after this many body bytes...
     cut_times: int = 1                 # ...on this many requests
@@ -223,7 +224,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _refused(self, served: ServedFile, number: int) -> bool:
         faults = served.faults
         if faults.status is not None:
-            self._json(faults.status, {"message": f"fault: status {faults.status}"})
+            message = faults.message or f"fault: status {faults.status}"
+            message = message.replace("{token}", self.headers.get("X-Auth-Token", ""))
+            self._json(faults.status, {"message": message})
             return True
         if number <= len(faults.fail_statuses):
             status = faults.fail_statuses[number - 1]

@@ -18,6 +18,8 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+from mmsurv.gdc.redact import register_secret
+
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "GDC_TOKEN"
@@ -61,10 +63,12 @@ def load_token(
 ) -> str | None:
     """The token from ``token_file``, else ``$GDC_TOKEN``, else ``$GDC_TOKEN_FILE``; ``None`` if none is set."""
     environ = os.environ if environ is None else environ
+    token = None
     if token_file:
-        return read_token_file(token_file)
-    if environ.get(TOKEN_ENV, "").strip():
-        return environ[TOKEN_ENV].strip()
-    if environ.get(TOKEN_FILE_ENV, "").strip():
-        return read_token_file(environ[TOKEN_FILE_ENV].strip())
-    return None
+        token = read_token_file(token_file)
+    elif environ.get(TOKEN_ENV, "").strip():
+        token = environ[TOKEN_ENV].strip()
+    elif environ.get(TOKEN_FILE_ENV, "").strip():
+        token = read_token_file(environ[TOKEN_FILE_ENV].strip())
+    register_secret(token)  # from now on redacted from every message, log record and error
+    return token

@@ -44,41 +44,17 @@ resolves package defaults < model defaults < the config's ``train.data``/``train
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from mmsurv.models.catalog import GROUP_KINDS, PATH_INPUTS, group_kind, modality_of  # noqa: F401 (re-exported)
 from mmsurv.train.loss import nll_surv_loss
 
 SURVIVAL_TERM = "surv"
 ROW_INPUTS = ("path", "coords", "slide_index")
-PATH_INPUTS = ("path", "coords", "slide_index")
-GROUP_KINDS = ("signatures", "pathways")
-
-
-def modality_of(inputs: Iterable[str]) -> str:
-    """``omic`` (genomics only), ``path`` (WSI only) or ``multimodal``, from declared input names."""
-    names = list(inputs)
-    reads_path = any(name in PATH_INPUTS for name in names)
-    reads_omic = any(name == "omic" or name.startswith("omic_groups") for name in names)
-    if reads_path and reads_omic:
-        return "multimodal"
-    return "path" if reads_path else "omic"
-
-
-def group_kind(name: str, default: str) -> str | None:
-    """The grouping an ``omic_groups[:kind]`` input reads (``default`` for plain ``omic_groups``)."""
-    if name == "omic_groups":
-        return default
-    if name.startswith("omic_groups:"):
-        kind = name.split(":", 1)[1]
-        if kind not in GROUP_KINDS:
-            raise ValueError(f"input {name!r}: grouping must be one of {', '.join(GROUP_KINDS)}")
-        return kind
-    return None
 
 
 @dataclass

@@ -38,13 +38,10 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from mmsurv.models.base import SurvivalModel, modality_of
-
-# Modules of this package that hold shared pieces, not models.
-NOT_MODEL_MODULES = {"base", "registry", "flops", "layers"}
-SIZE_ARGUMENTS = ("n_bins", "path_dim", "omic_dim", "group_sizes", "group_names")
-MODALITY_LABELS = {"omic": "genomic", "path": "pathology", "multimodal": "multimodal"}
-CONFIG_KEYS = ("model", "data", "training", "display")
+from mmsurv.models import catalog
+from mmsurv.models.base import SurvivalModel
+from mmsurv.models.catalog import (MODALITY_LABELS, NOT_MODEL_MODULES, PLUGINS_VARIABLE, SIZE_ARGUMENTS,
+                                   ResolvedModel, modality_of)
 
 
 @dataclass(frozen=True)
@@ -77,6 +74,10 @@ class ModelSpec:
         return tuple(self.model_class.inputs)
 
     @property
+    def batchable(self) -> bool:
+        return bool(self.model_class.batchable)
+
+    @property
     def modality(self) -> str:
         return modality_of(self.inputs)
 
@@ -99,7 +100,6 @@ class ModelSpec:
 
 _MODELS: dict[str, ModelSpec] = {}
 _DISCOVERED = False
-PLUGINS_VARIABLE = "MMSURV_MODEL_PLUGINS"
 
 
 def register_model(name: str, model_class: type[SurvivalModel] | None = None, *, display: str | None = None,
@@ -198,60 +198,11 @@ def build_model(name: str, inputs: ModelInputs, params: dict | None = None) -> S
     return spec.builder(inputs, **params)
 
 
-@dataclass(frozen=True)
-class ResolvedModel:
-    """A name of the config's ``models`` list: the registered model behind it and its settings."""
-
-    name: str  # as listed (a registered name or a variant)
-    spec: ModelSpec
-    params: dict  # hyper-parameter overrides
-    data: dict  # data overrides of this model (config)
-    training: dict  # training overrides of this model (config)
-    display_name: str
-
-    @property
-    def is_variant(self) -> bool:
-        return self.name != self.spec.name
-
-
 def resolve_model(name: str, models_config: Mapping | None = None) -> ResolvedModel:
     """Resolve ``name`` against the config's ``train.models`` section (variants included)."""
-    section = dict((models_config or {}).get(name) or {})
-    base = section.pop("model", None)
-    display = section.pop("display", None)
-    data = dict(section.pop("data", None) or {})
-    training = dict(section.pop("training", None) or {})
-    if base is None:
-        spec = model_spec(name)
-    else:
-        if base == name:
-            spec = model_spec(name)
-        else:
-            if name in available_models():
-                raise ValueError(f"train.models.{name}: a variant cannot take the name of registered model {name!r}")
-            try:
-                spec = model_spec(base)
-            except ValueError as error:
-                raise ValueError(f"train.models.{name}.model: {error}") from None
-    unknown = sorted(set(section) - set(spec.parameters()))
-    if unknown:
-        raise ValueError(f"train.models.{name}: unknown parameter(s) {', '.join(unknown)} of model {spec.name!r} "
-                         f"(accepted: {', '.join(spec.parameters())}; and {', '.join(CONFIG_KEYS)})")
-    if display is None:
-        display = spec.display_name if base in (None, name) else f"{spec.display_name} [{name}]"
-    return ResolvedModel(name=name, spec=spec, params=section, data=data, training=training, display_name=display)
+    return catalog.resolve_model(name, models_config, model_spec, available_models)
 
 
 def expand_models(models: str | list[str], models_config: Mapping | None = None) -> list[str]:
-    """The config's ``models`` value as names: ``all`` is every registered model plus every variant
-    defined in ``train.models``; a list may contain ``all`` beside further names."""
-    names = [models] if isinstance(models, str) else list(models)
-    result: list[str] = []
-    for name in names:
-        if name == "all":
-            variants = [key for key, value in (models_config or {}).items()
-                        if isinstance(value, Mapping) and value.get("model") not in (None, key)]
-            result += available_models() + sorted(variants)
-        else:
-            result.append(name)
-    return list(dict.fromkeys(result))
+    """The config's ``models`` value as names (``all``: every registered model and every variant)."""
+    return catalog.expand_models(models, models_config, available_models())

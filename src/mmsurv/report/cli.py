@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmsurv.report.efficiency import DEFAULT_REFERENCE_BAG_SIZE
-from mmsurv.report.km import MEDIAN_SPLITS
+from mmsurv.report.settings import DEFAULT_REFERENCE_BAG_SIZE, MEDIAN_SPLITS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

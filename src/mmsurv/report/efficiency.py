@@ -47,7 +47,7 @@ from mmsurv.report.collect import FoldResult, ResultSet, ResultsError, finite_or
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REFERENCE_BAG_SIZE = 4096
+from mmsurv.report.settings import DEFAULT_REFERENCE_BAG_SIZE  # noqa: E402,F401  (re-exported)
 DEFAULT_FEATURE_DIM = 1024
 DEFAULT_N_BINS = 4
 EFFICIENCY_COLUMNS = ["cohort", "model", "modality", "n_folds", "n_params", "params_match", "genomic_dim",

@@ -33,7 +33,7 @@ from sksurv.nonparametric import kaplan_meier_estimator
 
 from mmsurv.report.collect import ResultSet, ResultsError
 
-MEDIAN_SPLITS = ("fold_train", "pooled")
+from mmsurv.report.settings import MEDIAN_SPLITS  # noqa: E402,F401  (re-exported)
 TRAIN_PREDICTIONS = "predictions_train.tsv"
 GROUPS = ("low", "high")
 SPLIT_LABELS = {

@@ -39,7 +39,7 @@ from collections import defaultdict
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -50,69 +50,12 @@ from mmsurv.data.inputs import collate
 from mmsurv.models.base import SURVIVAL_TERM, Batch, SurvivalModel, Target
 from mmsurv.train.loss import cox_ph_loss
 from mmsurv.train.metrics import concordance
+from mmsurv.train.settings import OPTIMIZER_NAMES, TrainConfig  # noqa: F401 (TrainConfig re-exported)
 
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "radam": torch.optim.RAdam}
-SCHEDULERS = ("none", "cosine", "step")
-LOSSES = ("nll", "cox")
-
-
-@dataclass
-class TrainConfig:
-    """Training settings; defaults are MCAT's (Adam, lr 2e-4, weight decay 1e-5, 20 epochs, gc 32)."""
-
-    optimizer: str = "adam"
-    lr: float = 2e-4
-    weight_decay: float = 1e-5
-    epochs: int = 20
-    grad_accum: int = 32
-    batch_size: int = 1  # patients per forward pass (models that declare batchable)
-    scheduler: str = "none"
-    step_size: int = 10  # step scheduler: epochs per decay
-    gamma: float = 0.1  # step scheduler: decay factor
-    min_lr: float = 0.0  # cosine scheduler floor
-    loss: str = "nll"
-    alpha: float = 0.0  # NLL weight of the uncensored term (MCAT --alpha_surv)
-    l1_reg: float = 0.0  # MCAT --lambda_reg with --reg_type omic (1e-4 for its SNN runs)
-    weighted_sampling: bool = True
-    flush_accumulation: bool = True
-    holdout_fraction: float = 0.0
-    selection_metric: str | None = None  # "cindex" | "loss"; None: loss on a hold-out, else cindex on val
-    early_stopping_patience: int | None = None  # epochs without hold-out improvement; needs a hold-out
-    early_stopping_min_epochs: int = 0
-    device: str = "auto"
-    num_threads: int | None = None  # None: 1 for genomic-only models, else min(2, CPUs) (seed.default_threads)
-    deterministic: bool = True
-
-    @classmethod
-    def from_dict(cls, values: dict | None) -> TrainConfig:
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"training config: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        config = cls(**values)
-        config.validate()
-        return config
-
-    def validate(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"training.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"training.scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"training.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if self.epochs < 1 or self.grad_accum < 1 or self.batch_size < 1:
-            raise ValueError("training.epochs, training.grad_accum and training.batch_size must be at least 1")
-        if self.selection_metric not in (None, "cindex", "loss"):
-            raise ValueError(f"training.selection_metric must be cindex or loss, got {self.selection_metric!r}")
-        if self.early_stopping_patience is not None and self.holdout_fraction <= 0:
-            raise ValueError("training.early_stopping_patience needs training.holdout_fraction > 0: "
-                             "early stopping never looks at the validation fold")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+assert set(OPTIMIZERS) == set(OPTIMIZER_NAMES)
 
 
 @dataclass

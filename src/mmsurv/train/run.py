@@ -53,59 +53,13 @@ from mmsurv.data.splits import read_split, restrict_to_cohort, split_file
 from mmsurv.data.survival import fit_bin_edges, write_bin_edges
 from mmsurv.io import atomic_path, write_json, write_tsv
 from mmsurv.models.base import SurvivalModel, group_kind, n_params
-from mmsurv.models.registry import ModelInputs, ResolvedModel, build_model, resolve_model
-from mmsurv.train.loop import EvalResult, FitResult, TrainConfig, fit
+from mmsurv.models.registry import ModelInputs, ResolvedModel, build_model
+from mmsurv.train.loop import EvalResult, FitResult, fit
+from mmsurv.train.settings import (CONFIG_SECTIONS, DATA_DEFAULTS, DEFAULT_SEED, TrainConfig,  # noqa: F401
+                                   resolve_config, resolve_settings)
 from mmsurv.train.seed import default_threads, reproducible, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
-
-DEFAULT_SEED = 1
-DATA_DEFAULTS = {
-    "n_bins": 4,
-    "groups": "signatures",
-    "pathway_suffixes": ["_rnaseq"],
-    "pathway_min_size": 1,
-    "feature_dim": 1024,
-    "max_patches": None,
-    "eval_max_patches": None,
-    "cache_bags": False,
-    "standardize_features": False,
-}
-CONFIG_SECTIONS = ("data", "training", "models", "seed")
-
-
-def resolve_config(config: Mapping | None, model: str) -> tuple[dict, TrainConfig, dict, int]:
-    """(data settings, training settings, model hyper-parameters, seed) for ``model`` (or variant)."""
-    data, training, resolved, seed = resolve_settings(config, model)
-    return data, training, resolved.params, seed
-
-
-def resolve_settings(config: Mapping | None, model: str) -> tuple[dict, TrainConfig, ResolvedModel, int]:
-    """The resolved data and training settings of ``model``, the model behind the name, the seed."""
-    config = dict(config or {})
-    unknown = sorted(set(config) - set(CONFIG_SECTIONS))
-    if unknown:
-        raise ValueError(f"train config: unknown section(s) {', '.join(unknown)} (known: {', '.join(CONFIG_SECTIONS)})")
-    resolved = resolve_model(model, config.get("models"))
-    defaults = resolved.spec.defaults
-    data = dict(DATA_DEFAULTS)
-    for where, values in ((f"model {resolved.spec.name} defaults", defaults.get("data")), ("train.data", config.get("data")),
-                          (f"train.models.{model}.data", resolved.data)):
-        extra = sorted(set(values or {}) - set(DATA_DEFAULTS))
-        if extra:
-            raise ValueError(f"{where}: unknown data key(s) {', '.join(extra)} (known: {', '.join(DATA_DEFAULTS)})")
-        data.update(values or {})
-    if data["groups"] not in ("signatures", "pathways"):
-        raise ValueError(f"train config: data.groups must be 'signatures' or 'pathways', got {data['groups']!r}")
-    training_values = dict(defaults.get("training") or {})
-    training_values.update(config.get("training") or {})
-    training_values.update(resolved.training)
-    training = TrainConfig.from_dict(training_values)
-    if training.batch_size > 1 and not resolved.spec.model_class.batchable:
-        raise ValueError(f"model {model!r} takes one patient per forward pass (not batchable): "
-                         f"training.batch_size must be 1, got {training.batch_size}")
-    return data, training, resolved, int(config.get("seed", DEFAULT_SEED))
-
 
 def train_fold(config: Mapping | None, *, cohort_table: str | os.PathLike, splits_dir: str | os.PathLike, fold: int,
                model: str, out_dir: str | os.PathLike, signatures: str | os.PathLike | None = None,

@@ -1,0 +1,291 @@
+"""What the registry holds, known without importing torch: names, inputs, parameters, defaults.
+
+For the workflow's parse-time checks and the command line, which must start fast. Each model
+module of ``mmsurv/models/`` (and each plugin file) is read as source: a class decorated with
+``@register_model("name", display=..., citation=...)`` whose ``inputs``, ``batchable`` and
+``defaults`` are literals in its body (or in a base class of the same file) and whose keyword
+arguments have defaults is described here without running the module. A model the source does not
+fully describe (a builder function, attributes computed or inherited from another module) makes
+:func:`catalog` import the real registry instead (with torch): always right, only slower;
+``tests/models/test_models_catalog.py`` checks both agree and that the built-in models are static.
+
+Variants (``train.models.NAME: {model: BASE, ...}``) and ``models: all`` are resolved here too
+(:func:`resolve_model`, :func:`expand_models`), for the registry and the catalog alike.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MODELS_DIR = Path(__file__).resolve().parent
+NOT_MODEL_MODULES = {"base", "registry", "flops", "layers", "catalog"}
+SIZE_ARGUMENTS = ("n_bins", "path_dim", "omic_dim", "group_sizes", "group_names")
+MODALITY_LABELS = {"omic": "genomic", "path": "pathology", "multimodal": "multimodal"}
+CONFIG_KEYS = ("model", "data", "training", "display")
+PATH_INPUTS = ("path", "coords", "slide_index")
+GROUP_KINDS = ("signatures", "pathways")
+PLUGINS_VARIABLE = "MMSURV_MODEL_PLUGINS"
+_BASE_DEFAULTS = {"inputs": ("omic",), "batchable": False, "defaults": {}}
+
+
+def modality_of(inputs: Iterable[str]) -> str:
+    """``omic`` (genomics only), ``path`` (WSI only) or ``multimodal``, from declared input names."""
+    names = list(inputs)
+    reads_path = any(name in PATH_INPUTS for name in names)
+    reads_omic = any(name == "omic" or name.startswith("omic_groups") for name in names)
+    if reads_path and reads_omic:
+        return "multimodal"
+    return "path" if reads_path else "omic"
+
+
+def group_kind(name: str, default: str) -> str | None:
+    """The grouping an ``omic_groups[:kind]`` input reads (``default`` for plain ``omic_groups``)."""
+    if name == "omic_groups":
+        return default
+    if name.startswith("omic_groups:"):
+        kind = name.split(":", 1)[1]
+        if kind not in GROUP_KINDS:
+            raise ValueError(f"input {name!r}: grouping must be one of {', '.join(GROUP_KINDS)}")
+        return kind
+    return None
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model as its source describes it (same interface as the registry's ModelSpec)."""
+
+    name: str
+    inputs: tuple[str, ...]
+    batchable: bool
+    defaults_literal: dict
+    parameter_defaults: dict
+    display_name: str
+    citation: str
+    source: str
+
+    @property
+    def modality(self) -> str:
+        return modality_of(self.inputs)
+
+    @property
+    def label(self) -> str:
+        return MODALITY_LABELS[self.modality]
+
+    @property
+    def defaults(self) -> dict[str, dict]:
+        return {key: dict(value) for key, value in self.defaults_literal.items()}
+
+    def parameters(self) -> dict[str, Any]:
+        return dict(self.parameter_defaults)
+
+
+class NotStatic(Exception):
+    """The source does not describe a model completely."""
+
+
+def _literal(node: ast.AST, what: str) -> Any:
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise NotStatic(what) from None
+
+
+def _class_attributes(node: ast.ClassDef) -> dict[str, Any]:
+    values = {}
+    for statement in node.body:
+        targets = []
+        if isinstance(statement, ast.Assign):
+            targets = [t.id for t in statement.targets if isinstance(t, ast.Name)]
+            value = statement.value
+        elif isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name) and statement.value:
+            targets, value = [statement.target.id], statement.value
+        for target in targets:
+            if target in _BASE_DEFAULTS:
+                values[target] = _literal(value, f"{node.name}.{target}")
+    return values
+
+
+def _init_parameters(node: ast.ClassDef) -> dict[str, Any] | None:
+    for statement in node.body:
+        if isinstance(statement, ast.FunctionDef) and statement.name == "__init__":
+            arguments = statement.args
+            result = {}
+            positional = arguments.posonlyargs + arguments.args
+            for argument, default in zip(positional[len(positional) - len(arguments.defaults):], arguments.defaults):
+                result[argument.arg] = _default_value(default)
+            for argument, default in zip(arguments.kwonlyargs, arguments.kw_defaults):
+                if default is not None:
+                    result[argument.arg] = _default_value(default)
+            return {k: v for k, v in result.items() if k not in SIZE_ARGUMENTS and k != "self"}
+    return None
+
+
+def _default_value(node: ast.AST) -> Any:
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return ast.unparse(node)  # an expression: its text (only the names matter for checks)
+
+
+def _registration(decorator: ast.AST) -> tuple[str, dict] | None:
+    if not (isinstance(decorator, ast.Call) and getattr(decorator.func, "id", getattr(decorator.func, "attr", None))
+            == "register_model"):
+        return None
+    if not decorator.args or not isinstance(decorator.args[0], ast.Constant):
+        raise NotStatic("register_model without a literal name")
+    if len(decorator.args) > 1:
+        raise NotStatic("builder-style register_model")
+    keywords = {k.arg: _literal(k.value, f"register_model {k.arg}") for k in decorator.keywords if k.arg}
+    return str(decorator.args[0].value), keywords
+
+
+def entries_of_file(path: Path) -> list[ModelEntry]:
+    """The models a source file registers; :class:`NotStatic` if it does not say everything."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    entries = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and any(_registration(d) for d in node.decorator_list):
+            raise NotStatic(f"{path.name}: builder-style registration")
+        if not isinstance(node, ast.ClassDef):
+            continue
+        registrations = [r for r in (_registration(d) for d in node.decorator_list) if r]
+        if not registrations:
+            continue
+        attributes, parameters, chain = dict(_BASE_DEFAULTS), None, _class_chain(node, classes, path)
+        for cls in reversed(chain):  # the class's own values win over its bases'
+            attributes.update(_class_attributes(cls))
+        for cls in chain:
+            parameters = _init_parameters(cls)
+            if parameters is not None:
+                break
+        doc = (ast.get_docstring(node) or "").strip().splitlines()
+        for name, keywords in registrations:
+            entries.append(ModelEntry(
+                name=name, inputs=tuple(attributes["inputs"]), batchable=bool(attributes["batchable"]),
+                defaults_literal=dict(attributes["defaults"] or {}), parameter_defaults=dict(parameters or {}),
+                display_name=keywords.get("display") or name, citation=keywords.get("citation") or (doc[0] if doc else ""),
+                source=str(path)))
+    return entries
+
+
+def _class_chain(node: ast.ClassDef, classes: dict[str, ast.ClassDef], path: Path) -> list[ast.ClassDef]:
+    """The class and its bases up to SurvivalModel, all of which must be in the same file."""
+    chain = [node]
+    while True:
+        bases = [getattr(base, "id", getattr(base, "attr", None)) for base in chain[-1].bases]
+        if bases == ["SurvivalModel"]:
+            return chain
+        local = [classes[name] for name in bases if name in classes]
+        if len(bases) != 1 or not local:
+            raise NotStatic(f"{path.name}: {chain[-1].name} derives from {bases} (not all in this file)")
+        chain.append(local[0])
+
+
+def plugin_files(extra: Iterable[str | os.PathLike] = ()) -> list[Path]:
+    """Plugin files named in ``MMSURV_MODEL_PLUGINS`` and ``extra``."""
+    named = [p for p in os.environ.get(PLUGINS_VARIABLE, "").split(os.pathsep) if p]
+    return [Path(p).resolve() for p in [*named, *extra]]
+
+
+def model_files(plugins: Iterable[str | os.PathLike] = ()) -> list[Path]:
+    """Every model module of the package, then the plugin files."""
+    own = sorted(p for p in MODELS_DIR.glob("*.py") if p.stem not in NOT_MODEL_MODULES and not p.stem.startswith("_"))
+    return [*own, *plugin_files(plugins)]
+
+
+@dataclass
+class Catalog:
+    """The registered models by name, read from source (``static``) or from the imported registry."""
+
+    entries: dict[str, Any] = field(default_factory=dict)
+    static: bool = True
+    reason: str = ""
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+    def get(self, name: str) -> Any:
+        try:
+            return self.entries[name]
+        except KeyError:
+            raise ValueError(f"unknown model {name!r} (available: {', '.join(self.names())})") from None
+
+
+def catalog(plugins: Iterable[str | os.PathLike] = ()) -> Catalog:
+    """Every registered model, from source when every file says everything, else from the registry."""
+    entries: dict[str, ModelEntry] = {}
+    try:
+        for path in model_files(plugins):
+            for entry in entries_of_file(path):
+                entries[entry.name] = entry
+    except (NotStatic, SyntaxError, OSError) as reason:
+        from mmsurv.models import registry
+
+        registry.load_plugins(plugins)
+        registry.discover()
+        return Catalog({name: registry.model_spec(name) for name in registry.available_models()}, static=False,
+                       reason=str(reason))
+    return Catalog(entries)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A name of the config's ``models`` list: the registered model behind it and its settings."""
+
+    name: str  # as listed (a registered name or a variant)
+    spec: Any  # ModelSpec (registry) or ModelEntry (catalog)
+    params: dict  # hyper-parameter overrides
+    data: dict  # data overrides of this model (config)
+    training: dict  # training overrides of this model (config)
+    display_name: str
+
+    @property
+    def is_variant(self) -> bool:
+        return self.name != self.spec.name
+
+
+def resolve_model(name: str, models_config: Mapping | None, lookup: Callable[[str], Any],
+                  registered: Callable[[], list[str]]) -> ResolvedModel:
+    """Resolve ``name`` against the config's ``train.models`` section (variants included)."""
+    section = dict((models_config or {}).get(name) or {})
+    base = section.pop("model", None)
+    display = section.pop("display", None)
+    data = dict(section.pop("data", None) or {})
+    training = dict(section.pop("training", None) or {})
+    if base is None or base == name:
+        spec = lookup(name)
+    else:
+        if name in registered():
+            raise ValueError(f"train.models.{name}: a variant cannot take the name of registered model {name!r}")
+        try:
+            spec = lookup(base)
+        except ValueError as error:
+            raise ValueError(f"train.models.{name}.model: {error}") from None
+    unknown = sorted(set(section) - set(spec.parameters()))
+    if unknown:
+        raise ValueError(f"train.models.{name}: unknown parameter(s) {', '.join(unknown)} of model {spec.name!r} "
+                         f"(accepted: {', '.join(spec.parameters())}; and {', '.join(CONFIG_KEYS)})")
+    if display is None:
+        display = spec.display_name if base in (None, name) else f"{spec.display_name} [{name}]"
+    return ResolvedModel(name=name, spec=spec, params=section, data=data, training=training, display_name=display)
+
+
+def expand_models(models: str | list[str], models_config: Mapping | None, registered: list[str]) -> list[str]:
+    """The config's ``models`` value as names: ``all`` is every registered model plus every variant
+    defined in ``train.models``; a list may contain ``all`` beside further names."""
+    names = [models] if isinstance(models, str) else list(models)
+    result: list[str] = []
+    for name in names:
+        if name == "all":
+            variants = [key for key, value in (models_config or {}).items()
+                        if isinstance(value, Mapping) and value.get("model") not in (None, key)]
+            result += list(registered) + sorted(variants)
+        else:
+            result.append(name)
+    return list(dict.fromkeys(result))

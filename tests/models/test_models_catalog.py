@@ -1,0 +1,66 @@
+"""The catalog (model modules read as source, no torch) agrees with the registry, and the workflow's
+parse-time checks import no torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmsurv.models import catalog
+from mmsurv.models.registry import available_models, model_spec
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGIN = REPO / "tests/fixtures/coord_probe_model.py"
+
+
+def test_every_builtin_model_describes_itself_statically():
+    found = catalog.catalog()
+    assert found.static, f"a model module is not readable without importing it: {found.reason}"
+    assert found.names() == available_models()
+
+
+@pytest.mark.parametrize("name", available_models())
+def test_catalog_entry_equals_the_registry_spec(name):
+    entry, spec = catalog.catalog().get(name), model_spec(name)
+    assert entry.inputs == spec.inputs and entry.modality == spec.modality and entry.batchable == spec.batchable
+    assert entry.defaults == spec.defaults
+    assert entry.display_name == spec.display_name and entry.citation == spec.citation
+    registry_parameters = spec.parameters()
+    assert set(entry.parameters()) == set(registry_parameters)
+    for key, value in entry.parameters().items():
+        expected = registry_parameters[key]
+        if isinstance(expected, (int, float, str, bool, type(None), tuple, list, dict)):
+            assert value == expected, f"{name}.{key}"
+
+
+def test_plugins_are_read_too_and_unknown_sources_fall_back_to_the_registry(tmp_path, monkeypatch):
+    from mmsurv.models import registry
+
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))  # the plugin registers for this test only
+    found = catalog.catalog([PLUGIN])
+    assert found.static and found.get("coord_probe").inputs == ("path", "coords", "omic_groups:pathways")
+    builder = tmp_path / "builder_style.py"
+    builder.write_text(
+        "from mmsurv.models.registry import register_model\n"
+        "from mmsurv.models.snn import SNN\n"
+        "@register_model('snn_built', SNN)\n"
+        "def build(inputs, **params):\n"
+        "    return SNN(omic_dim=inputs.omic_dim, **params)\n")
+    fallback = catalog.catalog([builder])
+    assert not fallback.static and "builder-style" in fallback.reason
+    assert "snn_built" in fallback.names() and fallback.get("snn_built").modality == "omic"
+
+
+def test_parsing_the_workflow_imports_no_torch(tmp_path):
+    """``snakemake -n`` on the demo config: the Snakefile and its checks never import torch."""
+    snakemake = Path(sys.executable).parent / "snakemake"
+    result = subprocess.run([sys.executable, "-X", "importtime", str(snakemake), "-s", str(REPO / "Snakefile"),
+                             "-d", str(tmp_path), "--configfile", str(REPO / "config/config.yaml"), "-n"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time")}
+    assert "mmsurv.models.catalog" in imported
+    assert "torch" not in imported and "sksurv" not in imported
