@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import random
 from collections.abc import Iterator
 
@@ -31,9 +32,23 @@ def make_deterministic(enabled: bool = True) -> None:
     """Deterministic algorithms on (or off) for torch, cuBLAS and cuDNN."""
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled, warn_only=False)
+    set_deterministic_algorithms(enabled)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled
+
+
+def set_deterministic_algorithms(enabled: bool) -> None:
+    """``torch.use_deterministic_algorithms`` without its import of TorchInductor.
+
+    The public function also switches Inductor's deterministic mode, for which it imports
+    ``torch._inductor`` and ``torch._dynamo``: 2–6 s of every training job's start-up here
+    (``bench/train.py`` part 0), for compiled kernels training never uses. When Inductor is not
+    loaded, the same C++ switch is set directly; when it is, the public function runs.
+    """
+    if "torch._inductor.config" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch.use_deterministic_algorithms(enabled, warn_only=False)
+    else:
+        torch._C._set_deterministic_algorithms(enabled, warn_only=False)
 
 
 def default_threads(modality: str = "multimodal") -> int:
@@ -76,6 +91,6 @@ def reproducible(deterministic: bool, num_threads: int | None) -> Iterator[int]:
             make_deterministic(True)
         yield set_threads(num_threads)
     finally:
-        torch.use_deterministic_algorithms(previous[0])
+        set_deterministic_algorithms(previous[0])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[1], previous[2]
         torch.set_num_threads(previous[3])
