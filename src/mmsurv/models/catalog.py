@@ -55,8 +55,23 @@ def group_kind(name: str, default: str) -> str | None:
     return None
 
 
+class DescribesModel:
+    """What the catalog's entries and the registry's specs derive alike from ``inputs``."""
+
+    inputs: tuple[str, ...]
+
+    @property
+    def modality(self) -> str:
+        return modality_of(self.inputs)
+
+    @property
+    def label(self) -> str:
+        """The table label: genomic, pathology or multimodal."""
+        return MODALITY_LABELS[self.modality]
+
+
 @dataclass(frozen=True)
-class ModelEntry:
+class ModelEntry(DescribesModel):
     """A registered model as its source describes it (same interface as the registry's ModelSpec)."""
 
     name: str
@@ -67,14 +82,6 @@ class ModelEntry:
     display_name: str
     citation: str
     source: str
-
-    @property
-    def modality(self) -> str:
-        return modality_of(self.inputs)
-
-    @property
-    def label(self) -> str:
-        return MODALITY_LABELS[self.modality]
 
     @property
     def defaults(self) -> dict[str, dict]:

@@ -40,8 +40,7 @@ from dataclasses import dataclass, field
 
 from mmsurv.models import catalog
 from mmsurv.models.base import SurvivalModel
-from mmsurv.models.catalog import (MODALITY_LABELS, NOT_MODEL_MODULES, PLUGINS_VARIABLE, SIZE_ARGUMENTS,
-                                   ResolvedModel, modality_of)
+from mmsurv.models.catalog import NOT_MODEL_MODULES, PLUGINS_VARIABLE, SIZE_ARGUMENTS, DescribesModel, ResolvedModel
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ class ModelInputs:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(DescribesModel):
     """A registered model: its class, builder, table name and citation."""
 
     name: str
@@ -76,15 +75,6 @@ class ModelSpec:
     @property
     def batchable(self) -> bool:
         return bool(self.model_class.batchable)
-
-    @property
-    def modality(self) -> str:
-        return modality_of(self.inputs)
-
-    @property
-    def label(self) -> str:
-        """The table label: genomic, pathology or multimodal."""
-        return MODALITY_LABELS[self.modality]
 
     @property
     def defaults(self) -> dict[str, dict]:
