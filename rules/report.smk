@@ -31,6 +31,13 @@ rule aggregate:
         ),
         efficiency_csv=f"{REPORT}/efficiency.csv",
         efficiency_tex=f"{REPORT}/efficiency.tex",
+        models=report(
+            f"{REPORT}/models.md",
+            caption="../workflow/report/models_table.rst",
+            category="Tables",
+            labels={"table": "models and their papers"},
+        ),
+        models_csv=f"{REPORT}/models.csv",
         logrank=f"{REPORT}/km_logrank.csv",
         km=[
             report(

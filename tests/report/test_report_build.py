@@ -14,7 +14,7 @@ from mmsurv.cli import main
 def test_every_output_written(built_report):
     _, out, paths, _ = built_report
     expected = {f"cindex_{v}_{kind}" for v in ("last", "best") for kind in ("csv", "summary_csv", "md", "tex")}
-    expected |= {"efficiency_csv", "efficiency_md", "efficiency_tex", "km_logrank_csv", "bubble", "report_json"}
+    expected |= {"efficiency_csv", "efficiency_md", "efficiency_tex", "models_csv", "models_md", "km_logrank_csv", "bubble", "report_json"}
     expected |= {f"km_{c}_{m}" for c in COHORTS for m in MODELS} | {f"km_grid_{m}" for m in MODELS}
     assert set(paths) == expected
     assert all(path.is_file() and path.stat().st_size > 0 for path in paths.values())

@@ -98,3 +98,22 @@ def test_missing_fold_or_model_is_named(fake_results):
         collect_results(fake_results, ["demo"], ["motcat"])
     with pytest.raises(ResultsError, match=r"cohort luad: no folder"):
         collect_results(fake_results, ["luad"], ["snn"])
+
+
+def test_models_table_names_each_rows_paper(tmp_path):
+    from mmsurv.report.collect import ResultSet
+    from mmsurv.report.tables import write_models_table
+
+    class Fold:
+        def __init__(self, model, metrics):
+            self.model, self.metrics, self.cohort, self.fold = model, metrics, "demo", 0
+
+    folds = (Fold("snn", {"display_name": "SNN", "base_model": "snn", "label": "genomic", "inputs": ["omic"],
+                          "citation": "Klambauer et al., NeurIPS 2017"}),
+             Fold("snn_selu", {"display_name": "SNN [snn_selu]", "base_model": "snn", "label": "genomic",
+                               "inputs": ["omic"], "citation": "Klambauer et al., NeurIPS 2017"}))
+    results = ResultSet(results_dir=tmp_path, cohorts=("demo",), models=("snn", "snn_selu"), folds=folds)
+    paths = write_models_table(results, tmp_path)
+    text = paths["models_md"].read_text()
+    assert "| SNN | snn | genomic | omic | Klambauer et al., NeurIPS 2017 |" in text
+    assert "snn_selu (variant of snn)" in text

@@ -38,7 +38,7 @@ from mmsurv.report.efficiency import DEFAULT_REFERENCE_BAG_SIZE, efficiency_fram
 from mmsurv.report.figures import bubble_figure, bubble_points, km_figure, km_grid_figure, save_figure
 from mmsurv.report.km import MEDIAN_SPLITS, stratification_frame, stratify
 from mmsurv.report.tables import (DEFAULT_DDOF, OVERALL, summarise_cindex, write_cindex_tables, write_csv,
-                                  write_efficiency_tables)
+                                  write_efficiency_tables, write_models_table)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ def build_report(results_dir: str | os.PathLike, cohorts: Sequence[str] | None, 
         paths.update(write_cindex_tables(results, out, variant, std_ddof))
     efficiency = efficiency_frame(results, reference_bag_size, model_params)
     paths.update(write_efficiency_tables(efficiency, out, reference_bag_size))
+    paths.update(write_models_table(results, out))
     paths.update(_km_outputs(results, out, median_split=median_split, variant=km_variant, pdf=pdf))
 
     means = summarise_cindex(results, "last", std_ddof).mean[OVERALL]

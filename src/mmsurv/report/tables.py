@@ -197,7 +197,8 @@ def write_cindex_tables(results: ResultSet, out_dir: str | os.PathLike, variant:
 
 def efficiency_caption(reference_bag_size: int) -> str:
     return (f"Model size and cost: trainable parameters; forward FLOPs per patient (torch.utils.flop_counter: "
-            f"matrix products, 2 FLOPs per multiply-add) at the reference bag size of {reference_bag_size:,} patches "
+            f"matrix products, 2 FLOPs per multiply-add; papers counting with thop/fvcore report multiply-adds, "
+            f"the MACs column, = FLOPs / 2) at the reference bag size of {reference_bag_size:,} patches "
             f"and at the cohort's median bag size (patches per patient); training seconds per epoch (mean ± std over "
             f"folds); peak memory (max over folds; process RSS, CUDA when trained on a GPU). Genomic-only models do "
             f"not read the bag, so their FLOPs do not depend on it.")
@@ -219,9 +220,15 @@ def _number(value, decimals: int = 0) -> str:
     return f"{value:,.{decimals}f}"
 
 
+def _half(value):
+    """Multiply-adds from FLOPs (flop_counter counts 2 per multiply-add); missing stays missing."""
+    return None if value is None or not np.isfinite(value) else value / 2
+
+
 def efficiency_display(frame: pd.DataFrame, reference_bag_size: int) -> tuple[list[str], list[list[str]]]:
     """Header and rows (strings) of the efficiency table."""
-    header = ["Model", "Cohort", "Params", f"FLOPs @ {reference_bag_size:,}", "Median bag", "FLOPs @ median",
+    header = ["Model", "Cohort", "Params", f"FLOPs @ {reference_bag_size:,}", f"MACs @ {reference_bag_size:,}",
+              "Median bag", "FLOPs @ median",
               "s / epoch", "Peak RSS (MB)", "Peak CUDA (MB)"]
     rows = []
     for row in frame.itertuples(index=False):
@@ -229,7 +236,8 @@ def efficiency_display(frame: pd.DataFrame, reference_bag_size: int) -> tuple[li
             f"{row.seconds_per_epoch_mean:.2f} ± {row.seconds_per_epoch_std:.2f}"
             if np.isfinite(row.seconds_per_epoch_std) else f"{row.seconds_per_epoch_mean:.2f}")
         rows.append([display_model(row.model), display_cohort(row.cohort), format_count(row.n_params),
-                     format_count(row.flops_reference), _number(row.median_bag_size), format_count(row.flops_median),
+                     format_count(row.flops_reference), format_count(_half(row.flops_reference)),
+                     _number(row.median_bag_size), format_count(row.flops_median),
                      seconds, _number(row.peak_rss_mb), _number(row.peak_cuda_mb)])
     return header, rows
 
@@ -301,3 +309,29 @@ def _latex_table(header: Sequence[str], rows: Sequence[str], *, caption: str, la
              rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(header) + r" \\", r"\midrule", *rows,
              r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def models_frame(results: ResultSet) -> pd.DataFrame:
+    """One row per model of the report: table name, registry name, base model (variants), label,
+    inputs and the paper it implements, as each model's metrics.json recorded them."""
+    rows = []
+    for model in results.models:
+        metrics = next((f.metrics for f in results.folds if f.model == model), {})
+        rows.append({"model": model, "display_name": metrics.get("display_name") or display_model(model),
+                     "base_model": metrics.get("base_model", model), "label": metrics.get("label", ""),
+                     "inputs": " ".join(metrics.get("inputs") or []), "citation": metrics.get("citation", "")})
+    return pd.DataFrame(rows, columns=["model", "display_name", "base_model", "label", "inputs", "citation"])
+
+
+def write_models_table(results: ResultSet, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """``models.csv`` and ``models.md``: which paper each row of the tables is."""
+    out = Path(out_dir)
+    frame = models_frame(results)
+    paths = {"models_csv": out / "models.csv", "models_md": out / "models.md"}
+    write_csv(paths["models_csv"], frame)
+    lines = ["| Model | Name | Modality | Inputs | Reference |", "| --- | --- | --- | --- | --- |"]
+    for row in frame.itertuples(index=False):
+        name = row.model if row.base_model == row.model else f"{row.model} (variant of {row.base_model})"
+        lines.append(f"| {row.display_name} | {name} | {row.label} | {row.inputs} | {row.citation} |")
+    atomic_write_text(paths["models_md"], "\n".join(lines) + "\n")
+    return paths
