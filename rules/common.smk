@@ -40,7 +40,9 @@ MODELS = catalog.expand_models(
 )
 FOLDS = list(range(config["folds"]))
 REPORT = f"{RESULTS}/report"
-COMPILE_CACHE = str(Path(RESULTS).resolve() / ".torch_compile_cache")
+# The compiled encoder is cached per machine and settings, outside the results (reused by every run):
+# features.compile_cache_dir, else $MMSURV_CACHE_DIR, else ~/.cache/mmsurv/compiled.
+COMPILE_CACHE = config["features"].get("compile_cache_dir")
 
 
 def check_cohorts():

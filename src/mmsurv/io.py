@@ -87,6 +87,23 @@ def exclusive_lock(path: str | os.PathLike) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def try_exclusive_lock(path: str | os.PathLike) -> Iterator[bool]:
+    """Take an exclusive ``flock`` on ``path`` if nobody holds it; yield whether it was taken."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def md5_file(path: str | os.PathLike, chunk_size: int = MD5_CHUNK) -> str:
     """Hex md5 digest of a file, read in chunks so memory stays flat for multi-GB slides."""
     digest = hashlib.md5(usedforsecurity=False)

@@ -20,6 +20,5 @@ with gpu_slot():
         snakemake.input.patches,
         Path(snakemake.output.pt).parents[1],
         slide_name=snakemake.wildcards.slide,
-        compile_cache_dir=snakemake.params.compile_cache_dir,
-        **snakemake.params.features,
+        **{**snakemake.params.features, "compile_cache_dir": snakemake.params.compile_cache_dir},
     )

@@ -14,8 +14,12 @@ weight (``freezing``) for oneDNN.
   ``<cache>/aoti/<key>.pt2`` and loaded by every later job in ~0.3 s. The key hashes everything
   the compiled code depends on (encoder, weights identity, precision, batch and input shape,
   memory format, device, CPU capability, torch version), so a package is never reused for other
-  settings or weights. Concurrent jobs take a file lock: one builds (~45 s on 2 cores), the others
-  wait and load; the package is written atomically. Measured on this CPU (``bench/extract.py``):
+  settings or weights. The cache lives OUTSIDE the run's results (default
+  ``~/.cache/mmsurv/compiled``, or ``$MMSURV_CACHE_DIR``, or the ``compile_cache_dir`` setting), so
+  it is built once per machine and settings and reused by every later run. A job that finds no
+  package builds it under a file lock (~20–45 s on 2 cores, minutes on a busy machine); a job that
+  finds another job building it does not wait: it extracts eagerly and says so in its log and
+  metadata (``compile: none``). The package is written atomically. Measured on this CPU (``bench/extract.py``):
   the per-slide cost of ``"jit"`` is ~17 s even with a warm inductor cache (dynamo tracing and
   freezing run in every process), which is longer than extracting a typical slide.
 * ``"jit"``: ``torch.compile`` (inductor, freezing) in the process, cache in ``TORCHINDUCTOR_CACHE_DIR``.
@@ -40,13 +44,18 @@ from torch import nn
 
 from mmsurv.features import COMPILE_MODES
 from mmsurv.features.encoders import Encoder
-from mmsurv.io import atomic_path, exclusive_lock
+from mmsurv.io import atomic_path, try_exclusive_lock
 
 log = logging.getLogger(__name__)
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 PACKAGE_FORMAT = 2              # 2: frozen (compiled under no_grad)
-DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmsurv" / "compiled"
+DEFAULT_CACHE = Path(os.environ.get("MMSURV_CACHE_DIR")
+                     or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmsurv" / "compiled")
+
+
+class PackageBusy(RuntimeError):
+    """Another process is building the compiled package this job needs."""
 
 
 class InferenceGraph(nn.Module):
@@ -103,6 +112,9 @@ def compiled_graph(graph: InferenceGraph, example: torch.Tensor, *, mode: str, i
         if mode == "aot":
             return aot_package(graph, example, identity, cache), "aot"
         return jit_compile(graph, example, cache), "jit"
+    except PackageBusy as busy:
+        log.info("%s; not waiting for it: this job runs the encoder eagerly", busy)
+        return graph, "none"
     except Exception as error:  # noqa: BLE001 - inductor raises many kinds (compiler missing...)
         first_line = str(error).splitlines()[0] if str(error) else ""
         log.warning("%s compilation failed (%s: %s); continuing in eager mode", mode, type(error).__name__,
@@ -125,10 +137,18 @@ def package_key(graph: InferenceGraph, example: torch.Tensor, identity: dict) ->
 
 def aot_package(graph: InferenceGraph, example: torch.Tensor, identity: dict, cache: Path
                 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Load ``<cache>/aoti/<key>.pt2``, building it first (under a file lock) when it is missing."""
+    """Load ``<cache>/aoti/<key>.pt2``, building it first (under a file lock) when it is missing;
+    :class:`PackageBusy` when another process holds the lock (it is building the package)."""
     package = cache / "aoti" / f"{package_key(graph, example, identity)}.pt2"
     package.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(package.with_suffix(".lock")):
+    if package.exists():  # written atomically: a package that exists is complete
+        try:
+            return _load_package(package)
+        except Exception as error:  # noqa: BLE001 - a damaged package is rebuilt below
+            log.warning("compiled package %s unusable (%s): rebuilding", package, error)
+    with try_exclusive_lock(package.with_suffix(".lock")) as mine:
+        if not mine:
+            raise PackageBusy(f"the compiled encoder {package.name} is being built by another job")
         if package.exists():
             try:
                 return _load_package(package)
