@@ -164,9 +164,9 @@ def extract_slide_features(
             return {**existing, "skipped": True}
 
     plan = plan_extraction(settings, slide_path, patches)
-    built = build_encoder(settings.encoder, settings.weights, seed=settings.seed)
+    built = shared_encoder(settings)
     t0 = time.perf_counter()
-    forward = make_forward(built, plan, settings, patches)
+    forward = shared_forward(built, plan, settings, patches)
     prepare_s = time.perf_counter() - t0
     log.info("slide %s: %d patches (%d px at level %d) -> %s, device %s, %s, batch %d, %s, "
              "channels_last=%s, compile=%s (%.1f s), resize in %s, reader %s", slide_name, len(patches),
@@ -298,6 +298,33 @@ def input_shape(built: Encoder, plan: ExtractionPlan, patches: PatchCoords, batc
     """(B, 3, H, W) of the uint8 batches the model receives."""
     side = built.info.preprocessing.input_size if plan.resize == "worker" else patches.patch_size
     return batch_size, 3, side, side
+
+
+_ENCODERS: dict[tuple, Encoder] = {}
+_FORWARDS: dict[tuple, BatchForward] = {}
+
+
+def shared_encoder(settings: ExtractSettings) -> Encoder:
+    """The encoder of these settings, built once per process (a batch of slides reuses it)."""
+    key = (settings.encoder, settings.weights, settings.seed)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = build_encoder(settings.encoder, settings.weights, seed=settings.seed)
+    return _ENCODERS[key]
+
+
+def shared_forward(built: Encoder, plan: ExtractionPlan, settings: ExtractSettings, patches: PatchCoords
+                   ) -> BatchForward:
+    """:func:`make_forward`, once per process and settings: the next slide of a batch reuses the
+    compiled graph. An eager stand-in for a compilation that did not happen (another job was
+    building the package) is not kept, so a later slide of the batch loads the package."""
+    key = (id(built), plan.device, plan.precision, plan.resize, settings.channels_last, settings.compile,
+           settings.compile_mode, settings.compile_cache_dir, input_shape(built, plan, patches, settings.batch_size))
+    if key in _FORWARDS:
+        return _FORWARDS[key]
+    forward = make_forward(built, plan, settings, patches)
+    if len(patches) and (forward.compiled != "none" or not settings.compile):
+        _FORWARDS[key] = forward
+    return forward
 
 
 def make_forward(built: Encoder, plan: ExtractionPlan, settings: ExtractSettings, patches: PatchCoords
