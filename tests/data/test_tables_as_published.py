@@ -14,7 +14,12 @@ import pandas as pd
 import pytest
 
 from mmsurv.cli import main
-from mmsurv.data.cohort import CohortError, read_case_ids, read_cohort_table, read_signatures
+from mmsurv.data.cohort import (
+    CohortError,
+    read_case_ids,
+    read_cohort_table,
+    read_signatures,
+)
 
 CSV = ("case_id,slide_id,survival_months,censorship,A_rnaseq,B_cnv\n"
        "TCGA-AA-0001,TCGA-AA-0001-01Z-00-DX1.svs,12.5,0,0.1,1\n"

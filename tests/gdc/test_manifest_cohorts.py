@@ -8,14 +8,14 @@ import json
 import pandas as pd
 import pytest
 
+# the module, not its names: each test fails on its own on code without the feature it checks
+from mmsurv.gdc import manifest as m
 from mmsurv.gdc.manifest import (
-    SLIDE_EXTENSIONS,
     ManifestError,
     clean_manifest,
     clean_manifest_files,
     parse_tcga_slide,
     read_manifest,
-    read_sample_sheet,
 )
 
 HEADER = "id\tfilename\tmd5\tsize\tstate\n"
@@ -67,7 +67,7 @@ def test_sample_sheet_cohort_keeps_in_house_names_and_formats(tmp_path):
 
 def test_sample_sheet_tsv_with_md5_and_size(tmp_path):
     sheet = write(tmp_path / "samples.tsv", f"case_id\tslide_id\tmd5\tsize\nP1\ta.svs\t{MD5.upper()}\t12\nP2\tb.scn\t\t\n")
-    rows = read_sample_sheet(sheet)
+    rows = m.read_sample_sheet(sheet)
     assert rows[["case_id", "filename", "md5", "size"]].values.tolist() == [["P1", "a.svs", MD5, 12], ["P2", "b.scn", "", -1]]
 
 
@@ -123,4 +123,4 @@ def test_summary_counts_table_cases_without_a_slide(demo_cohort, tmp_path):
 
 
 def test_every_openslide_extension_is_a_slide():
-    assert {".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".bif"} <= set(SLIDE_EXTENSIONS)
+    assert {".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".bif"} <= set(m.SLIDE_EXTENSIONS)
