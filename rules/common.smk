@@ -47,12 +47,18 @@ COMPILE_CACHE = config["features"].get("compile_cache_dir")
 
 def check_cohorts():
     """Fail before any job with a message naming the cohort and key that is missing."""
-    if DOWNLOAD["source"] == "local":
-        for name, cohort in config["cohorts"].items():
-            if "slides_dir" not in cohort and "features_dir" not in cohort:
-                raise ValueError(
-                    f"config: cohorts.{name}.slides_dir is required when download.source is 'local'"
-                )
+    for name, cohort in config["cohorts"].items():
+        if "features_dir" in cohort:
+            continue
+        if DOWNLOAD["source"] == "local" and "slides_dir" not in cohort:
+            raise ValueError(
+                f"config: cohorts.{name}.slides_dir is required when download.source is 'local'"
+            )
+        if "samples" in cohort and DOWNLOAD["source"] != "local":
+            raise ValueError(
+                f"config: cohorts.{name}.samples: a sample-sheet cohort reads its slides from "
+                "slides_dir (download.source 'local'); GDC downloads need a GDC manifest"
+            )
 
 
 check_cohorts()
@@ -76,6 +82,7 @@ if workflow.is_main_process:
 wildcard_constraints:
     cohort="|".join(re.escape(name) for name in COHORTS),
     slide=r"[^/]+",
+    ext=r"\.[A-Za-z0-9]+",
     model="|".join(re.escape(name) for name in MODELS),
     fold=r"\d+",
 
@@ -136,11 +143,29 @@ def sample_row(wildcards):
     return dict(rows[wildcards.slide])
 
 
+def cleaning_input(wildcards):
+    """The cohort's slide list (GDC manifest or sample sheet) and its table."""
+    cohort = config["cohorts"][wildcards.cohort]
+    key = "samples" if "samples" in cohort else "manifest"
+    return {key: cohort[key], "table": cohort["table"]}
+
+
+def slide_file(wildcards):
+    """A fetched slide in the run's slide folder: its own file name, so its own format."""
+    row = sample_row(wildcards)
+    return f"{RESULTS}/{wildcards.cohort}/slides/{row['slide_id']}"
+
+
 def fetch_slide_input(wildcards):
     """For download.source local, the slide in the cohort's slides_dir (so a missing one is named)."""
+    row = sample_row(wildcards)
+    if row["slide_id"] != wildcards.slide + wildcards.ext:
+        raise ValueError(
+            f"slide {wildcards.slide} of cohort {wildcards.cohort} is the file {row['slide_id']}, "
+            f"not {wildcards.slide}{wildcards.ext}"
+        )
     if DOWNLOAD["source"] != "local":
         return {}
-    row = sample_row(wildcards)
     return {
         "slide": str(
             Path(config["cohorts"][wildcards.cohort]["slides_dir"]) / row["slide_id"]
@@ -152,7 +177,8 @@ def cohort_slides(wildcards):
     """Every fetched slide of a cohort."""
     samples = cohort_samples(wildcards.cohort)
     return [
-        f"{RESULTS}/{wildcards.cohort}/slides/{slide}.svs" for slide in samples["slide"]
+        f"{RESULTS}/{wildcards.cohort}/slides/{slide_id}"
+        for slide_id in samples["slide_id"]
     ]
 
 

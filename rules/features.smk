@@ -3,7 +3,7 @@
 
 rule extract_features:
     input:
-        slide=f"{RESULTS}/{{cohort}}/slides/{{slide}}.svs",
+        slide=slide_file,
         patches=f"{RESULTS}/{{cohort}}/wsi/patches/{{slide}}.h5",
         summary=f"{RESULTS}/{{cohort}}/wsi/{{slide}}.json",
     output:

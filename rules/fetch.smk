@@ -1,13 +1,14 @@
-# Bring each slide of a cohort into the run's slide folder (verified), then list them.
+# Bring each slide of a cohort into the run's slide folder (verified), then list them. A slide keeps
+# its file name, so its format: OpenSlide tells some formats (.ndpi, .mrxs) by their extension.
 
 
 rule fetch_slide:
     input:
         unpack(fetch_slide_input),
     output:
-        f"{RESULTS}/{{cohort}}/slides/{{slide}}.svs",
+        f"{RESULTS}/{{cohort}}/slides/{{slide}}{{ext}}",
     log:
-        f"{LOGS}/fetch_slide/{{cohort}}/{{slide}}.log",
+        f"{LOGS}/fetch_slide/{{cohort}}/{{slide}}{{ext}}.log",
     conda:
         "../envs/fetch_slide.yaml"
     threads: 1

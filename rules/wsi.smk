@@ -3,7 +3,7 @@
 
 rule segment_and_patch:
     input:
-        slide=f"{RESULTS}/{{cohort}}/slides/{{slide}}.svs",
+        slide=slide_file,
     output:
         h5=f"{RESULTS}/{{cohort}}/wsi/patches/{{slide}}.h5",
         mask=f"{RESULTS}/{{cohort}}/wsi/masks/{{slide}}.png",

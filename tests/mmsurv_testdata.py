@@ -6,12 +6,14 @@ Test folders have no ``__init__.py``, so ``from conftest import ...`` would pick
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# MMSURV_SHARED points elsewhere (e.g. a worktree one level deeper than the usual checkout)
+SHARED = Path(os.environ.get("MMSURV_SHARED", REPO.parent / "shared"))
 
 
 def shared_path(*parts: str) -> Path:

@@ -222,7 +222,7 @@ def test_a_corrupt_local_slide_fails_naming_it(tmp_path, demo_run):
     del config["demo"]
     result = run_snakemake(tmp_path, config, "--keep-going", "results/demo/slides.tsv")
     assert result.returncode != 0
-    log = (tmp_path / f"results/logs/fetch_slide/demo/{victim[:-4]}.log").read_text()
+    log = (tmp_path / f"results/logs/fetch_slide/demo/{victim}.log").read_text()
     assert f"slide {victim[:-4]}: md5 of" in log and "the manifest says" in log
     assert not (tmp_path / f"results/demo/slides/{victim[:-4]}.svs").exists()
     linked = list((tmp_path / "results/demo/slides").iterdir())

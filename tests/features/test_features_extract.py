@@ -160,7 +160,7 @@ def fail_reads_at(monkeypatch, reader: str, bad: tuple[int, int] | None, error: 
                          [("openslide", 0, 0), ("openslide", 1, 0), ("tiff", 0, 0), ("tiff", 1, 0), ("tiff", 0, 2)])
 def test_failing_read_is_retried_then_names_slide_and_coordinates(slide, patches_h5, tmp_path, monkeypatch,
                                                                   reader, workers, encoders):
-    patches, coords = patches_h5(3)
+    patches, coords = patches_h5(3, name="TCGA-BAD")
     bad = tuple(int(v) for v in coords[1])
     calls = fail_reads_at(monkeypatch, reader, bad, "Bogus marker length")
     monkeypatch.setattr("mmsurv.features.dataset.RETRY_PAUSE_S", 0.0)
@@ -196,7 +196,8 @@ def test_tile_reader_gives_the_openslide_features(reference, tmp_path):
 def test_unreadable_shared_slide_names_slide_and_coordinates(tmp_path, monkeypatch, write_patch_file):
     source = shared_path("data", "wsi", "unreadable.svs")
     monkeypatch.setattr("mmsurv.features.dataset.RETRY_PAUSE_S", 0.0)
-    patches = write_patch_file(tmp_path / "unreadable.h5", np.array([[0, 0]]), patch_size=16, level_dim=(16, 16))
+    patches = write_patch_file(tmp_path / "unreadable.h5", np.array([[0, 0]]), patch_size=16, level_dim=(16, 16),
+                               name="unreadable")
     with pytest.raises(PatchReadError, match=r"slide unreadable: cannot read patch at level-0 coordinates \(x=0, y=0\)"):
         run(source, patches, tmp_path / "features", name="unreadable")
 
@@ -256,3 +257,20 @@ def test_aot_compile_failure_falls_back_to_eager(slide, patches_h5, tmp_path, mo
                    compile_cache_dir=tmp_path / "cache")
     assert metadata["compile"] == "none" and metadata["n_patches"] == 2
     assert "aot compilation failed" in caplog.text and not list((tmp_path / "cache").rglob("*.pt2"))
+
+
+def test_patch_file_of_another_slide_stops_naming_both(slide, tmp_path, write_patch_file, grid_coords):
+    """Finding 4 of issue 19: a patch file made for another slide used to exit 0 with garbage features."""
+    from mmsurv.features.dataset import PatchFileError
+
+    coords = grid_coords(512, 2)
+    other = write_patch_file(tmp_path / "other.h5", coords, name="TCGA-OT-0001-01Z-00-DX1", level_dim=(3072, 2048))
+    with pytest.raises(PatchFileError, match=r"made for slide 'TCGA-OT-0001-01Z-00-DX1', not for slide 'slide'"):
+        run(slide[0], other, tmp_path / "f1")
+    renamed = write_patch_file(tmp_path / "renamed.h5", coords, name="slide", level_dim=(40000, 30000))
+    with pytest.raises(PatchFileError, match=r"records level_dim \(40000, 30000\), but slide 'slide' .* \(3072, 2048\)"):
+        run(slide[0], renamed, tmp_path / "f2")
+    outside = write_patch_file(tmp_path / "outside.h5", np.array([[0, 0], [5000, 100]]), name="slide")
+    with pytest.raises(PatchFileError, match=r"outside slide 'slide'"):
+        run(slide[0], outside, tmp_path / "f3")
+    assert not list(tmp_path.rglob("*.pt"))

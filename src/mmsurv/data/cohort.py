@@ -4,11 +4,18 @@ The MCAT release (Chen et al., ICCV 2021) of the TCGA tables is what MCAT, MOTCa
 HDMoE all train on, and the demo cohort is written in the same format. Column order differs
 between files and some carry stray ``Unnamed: 0`` index columns, so this loader selects metadata
 columns by NAME and genomic columns by SUFFIX (``_rnaseq``, ``_cnv``, ``_mut``), never by position.
+
+Tables are read by CONTENT, not by file name (:func:`read_table`): plain CSV, gzip, or a zip with
+one member. PORPOISE publishes ``*.csv.zip`` files that are plain CSV text; such a misnamed file is
+read for what it is, with a note in the log. Every table error names the file.
 """
 
 from __future__ import annotations
 
+import gzip
+import logging
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +26,10 @@ GENOMIC_SUFFIXES = ("_mut", "_cnv", "_rnaseq")
 REQUIRED_COLUMNS = ("case_id", "slide_id", "survival_months", "censorship")
 OPTIONAL_METADATA = ("site", "is_female", "oncotree_code", "age")
 IGNORED_COLUMNS = ("train",)  # legacy split flag of some MCAT files; the split files rule
+# what a file's name says about its compression (for the note when the content disagrees)
+_SUFFIX_COMPRESSION = {".gz": "gzip", ".gzip": "gzip", ".zip": "zip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
+
+log = logging.getLogger(__name__)
 
 
 class CohortError(ValueError):
@@ -54,13 +65,55 @@ def genomic_columns(columns) -> list[str]:
     return [column for column in columns if str(column).endswith(GENOMIC_SUFFIXES)]
 
 
-def read_cohort_table(path: str | os.PathLike) -> CohortTable:
-    """Load an MCAT-format table (``.csv`` or ``.csv.gz``), validating the survival columns."""
+def table_compression(path: str | os.PathLike) -> str | None:
+    """The compression of a table file by its first bytes: ``"gzip"``, ``"zip"`` or None (plain text).
+
+    A zip must hold exactly one file (a table); the error otherwise names the file and its members.
+    A file whose name promises another compression than its content is read for what it is, and
+    the log says so (PORPOISE's ``*.csv.zip`` are plain CSV).
+    """
     path = Path(path)
     try:
-        raw = pd.read_csv(path, low_memory=False)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise CohortError(f"{path}: cannot be read as a CSV table ({error})") from error
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+    except OSError as error:
+        raise CohortError(f"{path}: cannot be read ({error.strerror or error})") from error
+    if magic[:2] == b"\x1f\x8b":
+        found = "gzip"
+    elif magic == b"PK\x03\x04":
+        found = "zip"
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = [info.filename for info in archive.infolist() if not info.is_dir()]
+        except zipfile.BadZipFile as error:
+            raise CohortError(f"{path}: looks like a zip archive but cannot be opened ({error})") from error
+        if len(members) != 1:
+            raise CohortError(f"{path}: a zipped table must hold exactly one file; this one holds "
+                              f"{len(members)}: {', '.join(members[:5]) or 'nothing'}")
+    else:
+        found = None
+    named = _SUFFIX_COMPRESSION.get(path.suffix.lower())
+    if named != found:
+        log.info("%s: the name says %s but the content is %s; reading it as %s", path,
+                 named or "plain text", found or "plain text", found or "plain text")
+    return found
+
+
+def read_table(path: str | os.PathLike, **read_csv_args) -> pd.DataFrame:
+    """Read a CSV table (plain, gzip or one-member zip, told apart by content); errors name the file."""
+    path = Path(path)
+    compression = table_compression(path)
+    try:
+        return pd.read_csv(path, compression=compression, **read_csv_args)
+    except (OSError, EOFError, zipfile.BadZipFile, gzip.BadGzipFile, pd.errors.ParserError,
+            pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise CohortError(f"{path}: cannot be read as a CSV table ({type(error).__name__}: {error})") from error
+
+
+def read_cohort_table(path: str | os.PathLike) -> CohortTable:
+    """Load an MCAT-format table (CSV, gzip or one-member zip, by content), validating the survival columns."""
+    path = Path(path)
+    raw = read_table(path, low_memory=False)
     missing = [column for column in REQUIRED_COLUMNS if column not in raw.columns]
     if missing:
         raise CohortError(f"{path}: missing column(s) {', '.join(missing)} (an MCAT-format table has {', '.join(REQUIRED_COLUMNS)})")
@@ -110,16 +163,26 @@ def _validate_genomics(path: Path, genomics: pd.DataFrame) -> None:
 
 def read_case_ids(path: str | os.PathLike) -> set[str]:
     """The case ids of a cohort table (reads only the ``case_id`` column)."""
+    return set(read_case_slides(path)["case_id"])
+
+
+def read_case_slides(path: str | os.PathLike) -> pd.DataFrame:
+    """``case_id`` and ``slide_id`` (empty when the table has no such column) of every table row."""
     try:
-        cases = pd.read_csv(path, usecols=["case_id"], dtype=str)["case_id"]
+        table = read_table(path, usecols=lambda column: column in ("case_id", "slide_id"), dtype=str)
     except ValueError as error:
-        raise CohortError(f"{path}: no 'case_id' column ({error})") from error
-    return set(cases.dropna())
+        raise CohortError(f"{path}: cannot be read as a CSV table ({error})") from error
+    if "case_id" not in table.columns:
+        raise CohortError(f"{path}: no 'case_id' column (an MCAT-format table has {', '.join(REQUIRED_COLUMNS)})")
+    table = table.dropna(subset=["case_id"])
+    if "slide_id" not in table.columns:
+        table["slide_id"] = ""
+    return table.loc[:, ["case_id", "slide_id"]].fillna("").reset_index(drop=True)
 
 
 def read_signatures(path: str | os.PathLike) -> dict[str, list[str]]:
     """MCAT's ``signatures.csv``: one column per gene family, gene symbols, NaN-padded."""
-    table = pd.read_csv(path, dtype=str)
+    table = read_table(path, dtype=str)
     families = {str(family): table[family].dropna().str.strip().tolist() for family in table.columns}
     if not families or not any(families.values()):
         raise CohortError(f"{path}: no gene family columns with genes")

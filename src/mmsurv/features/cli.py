@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
 
 from mmsurv.features import COMPILE_MODES, DEFAULTS, PRECISIONS, READERS, RESIZE_PLACES
+from mmsurv.naming import slide_stem
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -77,7 +77,7 @@ def _run_extract(args: argparse.Namespace) -> int:
     from mmsurv.features.extract import extract_slide_features
 
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
-    name = args.name or Path(args.slide).stem
+    name = args.name or slide_stem(args.slide)
     metadata = extract_slide_features(
         args.slide, args.patches, args.out_dir, slide_name=name, encoder=args.encoder, weights=args.weights,
         batch_size=args.batch_size, num_workers=args.workers, device=args.device, precision=args.precision,

@@ -12,6 +12,11 @@ For one slide, given the patching stage's ``patches/{slide}.h5`` (CLAM format), 
 * ``json/{slide}.json``: the metadata sidecar (encoder, weights, precision, channels_last, compile,
   batch size, workers, N, seconds, patches/s, torch version, device...).
 
+Before anything is read, the patch file is checked against the slide (:func:`check_patches_match_slide`):
+the slide name and the level dimensions CLAM records on ``coords`` (``name``, ``level_dim``, and
+our ``level0_dim``) must be the slide's, and every patch must lie inside it; a patch file made for
+another slide stops the run naming both, instead of encoding background into zero-variance features.
+
 An existing output is reused when it is valid: both files readable, N consistent with the patch
 file, equal coords, equal features in h5 and pt, same encoder and weights. Leftover temp files of a
 killed run are removed, never read.
@@ -81,6 +86,7 @@ from mmsurv.features import COMPILE_MODES, DEFAULTS, PRECISIONS, READERS, RESIZE
 from mmsurv.features.dataset import (
     PatchBatchDataset,
     PatchCoords,
+    PatchFileError,
     PatchReadError,
     batches_in_order,
     read_patch_coords,
@@ -91,6 +97,7 @@ from mmsurv.features.encoders import Encoder, build_encoder
 from mmsurv.features.inference import build_graph, compiled_graph
 from mmsurv.features.regions import choose_reader
 from mmsurv.io import atomic_path
+from mmsurv.naming import slide_stem
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +162,7 @@ def extract_slide_features(
     patches = read_patch_coords(patches_h5, slide_name=slide_name)
     if not Path(slide_path).is_file():
         raise FileNotFoundError(f"slide {slide_name}: slide file {slide_path} does not exist")
+    check_patches_match_slide(patches, slide_path, slide_name=slide_name, patches_h5=patches_h5)
     if not force:
         existing = valid_existing_metadata(paths, patches, settings)
         if existing is not None:
@@ -184,6 +192,50 @@ def extract_slide_features(
     log.info("slide %s: %d patches in %.1f s (%.1f patches/s) -> %s", slide_name, len(patches), extract_s,
              metadata["patches_per_s"], paths.h5)
     return {**metadata, "skipped": False}
+
+
+def check_patches_match_slide(patches: PatchCoords, slide_path: str | os.PathLike, *, slide_name: str,
+                              patches_h5: str | os.PathLike) -> None:
+    """Raise :class:`PatchFileError` naming both slides when the patch file was made for another slide.
+
+    Checks the ``name`` attribute (compared as slide names, so ``X`` and ``X.svs`` agree), the
+    level dimensions (``level0_dim``; ``level_dim`` at ``patch_level``, as CLAM writes it) and that
+    every patch lies inside the slide's level 0. A file without name and dimensions is only
+    bounds-checked, with a warning.
+    """
+    import openslide
+
+    attrs = patches.attrs
+    recorded = attrs.get("name")
+    if recorded is not None and slide_stem(str(recorded)) != slide_stem(slide_name):
+        raise PatchFileError(
+            f"patch file {patches_h5} was made for slide {recorded!r}, not for slide {slide_name!r} ({slide_path}); "
+            "give the patch file of this slide"
+        )
+    with openslide.OpenSlide(os.fspath(slide_path)) as handle:
+        level0 = tuple(int(v) for v in handle.dimensions)
+        levels = [tuple(int(v) for v in dims) for dims in handle.level_dimensions]
+    expected = {"level0_dim": level0}
+    if 0 <= patches.patch_level < len(levels):
+        expected["level_dim"] = levels[patches.patch_level]
+    for key, dims in expected.items():
+        if key in attrs and tuple(int(v) for v in np.ravel(attrs[key])) != dims:
+            name = f" (made for slide {recorded!r})" if recorded is not None else ""
+            raise PatchFileError(
+                f"patch file {patches_h5}{name} records {key} {tuple(int(v) for v in np.ravel(attrs[key]))}, "
+                f"but slide {slide_name!r} ({slide_path}) is {dims} px: the patches belong to another slide"
+            )
+    if recorded is None and not (set(expected) & set(attrs)):
+        log.warning("slide %s: patch file %s records neither the slide name nor its dimensions; only "
+                    "checking that the patches lie inside the slide", slide_name, patches_h5)
+    if len(patches.coords):
+        far = patches.coords.max(axis=0)
+        if (patches.coords.min() < 0) or far[0] >= level0[0] or far[1] >= level0[1]:
+            raise PatchFileError(
+                f"patch file {patches_h5}: patches reach level-0 (x={int(far[0])}, y={int(far[1])}) or negative "
+                f"coordinates, outside slide {slide_name!r} ({slide_path}, {level0[0]}x{level0[1]} px): "
+                "the patches belong to another slide"
+            )
 
 
 def _check_settings(settings: ExtractSettings, slide_name: str) -> None:

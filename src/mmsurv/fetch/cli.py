@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="verify slides in a local folder and link them",
         description=(
             "For each slide of a sample sheet (from 'mmsurv manifest clean'), check SOURCE_DIR/<slide_id> "
-            "against the manifest's size and md5 and link it as OUT_DIR/<slide>.svs."
+            "against the manifest's size and md5 and link it as OUT_DIR/<slide_id> (same file name and format)."
         ),
     )
     local.add_argument("--samples", required=True, help="sample sheet TSV written by 'mmsurv manifest clean'")
@@ -42,7 +42,7 @@ def _run_local(args: argparse.Namespace) -> int:
         samples = samples.loc[samples["slide"].isin(args.slides)]
     for row in tqdm(list(samples.itertuples(index=False)), desc="verify slides", unit="slide"):
         fetch_local(
-            Path(args.source_dir) / row.slide_id, Path(args.out_dir) / f"{row.slide}.svs",
+            Path(args.source_dir) / row.slide_id, Path(args.out_dir) / row.slide_id,
             slide=row.slide, size=int(row.size), md5=row.md5, verify_md5=not args.no_md5, mode=args.link,
         )
     print(f"{len(samples)} slides verified and linked into {args.out_dir}")

@@ -16,10 +16,11 @@ from mmsurv.io import write_tsv
 
 
 def write_inventory(samples_path: str | os.PathLike, slides_dir: str | os.PathLike, out: str | os.PathLike) -> pd.DataFrame:
-    """List every sample-sheet slide with its path in ``slides_dir``; fail naming a missing slide."""
+    """List every sample-sheet slide with its path in ``slides_dir`` (``slides_dir/<slide_id>``: the
+    file keeps its name and format); fail naming a missing slide."""
     samples = read_samples(samples_path)
     slides_dir = Path(slides_dir)
-    paths = [slides_dir / f"{slide}.svs" for slide in samples["slide"]]
+    paths = [slides_dir / slide_id for slide_id in samples["slide_id"]]
     missing = [str(path) for path in paths if not path.exists()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} slide(s) of {samples_path} are not in {slides_dir}: {', '.join(missing[:5])}")

@@ -25,16 +25,17 @@ class SlideVerificationError(RuntimeError):
 
 
 def verify_slide(path: str | os.PathLike, *, slide: str, size: int, md5: str | None) -> None:
-    """Check ``path`` against the manifest's size and (when given) md5; raise naming the slide."""
+    """Check ``path`` against the manifest's size (unless negative: not recorded) and md5 (when
+    given and not empty); raise naming the slide."""
     path = Path(path)
     if not path.is_file():
         raise SlideVerificationError(f"slide {slide}: file not found at {path}")
     actual_size = path.stat().st_size
-    if actual_size != size:
+    if size >= 0 and actual_size != size:
         raise SlideVerificationError(
             f"slide {slide}: {path} has {actual_size} bytes, the manifest says {size} (truncated or a different file)"
         )
-    if md5 is not None:
+    if md5:
         actual_md5 = md5_file(path)
         if actual_md5 != md5.lower():
             raise SlideVerificationError(
@@ -47,6 +48,7 @@ def link_slide(source: str | os.PathLike, dest: str | os.PathLike, mode: str = "
     if mode not in LINK_MODES:
         raise ValueError(f"link mode {mode!r} is not one of {', '.join(LINK_MODES)}")
     source, dest = Path(source).resolve(), Path(dest)
+    _link_companion_folder(source, dest, mode)
     if mode == "symlink":
         atomic_symlink(source, dest)
     elif mode == "hardlink":
@@ -57,6 +59,25 @@ def link_slide(source: str | os.PathLike, dest: str | os.PathLike, mode: str = "
         with atomic_path(dest) as tmp:
             shutil.copyfile(source, tmp)
     return dest
+
+
+def _link_companion_folder(source: Path, dest: Path, mode: str) -> None:
+    """MIRAX (``.mrxs``) slides keep their tiles in a folder named like the slide beside the file:
+    it goes with the slide (a symlink to the folder, or a copy), or OpenSlide cannot open it."""
+    if source.suffix.lower() != ".mrxs":
+        return
+    folder = source.with_suffix("")
+    if not folder.is_dir():
+        raise SlideVerificationError(f"slide {dest.stem}: MIRAX slide {source} has no data folder {folder}")
+    target = dest.with_suffix("")
+    if mode == "copy":
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(folder, tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    else:
+        atomic_symlink(folder, target)
 
 
 def fetch_local(

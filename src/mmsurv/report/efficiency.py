@@ -53,7 +53,7 @@ DEFAULT_N_BINS = 4
 EFFICIENCY_COLUMNS = ["cohort", "model", "modality", "n_folds", "n_params", "params_match", "genomic_dim",
                       "n_groups", "path_dim", "reference_bag_size", "flops_reference", "median_bag_size",
                       "n_patients_bag", "flops_median", "seconds_per_epoch_mean", "seconds_per_epoch_std",
-                      "peak_rss_mb", "peak_cuda_mb", "devices"]
+                      "peak_rss_mb", "peak_cuda_mb", "devices", "val_without_features", "val_patients"]
 
 
 def model_inputs(metrics: Mapping) -> ModelInputs:
@@ -201,7 +201,18 @@ def _efficiency_row(folds: list[FoldResult], median: tuple[float | None, int], r
         "peak_rss_mb": _nanmax(rss),
         "peak_cuda_mb": _nanmax(cuda),
         "devices": ",".join(sorted({str(f.metrics.get("device", "")) for f in folds} - {""})),
+        **without_features(folds),
     }
+
+
+def without_features(folds: list[FoldResult]) -> dict:
+    """Validation patients without WSI features summed over folds (each patient is validated once),
+    and all validation patients; NaN/None when the folds predate the count (metrics.json
+    ``n_without_features``)."""
+    counts = [(f.metrics.get("n_without_features") or {}).get("val") for f in folds]
+    totals = [f.metrics.get("n_val") for f in folds]
+    return {"val_without_features": None if any(c is None for c in counts) else int(sum(counts)),
+            "val_patients": None if any(t is None for t in totals) else int(sum(totals))}
 
 
 def _nanmax(values: list[float]) -> float:

@@ -201,7 +201,8 @@ def efficiency_caption(reference_bag_size: int) -> str:
             f"the MACs column, = FLOPs / 2) at the reference bag size of {reference_bag_size:,} patches "
             f"and at the cohort's median bag size (patches per patient); training seconds per epoch (mean ± std over "
             f"folds); peak memory (max over folds; process RSS, CUDA when trained on a GPU). Genomic-only models do "
-            f"not read the bag, so their FLOPs do not depend on it.")
+            f"not read the bag, so their FLOPs do not depend on it. No WSI: validation patients (over all folds) "
+            f"without any WSI feature file, who were scored on an all-zero bag (– for genomic-only models).")
 
 
 def format_count(value: float | None, unit: str = "") -> str:
@@ -228,8 +229,7 @@ def _half(value):
 def efficiency_display(frame: pd.DataFrame, reference_bag_size: int) -> tuple[list[str], list[list[str]]]:
     """Header and rows (strings) of the efficiency table."""
     header = ["Model", "Cohort", "Params", f"FLOPs @ {reference_bag_size:,}", f"MACs @ {reference_bag_size:,}",
-              "Median bag", "FLOPs @ median",
-              "s / epoch", "Peak RSS (MB)", "Peak CUDA (MB)"]
+              "Median bag", "FLOPs @ median", "s / epoch", "Peak RSS (MB)", "Peak CUDA (MB)", "No WSI"]
     rows = []
     for row in frame.itertuples(index=False):
         seconds = "–" if not np.isfinite(row.seconds_per_epoch_mean) else (
@@ -238,8 +238,16 @@ def efficiency_display(frame: pd.DataFrame, reference_bag_size: int) -> tuple[li
         rows.append([display_model(row.model), display_cohort(row.cohort), format_count(row.n_params),
                      format_count(row.flops_reference), format_count(_half(row.flops_reference)),
                      _number(row.median_bag_size), format_count(row.flops_median),
-                     seconds, _number(row.peak_rss_mb), _number(row.peak_cuda_mb)])
+                     seconds, _number(row.peak_rss_mb), _number(row.peak_cuda_mb), _without_features(row)])
     return header, rows
+
+
+def _without_features(row) -> str:
+    """``k / n`` validation patients without WSI features; ``–`` for genomic-only models or no count."""
+    count, total = row.val_without_features, row.val_patients
+    if row.modality == "omic" or count is None or total is None or not np.isfinite(count) or not np.isfinite(total):
+        return "–"
+    return f"{int(count)} / {int(total)}"
 
 
 def efficiency_markdown(frame: pd.DataFrame, reference_bag_size: int) -> str:

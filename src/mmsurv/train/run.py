@@ -11,7 +11,8 @@ optional sections; every key is checked, unknown keys are errors:
 * ``data``: ``n_bins`` (4), ``groups`` (``signatures`` | ``pathways``: which genomic groups a
   model's ``omic_groups`` input reads), ``pathway_suffixes`` ([``_rnaseq``]), ``pathway_min_size``
   (1), ``feature_dim`` (1024), ``max_patches`` (None: all; e.g. 4096 as SurvPath),
-  ``eval_max_patches`` (None), ``cache_bags`` (false), ``standardize_features`` (false);
+  ``eval_max_patches`` (None), ``cache_bags`` (false), ``standardize_features`` (false),
+  ``max_missing_features`` (0.25: error when a larger share of a fold side has no WSI features; null: off);
 * ``training``: :class:`mmsurv.train.loop.TrainConfig` fields (optimizer, lr, weight_decay,
   epochs, grad_accum, batch_size, scheduler, loss, alpha, l1_reg, weighted_sampling,
   holdout_fraction, early_stopping_patience, device, num_threads, deterministic, …);
@@ -48,6 +49,7 @@ import torch
 
 from mmsurv.data.cohort import read_cohort_table, read_signatures, signature_groups
 from mmsurv.data.dataset import BagOptions, FoldData, build_fold_data, features_dir_or_none
+from mmsurv.data.missing import check_missing_features
 from mmsurv.data.pathways import pathway_groups, read_gene_sets
 from mmsurv.data.splits import read_split, restrict_to_cohort, split_file
 from mmsurv.data.survival import fit_bin_edges, write_bin_edges
@@ -101,6 +103,7 @@ def _train_fold(data_cfg: dict, train_cfg: TrainConfig, resolved: ResolvedModel,
     fold_data = build_fold_data(table, split, edges=edges, groups=groups, inputs=spec.inputs,
                                 bag_options=bag_options, holdout_fraction=train_cfg.holdout_fraction, seed=seed,
                                 default_groups=data_cfg["groups"])
+    check_missing_features(fold_data, data_cfg["max_missing_features"], fold=fold, model=model)
 
     seed_everything(seed)
     inputs = ModelInputs(omic_dim=len(fold_data.genomic_columns), group_sizes=fold_data.group_sizes,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 
+from mmsurv.data.missing import DEFAULT_MAX_MISSING_FEATURES
 from mmsurv.models.catalog import ResolvedModel
 
 OPTIMIZER_NAMES = ("adam", "adamw", "radam")
@@ -86,6 +87,7 @@ DATA_DEFAULTS = {
     "eval_max_patches": None,
     "cache_bags": False,
     "standardize_features": False,
+    "max_missing_features": DEFAULT_MAX_MISSING_FEATURES,  # share of a fold side without WSI features
 }
 CONFIG_SECTIONS = ("data", "training", "models", "seed")
 

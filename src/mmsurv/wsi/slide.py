@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import openslide
 
+from mmsurv.naming import slide_stem
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MPP = 0.5                 # µm/px assumed when a slide states neither MPP nor magnification
@@ -143,8 +145,9 @@ def rgba_to_rgb_on_white(rgba: np.ndarray) -> np.ndarray:
 
 
 def slide_name_of(path: str | os.PathLike) -> str:
-    """Default slide name: the file name without its extension (``TCGA-XX-...-DX1``)."""
-    return Path(path).stem
+    """Default slide name: the file name without its extension (``TCGA-XX-...-DX1``), as everywhere
+    (:func:`mmsurv.naming.slide_stem`)."""
+    return slide_stem(path)
 
 
 def open_slide(path: str | os.PathLike, *, slide_name: str | None = None,
