@@ -82,6 +82,7 @@ if workflow.is_main_process:
 wildcard_constraints:
     cohort="|".join(re.escape(name) for name in COHORTS),
     slide=r"[^/]+",
+    batch=r"b\d+",
     ext=r"\.[A-Za-z0-9]+",
     model="|".join(re.escape(name) for name in MODELS),
     fold=r"\d+",
@@ -190,8 +191,66 @@ def patching_params(wildcards):
     return settings
 
 
+SLIDES_PER_JOB = config["slides_per_job"]
+
+
+@functools.cache
+def _batches(path, mtime):
+    """Batch id → slides of a sample sheet: its slides in sheet order, slides_per_job at a time."""
+    slides = list(_sample_rows(path, mtime))
+    return {
+        f"b{start // SLIDES_PER_JOB:05d}": slides[start : start + SLIDES_PER_JOB]
+        for start in range(0, len(slides), SLIDES_PER_JOB)
+    }
+
+
+def cohort_batch_ids(cohort):
+    return list(_batches(*_samples_version(cohort)))
+
+
+def batch_slides(wildcards):
+    """[slide file, slide name] of each slide of batch ``wildcards.batch`` of a cohort."""
+    batches = _batches(*_samples_version(wildcards.cohort))
+    if wildcards.batch not in batches:
+        raise ValueError(
+            f"cohort {wildcards.cohort} has no slide batch {wildcards.batch}"
+        )
+    rows = _sample_rows(*_samples_version(wildcards.cohort))
+    return [
+        [f"{RESULTS}/{wildcards.cohort}/slides/{rows[slide]['slide_id']}", slide]
+        for slide in batches[wildcards.batch]
+    ]
+
+
+def batch_slide_files(wildcards):
+    """The fetched slide files of a batch."""
+    return [path for path, _ in batch_slides(wildcards)]
+
+
+def batch_runtime(minutes_per_slide):
+    """Runtime (minutes) of a batch job: per slide times the batch's size."""
+
+    def runtime(wildcards):
+        return minutes_per_slide * SLIDES_PER_JOB
+
+    return runtime
+
+
+def cohort_batches(stage):
+    """Input function: the batch tables of every slide batch of a cohort for ``stage``
+    (``wsi`` or ``features``)."""
+
+    def tables(wildcards):
+        return [
+            f"{RESULTS}/{wildcards.cohort}/{stage}/batches/{batch}.tsv"
+            for batch in cohort_batch_ids(wildcards.cohort)
+        ]
+
+    return tables
+
+
 def cohort_patches(wildcards):
-    """The patch-coordinate summaries of every slide of a cohort."""
+    """The patch-coordinate summaries of every slide of a cohort (written by its batches)."""
     samples = cohort_samples(wildcards.cohort)
     return [
         f"{RESULTS}/{wildcards.cohort}/wsi/{slide}.json" for slide in samples["slide"]
@@ -240,7 +299,7 @@ def features_index(wildcards):
 
 
 def cohort_features(wildcards):
-    """Every slide's feature files of a cohort (inputs of its feature index)."""
+    """Every slide's feature files of a cohort (written by its batches; indexed)."""
     samples = cohort_samples(wildcards.cohort)
     base = f"{RESULTS}/{wildcards.cohort}/features"
     return {

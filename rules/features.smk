@@ -1,28 +1,28 @@
-# Patch features per slide: ResNet50 truncated after layer3 (1024-d), CLAM/MCAT file layout.
+# Patch features (ResNet50 truncated after layer3, 1024-d, CLAM/MCAT file layout per slide), in
+# batches of slides_per_job slides per process: imports, the encoder and its compiled package are
+# set up once per batch.
 
 
-rule extract_features:
+rule extract_features_batch:
     input:
-        slide=slide_file,
-        patches=f"{RESULTS}/{{cohort}}/wsi/patches/{{slide}}.h5",
-        summary=f"{RESULTS}/{{cohort}}/wsi/{{slide}}.json",
+        slides=batch_slide_files,
+        patched=f"{RESULTS}/{{cohort}}/wsi/batches/{{batch}}.tsv",
     output:
-        h5=f"{RESULTS}/{{cohort}}/features/h5_files/{{slide}}.h5",
-        pt=f"{RESULTS}/{{cohort}}/features/pt_files/{{slide}}.pt",
-        meta=f"{RESULTS}/{{cohort}}/features/json/{{slide}}.json",
+        f"{RESULTS}/{{cohort}}/features/batches/{{batch}}.tsv",
     log:
-        f"{LOGS}/extract_features/{{cohort}}/{{slide}}.log",
+        f"{LOGS}/extract_features/{{cohort}}/{{batch}}.log",
     benchmark:
-        f"{BENCHMARKS}/extract_features/{{cohort}}/{{slide}}.tsv"
+        f"{BENCHMARKS}/extract_features/{{cohort}}/{{batch}}.tsv"
     conda:
-        "../envs/extract_features.yaml"
+        "../envs/extract_features_batch.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=8000,
-        runtime=120,
+        runtime=batch_runtime(120),
     params:
         features=config["features"],
         compile_cache_dir=COMPILE_CACHE,
+        slides=batch_slides,
     script:
-        "../workflow/scripts/extract_features.py"
+        "../workflow/scripts/extract_features_batch.py"

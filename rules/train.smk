@@ -3,7 +3,7 @@
 
 rule features_index:
     input:
-        unpack(cohort_features),
+        cohort_batches("features"),
     output:
         f"{RESULTS}/{{cohort}}/features/index.tsv",
     log:
@@ -14,6 +14,8 @@ rule features_index:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        files=cohort_features,
     script:
         "../workflow/scripts/features_index.py"
 

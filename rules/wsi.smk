@@ -1,35 +1,34 @@
-# Tissue segmentation and 512 px patching, one job per slide (CLAM-compatible outputs).
+# Tissue segmentation and 512 px patching (CLAM-compatible outputs per slide), in batches of
+# slides_per_job slides per process: start-up is paid once per batch, outputs stay per slide.
 
 
-rule segment_and_patch:
+rule segment_and_patch_batch:
     input:
-        slide=slide_file,
+        slides=batch_slide_files,
     output:
-        h5=f"{RESULTS}/{{cohort}}/wsi/patches/{{slide}}.h5",
-        mask=f"{RESULTS}/{{cohort}}/wsi/masks/{{slide}}.png",
-        stitch=f"{RESULTS}/{{cohort}}/wsi/stitches/{{slide}}.png",
-        summary=f"{RESULTS}/{{cohort}}/wsi/{{slide}}.json",
+        f"{RESULTS}/{{cohort}}/wsi/batches/{{batch}}.tsv",
     log:
-        f"{LOGS}/segment_and_patch/{{cohort}}/{{slide}}.log",
+        f"{LOGS}/segment_and_patch/{{cohort}}/{{batch}}.log",
     benchmark:
-        f"{BENCHMARKS}/segment_and_patch/{{cohort}}/{{slide}}.tsv"
+        f"{BENCHMARKS}/segment_and_patch/{{cohort}}/{{batch}}.tsv"
     group:
         "slide"
     conda:
-        "../envs/segment_and_patch.yaml"
+        "../envs/segment_and_patch_batch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=batch_runtime(30),
     params:
         patching=patching_params,
+        slides=batch_slides,
     script:
-        "../workflow/scripts/segment_and_patch.py"
+        "../workflow/scripts/segment_and_patch_batch.py"
 
 
 rule patching_summary:
     input:
-        cohort_patches,
+        cohort_batches("wsi"),
     output:
         f"{RESULTS}/{{cohort}}/wsi/patching.tsv",
     log:
@@ -40,5 +39,7 @@ rule patching_summary:
     resources:
         mem_mb=500,
         runtime=10,
+    params:
+        summaries=cohort_patches,
     script:
         "../workflow/scripts/patching_summary.py"

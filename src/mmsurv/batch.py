@@ -60,3 +60,22 @@ def run_batch(stage: str, slides: Sequence[str], work: Callable[[str], Any],
     if failures:
         raise BatchError(stage, failures, len(slides))
     return outcomes
+
+
+def write_batch_table(outcomes: Sequence[SlideOutcome], path) -> None:
+    """The batch's record (slide, status, seconds): the workflow's marker that every slide is done."""
+    import pandas as pd
+
+    from mmsurv.io import write_tsv
+
+    rows = [{"slide": o.slide, "status": _status(o.result), "seconds": round(o.seconds, 3)} for o in outcomes]
+    write_tsv(pd.DataFrame(rows, columns=["slide", "status", "seconds"]), path)
+
+
+def _status(result: Any) -> str:
+    """``skipped`` (valid outputs already there) or ``done``, from what a stage returned."""
+    if isinstance(result, str):
+        return result
+    if isinstance(result, dict) and result.get("skipped"):
+        return "skipped"
+    return "done"

@@ -8,4 +8,4 @@ from mmsurv.feature_index import write_features_index
 from mmsurv.logs import setup_logging
 
 setup_logging(snakemake.log[0])
-write_features_index(snakemake.input.pt, snakemake.input.h5, snakemake.output[0])
+write_features_index(snakemake.params.files["pt"], snakemake.params.files["h5"], snakemake.output[0])

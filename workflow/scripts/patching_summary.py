@@ -8,4 +8,4 @@ from mmsurv.logs import setup_logging
 from mmsurv.wsi.summary import summarise_patching
 
 setup_logging(snakemake.log[0])
-summarise_patching(snakemake.input, snakemake.output[0])
+summarise_patching(snakemake.params.summaries, snakemake.output[0])
