@@ -52,7 +52,7 @@ def config_for(cohort: dict) -> dict:
             "patching": {"preset": "tcga", "segment": {"min_tissue_mm2": 0.01}},
             "features": {"weights": "none", "compile": False, "num_workers": 0, "encoder_processes": 0},
             "models": ["snn", "abmil"], "folds": 1, "seed": 1,
-            "train": {"data": {"standardize_features": True},
+            "train": {"data": {"standardize_features": True, "n_bins": 2},
                       "training": {"epochs": 2, "grad_accum": 1, "weighted_sampling": False}},
             "download": {"source": "local", "verify_md5": False, "link": "symlink"}}
 
