@@ -15,8 +15,9 @@ import pytest
 from mmsurv_testdata import shared_path
 from test_workflow import run_snakemake
 
-# case, slide file, months, censorship (P4 dies before P5 is censored: one comparable val pair)
-PATIENTS = [("LIV-001", "LIV-001 HE.block2.svs", 14.0, 0), ("LIV-002", "liv002_he.tiff", 30.0, 1),
+# case, slide file, months, censorship: 4 deaths at distinct times (4 quantile bins); P4 dies before
+# P5 is censored (one comparable validation pair)
+PATIENTS = [("LIV-001", "LIV-001 HE.block2.svs", 14.0, 0), ("LIV-002", "liv002_he.tiff", 30.0, 0),
             ("LIV-003", "LIV-003-A.tif", 8.0, 0), ("LIV-004", "scan_0004.tiff", 5.0, 0),
             ("LIV-005", "LIV-005.final.TIFF", 22.0, 1)]
 GENES = [f"G{i}" for i in range(6)]
