@@ -3,7 +3,7 @@
 Wang et al., "A Hierarchical Decoupling-Fusion Mixture-of-Experts Framework for Multimodal Cancer
 Survival Prediction", KDD 2026. Reference implementation followed: the public code ZJUMAI/HDMoE
 (models/hdmoe/network.py, engine.py, utils/loss.py, run.sh), reimplemented here without its
-``.cuda()`` calls so it runs on any device.
+hard-coded CUDA device calls so it runs on any device.
 
 Architecture (``gate_dim`` d = 256, as the run script):
 
