@@ -133,3 +133,14 @@ def test_mmm_v1_shuffles_in_training_only_unless_asked():
     assert (draws - draws[0]).abs().max() > 0
     assert MMMv1.defaults["training"] == MMM.defaults["training"]
     assert MMM.defaults["training"]["optimizer"] == "adamw" and MMM.defaults["training"]["grad_accum"] == 32
+
+
+def test_product_normalisation_options():
+    torch.manual_seed(0)
+    batch = MMM(**TINY).example_batch(bag_size=13)
+    released, averaged = MMM(**TINY).eval(), MMM(**TINY, product_norm="mean").eval()
+    averaged.load_state_dict(released.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(released(batch).logits, averaged(batch).logits)
+    with pytest.raises(ValueError, match="product_norm"):
+        MMM(**TINY, product_norm="max")

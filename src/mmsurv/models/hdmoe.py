@@ -42,13 +42,17 @@ seg = 1 pass); ``"random"`` is the public behaviour (drawn from torch's generato
 is repeatable). Training always draws at random.
 
 Defaults (run.sh, engine.py): Adam, lr 5e-4, weight decay 1e-5, 30 epochs, batch 1, an optimiser
-step per patient (no accumulation), no class-balanced sampler change (``weighted_sample`` True).
+step per patient (no accumulation), class-balanced sampling (its ``weighted_sample`` default, the
+loop's default too).
 Departure: the public learning rate follows a poly decay lr·(1 − e/E)^0.9 per epoch; the loop offers
 none/cosine/step only, so ``defaults`` use ``cosine`` (closest: both decay smoothly from lr to 0
 over the run; poly stays higher in the middle epochs).
 
 Initialisation as the public code: every Linear Xavier-normal with zero bias, LayerNorm (1, 0),
-router weights Kaiming-uniform(a=√5), cls tokens N(0, 1e-6²), convolutions PyTorch default.
+router weights Kaiming-uniform(a=√5), cls tokens N(0, 1e-6²), convolutions PyTorch default. (The
+public ``models/hdmoe/util.py`` is not in the snapshot read; its imported names are those of CMTA's
+``models/cmta/util.py``, whose ``initialize_weights`` and ``NystromAttention`` these follow; the
+latter is lucidrains' ``nystrom-attention``, used here as the package.)
 
 Parameter count: 8,625,188 at gate_dim 256 on BLCA's signature groups [94, 334, 521, 468, 1496,
 479] with 4 bins, equal to the public code's (asserted in tests/models/test_hdmoe.py).
