@@ -88,7 +88,8 @@ def recombine(vectors: torch.Tensor, seg: int) -> torch.Tensor:
 
 
 def _expert(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim), nn.ReLU())
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, out_dim), nn.ReLU())
 
 
 class SharedExpertMoE(nn.Module):

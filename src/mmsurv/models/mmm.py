@@ -35,8 +35,8 @@ r = 1..R picks the best pair not yet chosen (top-1); a straight-through estimato
 stop_grad(p), value 1 forward, the softmax's gradient backward) multiplies the round's messages so
 the router learns. The chosen pair interacts by cross-attention both ways (image expert tokens
 query gene expert tokens and back) with the Gaussian position bias −(pos_i − pos_j)² / (2σ²)
-(positions normalised to [0, 1] along each sequence, σ learnable, one per GME, initialised 0.2), and
-each modality adds its message. Queries and keys are projected to 64 dims (no value or output
+(positions normalised to [0, 1] along each sequence; σ learnable, one per direction, initialised
+0.2), and each modality adds its message. Queries and keys are projected to 64 dims (no value or output
 projection: messages stay in the experts' space, keeping the module light).
 
 **Cost departure.** Full N×N cross-attention is 10 GB per matrix at 50,000 patches; the keys and

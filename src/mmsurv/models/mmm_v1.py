@@ -68,7 +68,8 @@ class MiT(nn.Module):
         return img + self.image_layer(img), gene + self.gene_layer(gene)
 
 
-@register_model("mmm_v1", display="MMM v1", citation="Anonymous authors, MMM first release (jermmy19998/MMM history), 2025")
+@register_model("mmm_v1", display="MMM v1",
+                citation="Anonymous authors, MMM first release (jermmy19998/MMM history), 2025")
 class MMMv1(SurvivalModel):
     """The released first MMM: SDL encoders, φ, MiT, DAM, MiT, image ⊗ genomics product."""
 
