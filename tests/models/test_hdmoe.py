@@ -1,0 +1,104 @@
+"""HDMoE: reference parameter count, RFR is a permutation, evaluation modes, experts and routers learn."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmsurv.models import ModelInputs, build_model, n_params
+from mmsurv.models.hdmoe import HDMoE, recombine
+from mmsurv.models.registry import resolve_model
+
+BLCA_GROUPS = [94, 334, 521, 468, 1496, 479]
+TINY = dict(group_sizes=[3, 5, 4], path_dim=16, n_bins=4, gate_dim=32, omic_hidden=32, expert_hidden=16)
+
+
+
+def test_parameter_count_equals_the_public_code_on_blca():
+    model = build_model("hdmoe", ModelInputs(omic_dim=sum(BLCA_GROUPS), group_sizes=BLCA_GROUPS))
+    assert n_params(model) == 8_625_188
+
+
+@pytest.mark.parametrize("seg", [1, 2, 4, 8, 16, 32, 64, 128, 256])
+def test_rfr_with_a_fixed_seg_is_a_permutation(seg):
+    vectors = torch.arange(2 * 512, dtype=torch.float32).reshape(2, 512)
+    out = recombine(vectors, seg)
+    assert out.shape == (1024,)
+    assert torch.equal(out.sort().values, vectors.reshape(-1))  # nothing lost, nothing duplicated
+
+
+def test_rfr_interleaves_chunks_of_the_four_vectors():
+    vectors = torch.arange(4 * 8, dtype=torch.float32).reshape(4, 8)
+    tokens = recombine(vectors, 2).reshape(4, 8)
+    # chunk 0 (4 values) of vectors 0 and 1 form token 0; chunk 0 of vectors 2 and 3 token 1; chunk 1 ...
+    assert tokens[0].tolist() == [0, 1, 2, 3, 8, 9, 10, 11]
+    assert tokens[2].tolist() == [4, 5, 6, 7, 12, 13, 14, 15]
+    assert torch.equal(recombine(vectors, 1).reshape(4, 8), vectors)
+
+
+def _batch(model, seed):
+    return model.example_batch(bag_size=10 + seed % 7, seed=seed)
+
+
+def test_evaluation_modes_fixed_and_mean_are_repeatable_random_is_not():
+    torch.manual_seed(0)
+    model = HDMoE(**TINY).eval()
+    batch = _batch(model, 1)
+    with torch.no_grad():
+        assert torch.equal(model(batch).logits, model(batch).logits)
+        model.rfr_eval = "mean"
+        mean = model(batch).logits
+        assert torch.equal(mean, model(batch).logits)
+        model.rfr_eval = "random"
+        draws = torch.stack([model(batch).logits for _ in range(12)])
+    assert (draws - draws[0]).abs().max() > 0, "the public behaviour draws seg at random in evaluation"
+    with pytest.raises(ValueError, match="rfr_eval"):
+        HDMoE(**TINY, rfr_eval="sometimes")
+
+
+def test_loss_terms_decoupling_and_balance():
+    torch.manual_seed(0)
+    model = HDMoE(**TINY).train()
+    batch = _batch(model, 2)
+    terms = model.loss(model(batch), model.example_target())
+    assert set(terms) == {"surv", "decouple_fusion", "decouple_orth", "balance"}
+    assert 0 <= float(terms["decouple_fusion"].detach()) <= 4 and -3 <= float(terms["decouple_orth"].detach()) <= 3
+    # Switch balance loss N·Σ f·P ≥ 1 per MoE (equality only when perfectly balanced), × 0.01, 3 MoEs
+    assert float(terms["balance"].detach()) >= 0.03 - 1e-6
+    model.eval()
+    assert "balance" not in model.loss(model(batch), model.example_target())
+
+
+def test_every_routed_expert_and_every_router_receive_gradients_in_a_short_run():
+    torch.manual_seed(0)
+    model = HDMoE(**TINY).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    moes = {"omic": model.omic_moe, "path": model.path_moe, "fusion": model.fusion_moe}
+    reached = {name: torch.zeros(len(moe.experts), dtype=torch.bool) for name, moe in moes.items()}
+    router_grad = {name: False for name in moes}
+    for step in range(60):
+        batch = _batch(model, step)
+        loss = sum(model.loss(model(batch), model.example_target(seed=step)).values())
+        optimizer.zero_grad()
+        loss.backward()
+        for name, moe in moes.items():
+            router_grad[name] |= bool(moe.router.grad.abs().sum() > 0)
+            for index, expert in enumerate(moe.experts):
+                grads = [p.grad for p in expert.parameters()]
+                reached[name][index] |= any(g is not None and g.abs().sum() > 0 for g in grads)
+        optimizer.step()
+    assert all(router_grad.values()), router_grad
+    assert all(bool(r.all()) for r in reached.values()), {k: v.tolist() for k, v in reached.items()}
+
+
+def test_defaults_follow_the_run_script():
+    training = HDMoE.defaults["training"]
+    assert training["optimizer"] == "adam" and training["lr"] == 5e-4 and training["weight_decay"] == 1e-5
+    assert training["epochs"] == 30 and training["grad_accum"] == 1 and training["batch_size"] == 1
+    assert training["scheduler"] == "cosine"  # closest to the public poly decay the loop lacks
+
+
+def test_a_config_variant_sets_the_evaluation_mode():
+    variant = resolve_model("hdmoe_mean", {"hdmoe_mean": {"model": "hdmoe", "rfr_eval": "mean"}})
+    model = variant.spec.builder(ModelInputs(omic_dim=12, group_sizes=[3, 5, 4], path_dim=16), **variant.params)
+    assert model.rfr_eval == "mean"
