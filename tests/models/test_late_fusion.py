@@ -113,3 +113,24 @@ def test_optional_backbones_registered_iff_their_module_exists():
         present = importlib.util.find_spec(module) is not None
         assert ({f"{backbone}_cat", f"{backbone}_kp"} <= names) == present
         assert (f"{backbone}_cat" in names) == present
+
+
+def test_backbone_label_terms_join_the_loss():
+    from mmsurv.models.abmil import ABMIL
+    from mmsurv.models.base import Target
+
+    class LabelledABMIL(ABMIL):  # a backbone whose own loss reads the label (as CLAM's instance loss)
+        def loss(self, output, target):
+            return {"surv": output.logits.sum(), "instance": output.logits.mean() * (target.label.float() + 1).sum()}
+
+    torch.manual_seed(0)
+    model = build_model("abmil_cat", TINY)
+    backbone = LabelledABMIL(path_dim=TINY.path_dim)
+    backbone.classifier = nn.Identity()
+    model.path_branch = backbone
+    output = model(model.example_batch(bag_size=9))
+    terms = model.loss(output, Target(torch.tensor([1]), torch.tensor([0.0]), torch.tensor([5.0])))
+    assert set(terms) == {"surv", "instance"}
+    assert torch.allclose(terms["instance"], output.path_output.logits.mean() * 2)
+    plain = build_model("abmil_cat", TINY)
+    assert set(plain.loss(plain(plain.example_batch(bag_size=9)), plain.example_target())) == {"surv"}

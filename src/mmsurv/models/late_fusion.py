@@ -46,8 +46,10 @@ bilinear
 **Other backbones.** :class:`LateFusion` takes any registered pathology model as ``backbone``:
 the model is built with the fold's ``path_dim`` and ``n_bins`` and its head removed (see
 :func:`slide_embedding`, the one adapter to adjust when a backbone's slide embedding lives
-elsewhere); ``clam_mb_cat`` / ``clam_mb_kp`` / ``transmil_cat`` / ``transmil_kp`` are registered
-below only when their backbone modules exist (``importlib.util.find_spec``).
+elsewhere); the backbone's attention maps and auxiliary terms are passed on, and when it overrides
+``loss`` (label-dependent terms such as CLAM's instance loss) its terms other than the survival NLL
+join the late-fusion loss. ``clam_mb_cat`` / ``clam_mb_kp`` / ``transmil_cat`` / ``transmil_kp`` are
+registered below only when their backbone modules exist (``importlib.util.find_spec``).
 
 **Departures.** ``dropinput`` (default 0 here, PORPOISE's 0.1) drops bag features before the
 backbone; the late-fusion models use MCAT's training settings (Adam, lr 2e-4, weight decay 1e-5,
@@ -58,12 +60,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from mmsurv.models.base import Batch, ModelOutput, SurvivalModel, require
+from mmsurv.models.base import SURVIVAL_TERM, Batch, ModelOutput, SurvivalModel, Target, require
 from mmsurv.models.registry import register_model
 from mmsurv.models.snn import snn_encoder
 
@@ -158,13 +161,24 @@ def build_backbone(name: str, *, path_dim: int, n_bins: int, dropout: float) -> 
                      f"{' or '.join(HEAD_NAMES)}; adapt mmsurv.models.late_fusion.build_backbone")
 
 
-def slide_embedding(backbone: SurvivalModel, batch: Batch) -> tuple[torch.Tensor, dict, dict]:
-    """(B×d slide embedding, the backbone's attention maps, its auxiliary loss terms) — ADAPTER."""
+def slide_embedding(backbone: SurvivalModel, batch: Batch) -> tuple[torch.Tensor, ModelOutput | None]:
+    """(B×d slide embedding, the headless backbone's output or None) — ADAPTER.
+
+    The backbone's output carries its attention maps and auxiliary terms; when the backbone
+    overrides ``loss`` (terms that need the label, e.g. an instance-clustering loss), those terms are
+    added to the late-fusion loss (:meth:`LateFusion.loss`)."""
     if hasattr(backbone, "embed"):
         embedding, attention = backbone.embed(batch)
-        return embedding, dict(attention or {}), {}
+        return embedding, ModelOutput(logits=embedding, attention=attention)
     output = backbone(batch)
-    return output.logits, dict(output.attention or {}), dict(output.aux)
+    return output.logits, output
+
+
+@dataclass
+class LateFusionOutput(ModelOutput):
+    """A :class:`ModelOutput` that also keeps the backbone's output (for the backbone's own loss terms)."""
+
+    path_output: ModelOutput | None = None
 
 
 class LateFusion(SurvivalModel):
@@ -207,21 +221,31 @@ class LateFusion(SurvivalModel):
                                          gate_omic=gated if gate_omic is None else gate_omic)
         self.classifier = nn.Linear(embed_dim, n_bins)
 
-    def fused_embedding(self, batch: Batch) -> tuple[torch.Tensor, dict, dict]:
-        """B×embed_dim fused embedding, attention maps and auxiliary terms of the backbone."""
+    def fused_embedding(self, batch: Batch) -> tuple[torch.Tensor, ModelOutput]:
+        """B×embed_dim fused embedding and the (headless) backbone's output."""
         omic = require(batch.omic, "genomic vector (omic)", type(self).__name__)
         if self.dropinput is not None:
             path = require(batch.path, "path", type(self).__name__)
             batch = Batch(values={**batch.values, "path": self.dropinput(path)}, mask=batch.mask, size=batch.size)
-        h_path, attention, aux = slide_embedding(self.path_branch, batch)
+        h_path, path_output = slide_embedding(self.path_branch, batch)
         h_omic = self.omic_branch(omic)
         if self.fusion_kind == "concat":
-            return self.fusion(torch.cat([h_path, h_omic], dim=1)), attention, aux
-        return self.fusion(h_path, h_omic), attention, aux
+            return self.fusion(torch.cat([h_path, h_omic], dim=1)), path_output
+        return self.fusion(h_path, h_omic), path_output
 
-    def forward(self, batch: Batch) -> ModelOutput:
-        fused, attention, aux = self.fused_embedding(batch)
-        return ModelOutput(logits=self.classifier(fused), aux=aux, attention=attention or None)
+    def forward(self, batch: Batch) -> LateFusionOutput:
+        fused, path_output = self.fused_embedding(batch)
+        return LateFusionOutput(logits=self.classifier(fused), aux=dict(path_output.aux),
+                                attention=path_output.attention, path_output=path_output)
+
+    def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
+        """MCAT's NLL on the fused logits, ``output.aux``, and the backbone's own label-dependent terms."""
+        terms = super().loss(output, target)
+        path_output = getattr(output, "path_output", None)
+        if path_output is not None and type(self.path_branch).loss is not SurvivalModel.loss:
+            extra = self.path_branch.loss(path_output, target)
+            terms.update({k: v for k, v in extra.items() if k != SURVIVAL_TERM and k not in terms})
+        return terms
 
 
 def late_fusion_model(backbone: str, fusion: str) -> type[LateFusion]:
