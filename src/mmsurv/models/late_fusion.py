@@ -98,7 +98,7 @@ class BilinearFusion(nn.Module):
                  gate_omic: bool = True, skip: bool = False, dropout: float = 0.25, hidden_dim: int = 256):
         super().__init__()
         dim = reduced_dim or in_dim
-        self.gate_path, self.gate_omic, self.skip = gate_path, gate_omic, skip
+        self.skip = skip
         self.path_h = nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU())
         self.omic_h = nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU())
         self.path_gate = nn.Linear(2 * in_dim, dim) if gate_path else None
@@ -123,9 +123,10 @@ class BilinearFusion(nn.Module):
         return self.encoder2(fused)
 
 
-def concat_fusion(in_dim: int = 256, out_dim: int = 256) -> nn.Sequential:
-    """MCAT's ``mm`` for ``fusion='concat'``: ``ReLU(Linear(2·in → out)) → ReLU(Linear(out → out))``."""
-    return nn.Sequential(nn.Linear(2 * in_dim, out_dim), nn.ReLU(), nn.Linear(out_dim, out_dim), nn.ReLU())
+def concat_fusion(in_dim: int = 512, out_dim: int = 256) -> nn.Sequential:
+    """MCAT's ``mm`` for ``fusion='concat'`` over the concatenated embeddings (``in_dim`` values):
+    ``ReLU(Linear(in → out)) → ReLU(Linear(out → out))``."""
+    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.ReLU(), nn.Linear(out_dim, out_dim), nn.ReLU())
 
 
 # --- the backbone adapter (the one place to adjust when a backbone exposes its embedding differently) ---
@@ -212,8 +213,7 @@ class LateFusion(SurvivalModel):
                              f"({omic_hidden[-1]}) must have the same size")
         self.omic_branch = snn_encoder(omic_dim, omic_hidden, 0.25)
         if fusion == "concat":
-            self.fusion = nn.Sequential(nn.Linear(path_out + omic_hidden[-1], embed_dim), nn.ReLU(),
-                                        nn.Linear(embed_dim, embed_dim), nn.ReLU())
+            self.fusion = concat_fusion(path_out + omic_hidden[-1], embed_dim)
         else:
             gated = fusion == "bilinear"
             self.fusion = BilinearFusion(path_out, kp_dim, embed_dim, skip=skip, dropout=dropout,
