@@ -1,0 +1,279 @@
+"""Late fusion: a pathology MIL backbone's slide embedding fused with an SNN genomic embedding.
+
+The multimodal baselines of MCAT's Table 1 and SurvMamba's Table 1 ("ABMIL / CLAM-MB / TransMIL
+(Cat)" and "(KP)"): a WSI branch pools the patient's bag into one slide embedding, a
+self-normalising network encodes the WHOLE genomic vector, a fusion layer combines the two, and a
+linear layer gives the hazard logits.
+
+Reference followed: ``MIL_Attention_FC_surv`` with ``fusion='concat'`` / ``'bilinear'``
+(models/model_set_mil.py of mahmoodlab/MCAT, ``size_arg='small'``) and its ``BilinearFusion``
+(the same layer as ``BilinearFusion`` in models/model_porpoise.py of mahmoodlab/PORPOISE):
+
+* WSI branch: the registered pathology model (``abmil``: ``Linear(1024 → 512)``, gated attention
+  512 → 256, ``rho = Linear(512 → 256)``) without its classifier: its 1×256 pooled embedding;
+* genomic branch: MCAT's SNN blocks over all G genomic columns, ``G → 256 → 256`` (``Linear → ELU →
+  AlphaDropout(0.25)``), PyTorch default initialisation as there (no ``init_max_weights`` call);
+* fusion (``fusion=``):
+
+  - ``concat``: ``ReLU(Linear(512 → 256)) → ReLU(Linear(256 → 256))`` (MCAT's ``mm``);
+  - ``kronecker`` (Pathomic Fusion's tensor fusion, Chen et al., IEEE TMI 2020): each embedding is
+    reduced to ``kp_dim`` (32 = 256 / MCAT's ``scale_dim`` 8) by ``ReLU(Linear(256 → 32))`` then
+    ``Dropout(ReLU(Linear(32 → 32)))``, extended by a constant 1, and their Kronecker (outer)
+    product, (32 + 1)(32 + 1) = 1,089 values, goes through ``Dropout(0.25)``,
+    ``ReLU(Linear(1089 → 256))`` and ``ReLU(Linear(256 → 256))``. This is MCAT's/PORPOISE's
+    ``BilinearFusion`` with both gates off (``gate1 = gate2 = 0``, PORPOISE's ``main.py``
+    default), so the product keeps every unimodal term (the 1s) and every bimodal interaction;
+    ``kp_dim=None`` fuses the raw embeddings, (256 + 1)(256 + 1) = 66,049 values;
+  - ``bilinear``: MCAT's gated ``BilinearFusion`` (the same layer with both gates on: each reduced
+    embedding is multiplied by ``sigmoid(Linear(512 → 32))`` of the concatenated embeddings).
+
+* ``Linear(256 → n_bins)`` hazard logits.
+
+Parameter counts at MCAT's BLCA setting (1024-d features, 4 bins, 3,392 genomic columns = the sum of
+the BLCA groups [94, 334, 521, 468, 1496, 479]), against the reference's (measured from its code):
+
+==============  ==========  ==========================================================
+model           ours        reference
+==============  ==========  ==========================================================
+``abmil_cat``   2,051,589   2,051,589 (AMIL, ``fusion='concat'``), equal
+``abmil`` +     2,250,693   2,250,693 (AMIL, ``fusion='bilinear'``), equal
+bilinear
+``abmil_kp``    2,217,861   no reference; = 2,250,693 − 32,832, the two gate layers
+                            ``Linear(512 → 32)`` that an ungated ``BilinearFusion`` builds
+                            but never uses (no gradient) and that we do not build
+==============  ==========  ==========================================================
+
+**Other backbones.** :class:`LateFusion` takes any registered pathology model as ``backbone``:
+the model is built with the fold's ``path_dim`` and ``n_bins`` and its head removed (see
+:func:`slide_embedding`, the one adapter to adjust when a backbone's slide embedding lives
+elsewhere); the backbone's attention maps and auxiliary terms are passed on, and when it overrides
+``loss`` (label-dependent terms such as CLAM's instance loss) its terms other than the survival NLL
+join the late-fusion loss. ``clam_mb_cat`` / ``clam_mb_kp`` / ``transmil_cat`` / ``transmil_kp`` are
+registered below only when their backbone modules exist (``importlib.util.find_spec``).
+
+**Departures.** ``dropinput`` (default 0 here, PORPOISE's 0.1) drops bag features before the
+backbone; the late-fusion models use MCAT's training settings (Adam, lr 2e-4, weight decay 1e-5,
+20 epochs, accumulation 32), the package defaults.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from mmsurv.models.base import SURVIVAL_TERM, Batch, ModelOutput, SurvivalModel, Target, require
+from mmsurv.models.registry import register_model
+from mmsurv.models.snn import snn_encoder
+
+FUSIONS = ("concat", "kronecker", "bilinear")
+
+
+def append_one(h: torch.Tensor) -> torch.Tensor:
+    """B×d → B×(d+1): the embedding extended by a constant 1 (keeps the unimodal terms in the product)."""
+    return torch.cat([h, h.new_ones(h.shape[0], 1)], dim=1)
+
+
+def kronecker_product(h_path: torch.Tensor, h_omic: torch.Tensor) -> torch.Tensor:
+    """Row-wise Kronecker product of ``[h_path, 1]`` and ``[h_omic, 1]``: B×(d_path+1)(d_omic+1)."""
+    return torch.einsum("bi,bj->bij", append_one(h_path), append_one(h_omic)).flatten(start_dim=1)
+
+
+class BilinearFusion(nn.Module):
+    """Pathomic Fusion's (optionally gated) Kronecker fusion, as MCAT's and PORPOISE's ``BilinearFusion``.
+
+    Per modality m ∈ {path, omic} (input ``in_dim`` each): ``h_m = ReLU(Linear(in_dim → d))`` with
+    ``d = reduced_dim`` (or ``in_dim`` when ``reduced_dim`` is None); with its gate on,
+    ``h_m ← sigmoid(Linear(2·in_dim → d)([x_path, x_omic])) ⊙ h_m``; then
+    ``o_m = Dropout(ReLU(Linear(d → d))(h_m))``. Output: ``ReLU(Linear(256 + skip → out_dim))`` of
+    ``ReLU(Linear((d+1)² → 256))(Dropout([o_path, 1] ⊗ [o_omic, 1]))``, where ``skip`` appends the
+    two input embeddings (PORPOISE's skip connection).
+    """
+
+    def __init__(self, in_dim: int = 256, reduced_dim: int | None = 32, out_dim: int = 256, gate_path: bool = True,
+                 gate_omic: bool = True, skip: bool = False, dropout: float = 0.25, hidden_dim: int = 256):
+        super().__init__()
+        dim = reduced_dim or in_dim
+        self.skip = skip
+        self.path_h = nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU())
+        self.omic_h = nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU())
+        self.path_gate = nn.Linear(2 * in_dim, dim) if gate_path else None
+        self.omic_gate = nn.Linear(2 * in_dim, dim) if gate_omic else None
+        self.path_o = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout))
+        self.omic_o = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout))
+        self.post_dropout = nn.Dropout(dropout)
+        self.encoder1 = nn.Sequential(nn.Linear((dim + 1) ** 2, hidden_dim), nn.ReLU())
+        self.encoder2 = nn.Sequential(nn.Linear(hidden_dim + (2 * in_dim if skip else 0), out_dim), nn.ReLU())
+
+    def forward(self, h_path: torch.Tensor, h_omic: torch.Tensor) -> torch.Tensor:
+        """B×in_dim, B×in_dim → B×out_dim."""
+        both = torch.cat([h_path, h_omic], dim=1)
+        a, b = self.path_h(h_path), self.omic_h(h_omic)
+        if self.path_gate is not None:
+            a = torch.sigmoid(self.path_gate(both)) * a
+        if self.omic_gate is not None:
+            b = torch.sigmoid(self.omic_gate(both)) * b
+        fused = self.encoder1(self.post_dropout(kronecker_product(self.path_o(a), self.omic_o(b))))
+        if self.skip:
+            fused = torch.cat([fused, both], dim=1)
+        return self.encoder2(fused)
+
+
+def concat_fusion(in_dim: int = 512, out_dim: int = 256) -> nn.Sequential:
+    """MCAT's ``mm`` for ``fusion='concat'`` over the concatenated embeddings (``in_dim`` values):
+    ``ReLU(Linear(in → out)) → ReLU(Linear(out → out))``."""
+    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.ReLU(), nn.Linear(out_dim, out_dim), nn.ReLU())
+
+
+# --- the backbone adapter (the one place to adjust when a backbone exposes its embedding differently) ---
+
+HEAD_NAMES = ("classifier",)
+
+
+def build_backbone(name: str, *, path_dim: int, n_bins: int, dropout: float) -> tuple[SurvivalModel, int]:
+    """The registered pathology model ``name`` without its head, and the size of its slide embedding.
+
+    ADAPTER (adjust at merge if needed). Convention: a backbone either defines
+    ``embed(batch) -> (B×d embedding, attention dict)`` and ``embed_dim``, or ends with one
+    ``nn.Linear`` named ``classifier`` applied to its pooled slide embedding (ABMIL, TransMIL's usual
+    layout). In the second case the head is replaced by ``nn.Identity`` (so its parameters are not
+    counted and its forward's ``logits`` are the embedding) and the embedding size is the head's
+    ``in_features``. ``dropout`` is passed when the backbone accepts it.
+    """
+    from mmsurv.models.registry import model_spec
+
+    spec = model_spec(name)
+    if spec.modality != "path":
+        raise ValueError(f"late fusion: backbone {name!r} must be a pathology model, it is {spec.label}")
+    params = {"dropout": dropout} if "dropout" in spec.parameters() else {}
+    backbone = spec.model_class(path_dim=path_dim, n_bins=n_bins, **params)
+    if hasattr(backbone, "embed") and hasattr(backbone, "embed_dim"):
+        return backbone, int(backbone.embed_dim)
+    for head_name in HEAD_NAMES:
+        head = getattr(backbone, head_name, None)
+        if isinstance(head, nn.Linear):
+            setattr(backbone, head_name, nn.Identity())
+            return backbone, head.in_features
+    raise ValueError(f"late fusion: backbone {name!r} has neither embed()/embed_dim nor a Linear head named "
+                     f"{' or '.join(HEAD_NAMES)}; adapt mmsurv.models.late_fusion.build_backbone")
+
+
+def slide_embedding(backbone: SurvivalModel, batch: Batch) -> tuple[torch.Tensor, ModelOutput | None]:
+    """(B×d slide embedding, the headless backbone's output or None) — ADAPTER.
+
+    The backbone's output carries its attention maps and auxiliary terms; when the backbone
+    overrides ``loss`` (terms that need the label, e.g. an instance-clustering loss), those terms are
+    added to the late-fusion loss (:meth:`LateFusion.loss`)."""
+    if hasattr(backbone, "embed"):
+        embedding, attention = backbone.embed(batch)
+        return embedding, ModelOutput(logits=embedding, attention=attention)
+    output = backbone(batch)
+    return output.logits, output
+
+
+@dataclass
+class LateFusionOutput(ModelOutput):
+    """A :class:`ModelOutput` that also keeps the backbone's output (for the backbone's own loss terms)."""
+
+    path_output: ModelOutput | None = None
+
+
+class LateFusion(SurvivalModel):
+    """Late fusion of a pathology backbone's slide embedding and an SNN genomic embedding.
+
+    Subclasses fix ``backbone`` (a registered pathology model) and ``fusion`` (the default of the
+    ``fusion`` argument); see the module docstring for the architecture and sizes.
+    """
+
+    backbone_name: ClassVar[str] = "abmil"
+    default_fusion: ClassVar[str] = "concat"
+    inputs = ("path", "omic")
+
+    def __init__(self, *, omic_dim: int, path_dim: int = 1024, n_bins: int = 4, fusion: str | None = None,
+                 embed_dim: int = 256, omic_hidden: tuple[int, ...] = (256, 256), kp_dim: int | None = 32,
+                 gate_path: bool | None = None, gate_omic: bool | None = None, skip: bool = False,
+                 dropinput: float = 0.0, dropout: float = 0.25, **sizes):
+        super().__init__(n_bins=n_bins, path_dim=path_dim, omic_dim=omic_dim, **sizes)
+        fusion = fusion or self.default_fusion
+        if fusion not in FUSIONS:
+            raise ValueError(f"late fusion: fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+        if omic_dim < 1:
+            raise ValueError("late fusion needs at least one genomic column")
+        omic_hidden = list(omic_hidden)
+        self.fusion_kind = fusion
+        self.dropinput = nn.Dropout(dropinput) if dropinput else None
+        self.path_branch, path_out = build_backbone(self.backbone_name, path_dim=path_dim, n_bins=n_bins,
+                                                    dropout=dropout)
+        if path_out != omic_hidden[-1] and fusion != "concat":
+            raise ValueError(f"late fusion ({fusion}): the slide embedding ({path_out}) and the genomic embedding "
+                             f"({omic_hidden[-1]}) must have the same size")
+        self.omic_branch = snn_encoder(omic_dim, omic_hidden, 0.25)
+        if fusion == "concat":
+            self.fusion = concat_fusion(path_out + omic_hidden[-1], embed_dim)
+        else:
+            gated = fusion == "bilinear"
+            self.fusion = BilinearFusion(path_out, kp_dim, embed_dim, skip=skip, dropout=dropout,
+                                         gate_path=gated if gate_path is None else gate_path,
+                                         gate_omic=gated if gate_omic is None else gate_omic)
+        self.classifier = nn.Linear(embed_dim, n_bins)
+
+    def fused_embedding(self, batch: Batch) -> tuple[torch.Tensor, ModelOutput]:
+        """B×embed_dim fused embedding and the (headless) backbone's output."""
+        omic = require(batch.omic, "genomic vector (omic)", type(self).__name__)
+        if self.dropinput is not None:
+            path = require(batch.path, "path", type(self).__name__)
+            batch = Batch(values={**batch.values, "path": self.dropinput(path)}, mask=batch.mask, size=batch.size)
+        h_path, path_output = slide_embedding(self.path_branch, batch)
+        h_omic = self.omic_branch(omic)
+        if self.fusion_kind == "concat":
+            return self.fusion(torch.cat([h_path, h_omic], dim=1)), path_output
+        return self.fusion(h_path, h_omic), path_output
+
+    def forward(self, batch: Batch) -> LateFusionOutput:
+        fused, path_output = self.fused_embedding(batch)
+        return LateFusionOutput(logits=self.classifier(fused), aux=dict(path_output.aux),
+                                attention=path_output.attention, path_output=path_output)
+
+    def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
+        """MCAT's NLL on the fused logits, ``output.aux``, and the backbone's own label-dependent terms."""
+        terms = super().loss(output, target)
+        path_output = getattr(output, "path_output", None)
+        if path_output is not None and type(self.path_branch).loss is not SurvivalModel.loss:
+            extra = self.path_branch.loss(path_output, target)
+            terms.update({k: v for k, v in extra.items() if k != SURVIVAL_TERM and k not in terms})
+        return terms
+
+
+def late_fusion_model(backbone: str, fusion: str) -> type[LateFusion]:
+    """A :class:`LateFusion` subclass fixing ``backbone`` and the default ``fusion``."""
+    name = f"{backbone.title().replace('_', '')}{'Cat' if fusion == 'concat' else 'KP'}"
+    doc = f"Late fusion of {backbone} and an SNN, {fusion} fusion (see mmsurv.models.late_fusion)."
+    return type(name, (LateFusion,), {"backbone_name": backbone, "default_fusion": fusion, "__doc__": doc,
+                                      "__module__": __name__})
+
+
+CAT_CITATION = "Chen et al., ICCV 2021 (MCAT's late-fusion baselines)"
+KP_CITATION = "Chen et al., IEEE TMI 2020 (Pathomic Fusion's Kronecker fusion)"
+
+ABMILCat = register_model("abmil_cat", display="ABMIL (Cat)", citation=f"Ilse et al., ICML 2018; {CAT_CITATION}")(
+    late_fusion_model("abmil", "concat"))
+ABMILKP = register_model("abmil_kp", display="ABMIL (KP)", citation=f"Ilse et al., ICML 2018; {KP_CITATION}")(
+    late_fusion_model("abmil", "kronecker"))
+
+# Backbones written elsewhere: (registered name, module, table name, citation). Registered only when
+# the module exists, so this file works before and after they are merged.
+OPTIONAL_BACKBONES = (
+    ("clam_mb", "mmsurv.models.clam_mb", "CLAM-MB", "Lu et al., Nat. Biomed. Eng. 2021"),
+    ("transmil", "mmsurv.models.transmil", "TransMIL", "Shao et al., NeurIPS 2021"),
+)
+for _name, _module, _display, _citation in OPTIONAL_BACKBONES:
+    if importlib.util.find_spec(_module) is not None:
+        importlib.import_module(_module)
+        register_model(f"{_name}_cat", display=f"{_display} (Cat)", citation=f"{_citation}; {CAT_CITATION}")(
+            late_fusion_model(_name, "concat"))
+        register_model(f"{_name}_kp", display=f"{_display} (KP)", citation=f"{_citation}; {KP_CITATION}")(
+            late_fusion_model(_name, "kronecker"))

@@ -1,0 +1,136 @@
+"""Late fusion (ABMIL + SNN, concat / Kronecker / gated bilinear): reference sizes and invariants."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from torch import nn
+
+from mmsurv.models import Batch, ModelInputs, available_models, build_model, n_params
+from mmsurv.models.late_fusion import OPTIONAL_BACKBONES, BilinearFusion, build_backbone, kronecker_product
+
+BLCA_GROUPS = [94, 334, 521, 468, 1496, 479]
+BLCA = ModelInputs(omic_dim=sum(BLCA_GROUPS), group_sizes=BLCA_GROUPS, path_dim=1024, n_bins=4)
+TINY = ModelInputs(omic_dim=50, group_sizes=[3, 7, 5], path_dim=32, n_bins=4)
+
+torch.set_num_threads(1)
+
+
+def test_parameter_counts_match_mcat_reference_on_blca():
+    assert sum(BLCA_GROUPS) == 3392
+    assert n_params(build_model("abmil_cat", BLCA)) == 2_051_589  # MCAT AMIL, fusion='concat'
+    assert n_params(build_model("abmil_cat", BLCA, {"fusion": "bilinear"})) == 2_250_693  # MCAT AMIL, 'bilinear'
+    # Kronecker = MCAT's BilinearFusion with both gates off, without the two unused gate layers (2 × 16,416).
+    assert n_params(build_model("abmil_kp", BLCA)) == 2_250_693 - 2 * (512 * 32 + 32) == 2_217_861
+
+
+def test_concat_model_has_the_reference_layers():
+    model = build_model("abmil_cat", BLCA)
+    shapes = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)]
+    assert shapes == [(1024, 512), (512, 256), (512, 256), (256, 1), (512, 256),  # ABMIL without its head
+                      (3392, 256), (256, 256),  # SNN over all genomics
+                      (512, 256), (256, 256),  # concat fusion
+                      (256, 4)]
+    assert all(isinstance(block[1], nn.ELU) and isinstance(block[2], nn.AlphaDropout) for block in model.omic_branch)
+
+
+def test_kronecker_product_size_and_terms():
+    h_path, h_omic = torch.randn(2, 5), torch.randn(2, 3)
+    product = kronecker_product(h_path, h_omic)
+    assert product.shape == (2, (5 + 1) * (3 + 1))
+    for row in range(2):
+        ones = torch.ones(1)
+        expected = torch.kron(torch.cat([h_path[row], ones]), torch.cat([h_omic[row], ones]))
+        assert torch.allclose(product[row], expected)
+    # The constant 1s keep each unimodal embedding inside the product.
+    grid = product.reshape(2, 6, 4)
+    assert torch.allclose(grid[:, :5, 3], h_path) and torch.allclose(grid[:, 5, :3], h_omic) and torch.all(grid[:, 5, 3] == 1)
+
+
+@pytest.mark.parametrize("kp_dim, expected", [(32, 33 * 33), (8, 9 * 9), (None, 257 * 257)])
+def test_kp_fusion_input_is_d_path_plus_one_times_d_omic_plus_one(kp_dim, expected):
+    fusion = BilinearFusion(256, kp_dim, gate_path=False, gate_omic=False)
+    assert fusion.encoder1[0].in_features == expected
+    assert fusion.path_gate is None and fusion.omic_gate is None
+    assert fusion(torch.randn(1, 256), torch.randn(1, 256)).shape == (1, 256)
+
+
+def test_gates_and_skip_connection_learn():
+    torch.manual_seed(0)
+    gated = BilinearFusion(16, 8, out_dim=8, hidden_dim=8, skip=True).eval()
+    assert gated.encoder2[0].in_features == 8 + 32
+    out = gated(torch.randn(16, 16), torch.randn(16, 16))
+    out.sum().backward()
+    assert gated.path_gate.weight.grad.abs().sum() > 0 and gated.omic_gate.weight.grad.abs().sum() > 0
+
+
+def test_both_branches_get_gradients():
+    for name in ("abmil_cat", "abmil_kp"):
+        torch.manual_seed(0)
+        model = build_model(name, TINY).train()
+        batch = model.example_batch(bag_size=20)
+        output = model(batch)
+        sum(model.loss(output, model.example_target()).values()).backward()
+        assert model.path_branch.fc[0].weight.grad.abs().sum() > 0, name
+        assert model.omic_branch[0][0].weight.grad.abs().sum() > 0, name
+        assert output.attention["path"].shape == (1, 20)
+
+
+def test_slide_embedding_is_abmil_without_its_head():
+    torch.manual_seed(0)
+    fusion = build_model("abmil_cat", TINY).eval()
+    abmil = build_model("abmil", TINY).eval()
+    assert not any(name.startswith("classifier") for name, _ in fusion.path_branch.named_parameters())
+    missing, unexpected = abmil.load_state_dict(fusion.path_branch.state_dict(), strict=False)
+    assert missing == ["classifier.weight", "classifier.bias"] and not unexpected
+    bag = torch.randn(12, TINY.path_dim)
+    with torch.no_grad():
+        embedding = fusion.path_branch(Batch.single(path=bag)).logits
+        assert embedding.shape == (1, 256)
+        assert torch.allclose(abmil.classifier(embedding), abmil(Batch.single(path=bag)).logits, atol=1e-6)
+
+
+def test_backbone_must_be_a_pathology_model():
+    with pytest.raises(ValueError, match="must be a pathology model"):
+        build_backbone("snn", path_dim=32, n_bins=4, dropout=0.25)
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        build_model("abmil_cat", TINY, {"fusion": "sum"})
+
+
+def test_dropinput_only_in_training():
+    torch.manual_seed(0)
+    model = build_model("abmil_cat", TINY, {"dropinput": 0.5}).eval()
+    batch = model.example_batch(bag_size=10)
+    with torch.no_grad():
+        assert torch.equal(model(batch).logits, model(batch).logits)
+
+
+def test_optional_backbones_registered_iff_their_module_exists():
+    names = set(available_models())
+    for backbone, module, _, _ in OPTIONAL_BACKBONES:
+        present = importlib.util.find_spec(module) is not None
+        assert ({f"{backbone}_cat", f"{backbone}_kp"} <= names) == present
+        assert (f"{backbone}_cat" in names) == present
+
+
+def test_backbone_label_terms_join_the_loss():
+    from mmsurv.models.abmil import ABMIL
+    from mmsurv.models.base import Target
+
+    class LabelledABMIL(ABMIL):  # a backbone whose own loss reads the label (as CLAM's instance loss)
+        def loss(self, output, target):
+            return {"surv": output.logits.sum(), "instance": output.logits.mean() * (target.label.float() + 1).sum()}
+
+    torch.manual_seed(0)
+    model = build_model("abmil_cat", TINY)
+    backbone = LabelledABMIL(path_dim=TINY.path_dim)
+    backbone.classifier = nn.Identity()
+    model.path_branch = backbone
+    output = model(model.example_batch(bag_size=9))
+    terms = model.loss(output, Target(torch.tensor([1]), torch.tensor([0.0]), torch.tensor([5.0])))
+    assert set(terms) == {"surv", "instance"}
+    assert torch.allclose(terms["instance"], output.path_output.logits.mean() * 2)
+    plain = build_model("abmil_cat", TINY)
+    assert set(plain.loss(plain(plain.example_batch(bag_size=9)), plain.example_target())) == {"surv"}
