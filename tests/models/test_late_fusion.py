@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 import torch
 from torch import nn
 
 from mmsurv.models import Batch, ModelInputs, available_models, build_model, n_params
-from mmsurv.models.late_fusion import OPTIONAL_BACKBONES, BilinearFusion, build_backbone, kronecker_product
+from mmsurv.models.late_fusion import BilinearFusion, build_backbone, kronecker_product
 
 BLCA_GROUPS = [94, 334, 521, 468, 1496, 479]
 BLCA = ModelInputs(omic_dim=sum(BLCA_GROUPS), group_sizes=BLCA_GROUPS, path_dim=1024, n_bins=4)
@@ -107,12 +106,15 @@ def test_dropinput_only_in_training():
         assert torch.equal(model(batch).logits, model(batch).logits)
 
 
-def test_optional_backbones_registered_iff_their_module_exists():
-    names = set(available_models())
-    for backbone, module, _, _ in OPTIONAL_BACKBONES:
-        present = importlib.util.find_spec(module) is not None
-        assert ({f"{backbone}_cat", f"{backbone}_kp"} <= names) == present
-        assert (f"{backbone}_cat" in names) == present
+def test_every_late_fusion_row_has_its_backbone_registered():
+    from mmsurv.models.late_fusion import LateFusion
+    from mmsurv.models.registry import model_spec
+
+    for name in available_models():
+        cls = model_spec(name).model_class
+        if issubclass(cls, LateFusion):
+            assert cls.backbone_name in available_models(), name
+            assert name.startswith(cls.backbone_name) and name.endswith(("_cat", "_kp")) or name == "porpoise_mmf"
 
 
 def test_backbone_label_terms_join_the_loss():

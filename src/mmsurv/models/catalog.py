@@ -95,26 +95,135 @@ class NotStatic(Exception):
     """The source does not describe a model completely."""
 
 
+@dataclass
+class SourceModule:
+    """One parsed model module: its classes and the names it imports from other model modules."""
+
+    path: Path
+    classes: dict[str, ast.ClassDef]
+    imports: dict[str, tuple[str, str]]  # local name → (module, name) for ``from mmsurv.models.X import Y``
+
+
+class SourceIndex:
+    """Every model module (and plugin) as parsed source, so a class, its bases and the attributes it
+    takes from another class (``defaults = MMM.defaults``) are found across modules."""
+
+    def __init__(self, paths: Iterable[Path]):
+        self.modules: dict[str, SourceModule] = {}
+        self.order: list[str] = []
+        for path in paths:
+            tree = ast.parse(path.read_text(), filename=str(path))
+            imports = {}
+            for node in tree.body:
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mmsurv.models."):
+                    for alias in node.names:
+                        imports[alias.asname or alias.name] = (node.module.rsplit(".", 1)[1], alias.name)
+            key = path.stem if path.parent == MODELS_DIR else str(path)
+            self.modules[key] = SourceModule(path, {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)},
+                                             imports)
+            self.order.append(key)
+
+    def find_class(self, module: str, name: str) -> tuple[str, ast.ClassDef] | None:
+        source = self.modules.get(module)
+        if source is None:
+            return None
+        if name in source.classes:
+            return module, source.classes[name]
+        if name in source.imports:
+            other, original = source.imports[name]
+            return self.find_class(other, original)
+        return None
+
+    def chain(self, module: str, node: ast.ClassDef) -> list[tuple[str, ast.ClassDef]]:
+        """The class and its bases up to SurvivalModel (single inheritance, model modules only)."""
+        chain = [(module, node)]
+        while True:
+            current_module, current = chain[-1]
+            bases = [getattr(base, "id", getattr(base, "attr", None)) for base in current.bases]
+            if bases == ["SurvivalModel"]:
+                return chain
+            found = self.find_class(current_module, bases[0]) if len(bases) == 1 else None
+            if found is None:
+                raise NotStatic(f"{self.modules[module].path.name}: {current.name} derives from {bases}")
+            chain.append(found)
+
+    def attributes(self, module: str, node: ast.ClassDef) -> dict[str, Any]:
+        """``inputs``, ``batchable``, ``defaults`` of a class (its own values over its bases')."""
+        values = dict(_BASE_DEFAULTS)
+        for owner, cls in reversed(self.chain(module, node)):
+            values.update(self._own_attributes(owner, cls))
+        return values
+
+    def _own_attributes(self, module: str, node: ast.ClassDef) -> dict[str, Any]:
+        values = {}
+        for statement in node.body:
+            targets, value = [], None
+            if isinstance(statement, ast.Assign):
+                targets = [t.id for t in statement.targets if isinstance(t, ast.Name)]
+                value = statement.value
+            elif isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name) and statement.value:
+                targets, value = [statement.target.id], statement.value
+            for target in targets:
+                if target in _BASE_DEFAULTS:
+                    values[target] = self._value(module, value, f"{node.name}.{target}")
+        return values
+
+    def _value(self, module: str, node: ast.AST, what: str) -> Any:
+        """A literal, or ``OtherClass.attribute`` of a model class (e.g. ``defaults = MMM.defaults``)."""
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.attr in _BASE_DEFAULTS:
+            found = self.find_class(module, node.value.id)
+            if found is not None:
+                return self.attributes(*found)[node.attr]
+        try:
+            return ast.literal_eval(node)
+        except ValueError:
+            raise NotStatic(what) from None
+
+    def parameters(self, module: str, node: ast.ClassDef) -> dict[str, Any]:
+        for _, cls in self.chain(module, node):
+            parameters = _init_parameters(cls)
+            if parameters is not None:
+                return parameters
+        return {}
+
+    def entries(self) -> list[ModelEntry]:
+        entries = []
+        for key in self.order:
+            entries += self._file_entries(key, self.modules[key])
+        return entries
+
+    def _file_entries(self, key: str, source: SourceModule) -> list[ModelEntry]:
+        tree = ast.parse(source.path.read_text(), filename=str(source.path))
+        decorators = [d for node in ast.walk(tree) if isinstance(node, (ast.ClassDef, ast.FunctionDef))
+                      for d in node.decorator_list if _registration(d)]
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                 and getattr(n.func, "id", getattr(n.func, "attr", None)) == "register_model"]
+        if len(calls) != len(decorators) or any(isinstance(node, ast.FunctionDef) and node.decorator_list and
+                                                 any(_registration(d) for d in node.decorator_list)
+                                                 for node in ast.walk(tree)):
+            raise NotStatic(f"{source.path.name}: a model registered by a call or a builder function")
+        entries = []
+        for node in source.classes.values():
+            registrations = [r for r in (_registration(d) for d in node.decorator_list) if r]
+            if not registrations:
+                continue
+            attributes = self.attributes(key, node)
+            parameters = self.parameters(key, node)
+            doc = (ast.get_docstring(node) or "").strip().splitlines()
+            for name, keywords in registrations:
+                entries.append(ModelEntry(
+                    name=name, inputs=tuple(attributes["inputs"]), batchable=bool(attributes["batchable"]),
+                    defaults_literal=dict(attributes["defaults"] or {}), parameter_defaults=dict(parameters),
+                    display_name=keywords.get("display") or name,
+                    citation=keywords.get("citation") or (doc[0] if doc else ""), source=str(source.path)))
+        return entries
+
+
 def _literal(node: ast.AST, what: str) -> Any:
     try:
         return ast.literal_eval(node)
     except ValueError:
         raise NotStatic(what) from None
-
-
-def _class_attributes(node: ast.ClassDef) -> dict[str, Any]:
-    values = {}
-    for statement in node.body:
-        targets = []
-        if isinstance(statement, ast.Assign):
-            targets = [t.id for t in statement.targets if isinstance(t, ast.Name)]
-            value = statement.value
-        elif isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name) and statement.value:
-            targets, value = [statement.target.id], statement.value
-        for target in targets:
-            if target in _BASE_DEFAULTS:
-                values[target] = _literal(value, f"{node.name}.{target}")
-    return values
 
 
 def _init_parameters(node: ast.ClassDef) -> dict[str, Any] | None:
@@ -151,49 +260,6 @@ def _registration(decorator: ast.AST) -> tuple[str, dict] | None:
     return str(decorator.args[0].value), keywords
 
 
-def entries_of_file(path: Path) -> list[ModelEntry]:
-    """The models a source file registers; :class:`NotStatic` if it does not say everything."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
-    entries = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef) and any(_registration(d) for d in node.decorator_list):
-            raise NotStatic(f"{path.name}: builder-style registration")
-        if not isinstance(node, ast.ClassDef):
-            continue
-        registrations = [r for r in (_registration(d) for d in node.decorator_list) if r]
-        if not registrations:
-            continue
-        attributes, parameters, chain = dict(_BASE_DEFAULTS), None, _class_chain(node, classes, path)
-        for cls in reversed(chain):  # the class's own values win over its bases'
-            attributes.update(_class_attributes(cls))
-        for cls in chain:
-            parameters = _init_parameters(cls)
-            if parameters is not None:
-                break
-        doc = (ast.get_docstring(node) or "").strip().splitlines()
-        for name, keywords in registrations:
-            entries.append(ModelEntry(
-                name=name, inputs=tuple(attributes["inputs"]), batchable=bool(attributes["batchable"]),
-                defaults_literal=dict(attributes["defaults"] or {}), parameter_defaults=dict(parameters or {}),
-                display_name=keywords.get("display") or name, citation=keywords.get("citation") or (doc[0] if doc else ""),
-                source=str(path)))
-    return entries
-
-
-def _class_chain(node: ast.ClassDef, classes: dict[str, ast.ClassDef], path: Path) -> list[ast.ClassDef]:
-    """The class and its bases up to SurvivalModel, all of which must be in the same file."""
-    chain = [node]
-    while True:
-        bases = [getattr(base, "id", getattr(base, "attr", None)) for base in chain[-1].bases]
-        if bases == ["SurvivalModel"]:
-            return chain
-        local = [classes[name] for name in bases if name in classes]
-        if len(bases) != 1 or not local:
-            raise NotStatic(f"{path.name}: {chain[-1].name} derives from {bases} (not all in this file)")
-        chain.append(local[0])
-
-
 def plugin_files(extra: Iterable[str | os.PathLike] = ()) -> list[Path]:
     """Plugin files named in ``MMSURV_MODEL_PLUGINS`` and ``extra``."""
     named = [p for p in os.environ.get(PLUGINS_VARIABLE, "").split(os.pathsep) if p]
@@ -228,9 +294,8 @@ def catalog(plugins: Iterable[str | os.PathLike] = ()) -> Catalog:
     """Every registered model, from source when every file says everything, else from the registry."""
     entries: dict[str, ModelEntry] = {}
     try:
-        for path in model_files(plugins):
-            for entry in entries_of_file(path):
-                entries[entry.name] = entry
+        for entry in SourceIndex(model_files(plugins)).entries():
+            entries[entry.name] = entry
     except (NotStatic, SyntaxError, OSError) as reason:
         from mmsurv.models import registry
 

@@ -58,8 +58,6 @@ backbone; the late-fusion models use MCAT's training settings (Adam, lr 2e-4, we
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -248,32 +246,21 @@ class LateFusion(SurvivalModel):
         return terms
 
 
-def late_fusion_model(backbone: str, fusion: str) -> type[LateFusion]:
-    """A :class:`LateFusion` subclass fixing ``backbone`` and the default ``fusion``."""
-    name = f"{backbone.title().replace('_', '')}{'Cat' if fusion == 'concat' else 'KP'}"
-    doc = f"Late fusion of {backbone} and an SNN, {fusion} fusion (see mmsurv.models.late_fusion)."
-    return type(name, (LateFusion,), {"backbone_name": backbone, "default_fusion": fusion, "__doc__": doc,
-                                      "__module__": __name__})
+# One registered class per (backbone, fusion): each is one row of the tables. Written out (not
+# generated) so the model catalog can read them from source without importing torch.
+@register_model("abmil_cat", display="ABMIL (Cat)",
+                citation="Ilse et al., ICML 2018; Chen et al., ICCV 2021 (MCAT's late-fusion baselines)")
+class ABMILCat(LateFusion):
+    """Late fusion of ABMIL and an SNN, concatenation."""
+
+    backbone_name = "abmil"
+    default_fusion = "concat"
 
 
-CAT_CITATION = "Chen et al., ICCV 2021 (MCAT's late-fusion baselines)"
-KP_CITATION = "Chen et al., IEEE TMI 2020 (Pathomic Fusion's Kronecker fusion)"
+@register_model("abmil_kp", display="ABMIL (KP)",
+                citation="Ilse et al., ICML 2018; Chen et al., IEEE TMI 2020 (Pathomic Fusion's Kronecker fusion)")
+class ABMILKP(LateFusion):
+    """Late fusion of ABMIL and an SNN, Kronecker product."""
 
-ABMILCat = register_model("abmil_cat", display="ABMIL (Cat)", citation=f"Ilse et al., ICML 2018; {CAT_CITATION}")(
-    late_fusion_model("abmil", "concat"))
-ABMILKP = register_model("abmil_kp", display="ABMIL (KP)", citation=f"Ilse et al., ICML 2018; {KP_CITATION}")(
-    late_fusion_model("abmil", "kronecker"))
-
-# Backbones written elsewhere: (registered name, module, table name, citation). Registered only when
-# the module exists, so this file works before and after they are merged.
-OPTIONAL_BACKBONES = (
-    ("clam_mb", "mmsurv.models.clam_mb", "CLAM-MB", "Lu et al., Nat. Biomed. Eng. 2021"),
-    ("transmil", "mmsurv.models.transmil", "TransMIL", "Shao et al., NeurIPS 2021"),
-)
-for _name, _module, _display, _citation in OPTIONAL_BACKBONES:
-    if importlib.util.find_spec(_module) is not None:
-        importlib.import_module(_module)
-        register_model(f"{_name}_cat", display=f"{_display} (Cat)", citation=f"{_citation}; {CAT_CITATION}")(
-            late_fusion_model(_name, "concat"))
-        register_model(f"{_name}_kp", display=f"{_display} (KP)", citation=f"{_citation}; {KP_CITATION}")(
-            late_fusion_model(_name, "kronecker"))
+    backbone_name = "abmil"
+    default_fusion = "kronecker"
