@@ -1,0 +1,597 @@
+"""SurvMamba: hierarchical bidirectional state-space survival model (Chen et al., arXiv:2404.08027, 2024).
+
+Pure PyTorch (no ``mamba_ssm`` / ``causal-conv1d`` CUDA kernels), device-agnostic, exact.
+
+**The paper's design, as implemented.**
+
+* *Hierarchy.* WSI → regions of 4096 × 4096 px at 20× → patches; transcriptomics → processes →
+  functions → genes. Regions come from the patch coordinates (input ``coords``, with
+  ``slide_index`` so that regions never mix slides): a region is ``region_patches × region_patches``
+  grid steps (8 × 8 by default). The grid step of each slide is inferred from its coordinates (GCD
+  of the offsets from the slide's smallest x and y), so a 20× slide patched at 512 px and a 40× slide
+  patched with 1024 px footprints both give 8 × 8 patches per region (4096 px at 20×);
+  ``region_size`` (level-0 px) overrides the inference. The region grid is anchored at each slide's
+  smallest coordinate; tokens are ordered by (slide, region row, region column) and, inside a
+  region, row-major (y, then x): the scan order.
+  Genomic *functions* are the pathways of the project's gene sets (input ``omic_groups:pathways``;
+  the paper's 352 KEGG functions cannot be shipped). *Processes* group functions: by default the
+  versioned resource ``resources/hierarchy/combine_signatures_processes.v1.csv`` (SurvPath's 331
+  pathways in 42 processes, the paper's process count, built deterministically by gene overlap with
+  :func:`build_hierarchy`; see its README). ``hierarchy`` may name a user's two-level CSV
+  (columns ``process,function``) or ``"index"``. Functions the hierarchy does not list (and every
+  function when the model is built without ``group_names``) are grouped **by index**: consecutive
+  runs of functions in group order, ``ceil(sqrt(F'))`` processes of near-equal size for the F'
+  unlisted functions (e.g. the demo's 16 synthetic pathways → 4 processes of 4; BLCA's 6 MCAT
+  signature groups → 3 processes of 2).
+* *Encoders.* Pathology: ``Linear(path_dim → D)`` (paper: 768 → 512; here 1024 → 512 for the
+  project's features). Genomics: one two-layer feed-forward encoder per function,
+  ``s_f → D → D`` with ELU and AlphaDropout (SurvPath's per-pathway SNN blocks; the paper says
+  "two-layer FFN" without the activation), computed for all functions at once (:class:`GroupedFFN`:
+  one segment sum and one batched product instead of F small modules; same parameters).
+  ``dropout`` (0.25, paper silent) follows both encoders.
+* *Bi-Mamba* (paper Algorithm 1, :class:`BiMamba`): LayerNorm → ``Linear^x``, ``Linear^z``; for the
+  forward and the backward direction its own causal depthwise Conv1d + SiLU, input-dependent B, C
+  and Δ = softplus(Linear(x') + bias), Ā = exp(Δ ⊗ A) (zero-order hold), B̄ = Δ ⊗ B, the selective
+  scan and Mamba's skip D; both outputs gated by SiLU(z), summed, ``Linear`` back to D, residual.
+  Mamba's internal sizes and initialisation (the paper gives none): ``d_state`` N = 16,
+  ``expand`` 2 (E = 2D), ``d_conv`` 4, ``dt_rank`` ceil(D/16), A = −(1…N), Δ bias so that
+  softplus(bias) is log-uniform in [1e-3, 1e-1], no bias in the in/out projections. With padding
+  (regions of unequal size) the backward direction reverses each region's real tokens only, so
+  padding never reaches a real token.
+* *HIM.* Level 1: one Bi-Mamba shared by all regions (over their patch tokens) and one shared by all
+  processes (over their function tokens); masked mean per group; level 2: a Bi-Mamba over the region
+  tokens and one over the process tokens. Fine-grained features = level-1 patch and function tokens;
+  coarse-grained = level-2 region and process tokens.
+* *IFM* (paper Algorithm 2, :class:`InteractionFusionMamba`) at the fine and at the coarse level:
+  per modality LayerNorm → ``Linear^x``, ``Linear^z``, causal Conv1d + SiLU, selective scan; each
+  branch gated by SiLU of the OTHER modality's z. The two token sequences have different lengths
+  (patches vs functions), so the gate is the token mean of SiLU(z_other) (the paper does not say how
+  lengths are matched); each gated branch is mean-pooled over its tokens, the two vectors are
+  concatenated and projected (``Linear(2E → D)``). H = αH_f + (1 − α)H_c with α = sigmoid(a),
+  a learnable (α starts at 0.5; the sigmoid keeps it in [0, 1]); ``Linear(D → n_bins)`` hazards;
+  the NLL survival loss (the contract's default).
+* *Training defaults* (``defaults``): RAdam, lr 2e-4, weight decay 5e-3, batch 1 (one patient per
+  optimiser step: ``grad_accum`` 1, since the paper states batch 1 and no accumulation).
+
+**Variants** (constructor flags, so ablations are config variants, e.g.
+``train.models.survmamba_uni: {model: survmamba, bidirectional: false}``): ``bidirectional``
+(False: forward scans only), ``use_him`` (False: no Mamba in the hierarchy, fine = encoded tokens,
+coarse = group means), ``use_ifm`` (False: each level fused by ``Linear(2D → D)`` of the mean-pooled
+tokens), ``levels`` (``both`` / ``fine`` / ``coarse``). The letters of the paper's Table 3 (models
+A–F) are not mapped to flags: the paper's full text was not available while writing this, so which
+flag set each letter denotes could not be checked; every ablation axis the paper names (HIM, IFM,
+fine/coarse granularity, bi- vs unidirectional) is a flag.
+
+**The selective scan** (:func:`selective_scan`): h_t = exp(Δ_t A) ⊙ h_{t−1} + (Δ_t x_t) ⊗ B_t,
+y_t = C_t · h_t, computed by a chunked linear scan that is exact (no log-space division, so no
+overflow whatever Δ): the sequence is cut into ~√L chunks, every chunk is scanned from a zero state
+with all chunks in parallel (√L vectorised steps), the chunk carries are the same scan one level
+up (recursively), and each chunk adds its incoming state times the cumulative product of its
+decays. Work is linear, Python steps O(√L). Large inputs are processed in tiles of at most
+``TILE_ELEMENTS`` state entries, each tile under activation checkpointing when gradients are
+needed, so memory stays bounded (a 50,000-patch bag trains in a few GiB).
+:func:`selective_scan_reference` is the naive token-by-token recurrence it is tested against.
+``bench/scan.py`` compares both with ``mambapy``'s parallel scan (Blelloch, power-of-two padding).
+
+**Size.** On the BLCA signature groups [94, 334, 521, 468, 1496, 479] without group names
+(path_dim 1024, D 512): 19,932,271 parameters; on SurvPath's 331 pathways the 331 function encoders
+dominate (≈ 0.26 M each). The paper reports 398.85 K parameters and 2.51 GFLOPs; that count cannot
+hold its own stated layers (its 768 → 512 projection alone has 393,728 parameters, its 352
+function encoders to D = 512 several millions), so the gap is in what the paper counted, not in
+this architecture; FLOPs are compared in ``bench/scan.py`` (multiply-adds and flop_counter FLOPs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
+from mmsurv.models.registry import register_model
+
+log = logging.getLogger(__name__)
+
+TILE_ELEMENTS = 1 << 23  # state entries (time × batch × E × N) per scan tile
+SEQUENTIAL_MAX = 8  # scans this short run token by token
+HIERARCHY_DIR = Path(__file__).resolve().parent.parent / "resources" / "hierarchy"
+DEFAULT_HIERARCHY = HIERARCHY_DIR / "combine_signatures_processes.v1.csv"
+LEVELS = ("both", "fine", "coarse")
+
+
+# --------------------------------------------------------------------------------------------
+# The selective scan
+# --------------------------------------------------------------------------------------------
+
+def linear_scan(decay: torch.Tensor, inputs: torch.Tensor, initial: torch.Tensor | None = None) -> torch.Tensor:
+    """h_t = decay_t ⊙ h_{t−1} + inputs_t along dim 0 (h_{−1} = ``initial`` or 0); returns every h_t.
+
+    Exact chunked form: √L chunks scanned in parallel, their carries scanned recursively."""
+    length = decay.shape[0]
+    if length <= SEQUENTIAL_MAX:
+        states = []
+        state = initial
+        for t in range(length):
+            state = inputs[t] if state is None else torch.addcmul(inputs[t], decay[t], state)
+            states.append(state)
+        return torch.stack(states)
+    size = math.isqrt(length - 1) + 1  # ceil(sqrt(L))
+    n_chunks = -(-length // size)
+    pad = n_chunks * size - length
+    if pad:
+        decay = torch.cat([decay, decay.new_ones((pad, *decay.shape[1:]))])
+        inputs = torch.cat([inputs, inputs.new_zeros((pad, *inputs.shape[1:]))])
+    decay = decay.reshape(n_chunks, size, *decay.shape[1:])
+    inputs = inputs.reshape(n_chunks, size, *inputs.shape[1:])
+    local = [inputs[:, 0]]
+    for t in range(1, size):  # every chunk from a zero state, all chunks at once
+        local.append(torch.addcmul(inputs[:, t], decay[:, t], local[-1]))
+    local = torch.stack(local, dim=1)
+    cumulative = torch.cumprod(decay, dim=1)  # decay from the chunk start to t
+    carries = linear_scan(cumulative[:, -1], local[:, -1], initial)  # state at each chunk end
+    incoming = carries[:-1] if initial is None else torch.cat([initial.unsqueeze(0), carries[:-1]])
+    if initial is None:  # the first chunk starts from zero
+        body = local[1:] + cumulative[1:] * incoming.unsqueeze(1)
+        states = torch.cat([local[:1], body])
+    else:
+        states = local + cumulative * incoming.unsqueeze(1)
+    return states.reshape(n_chunks * size, *states.shape[2:])[:length]
+
+
+def _scan_tile(x, delta, A, B, C, initial):
+    """One time-major tile: x, delta (l, b, E); B, C (l, b, N); → y (l, b, E) and the last state."""
+    decay = torch.exp(delta.unsqueeze(-1) * A)
+    inputs = (delta * x).unsqueeze(-1) * B.unsqueeze(-2)
+    states = linear_scan(decay, inputs, initial)
+    y = torch.matmul(states, C.unsqueeze(-1)).squeeze(-1)
+    return y, states[-1]
+
+
+def selective_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                   tile_elements: int = TILE_ELEMENTS) -> torch.Tensor:
+    """Mamba's selective scan (without the D skip and the gate), exact, memory-bounded.
+
+    ``x``, ``delta``: (b, L, E); ``A``: (E, N), negative; ``B``, ``C``: (b, L, N). Returns y (b, L, E)
+    with h_t = exp(Δ_t A) ⊙ h_{t−1} + (Δ_t x_t) ⊗ B_t, h_{−1} = 0, y_t = C_t · h_t."""
+    batch, length, inner = x.shape
+    state = A.shape[-1]
+    if length == 0:
+        return x.new_zeros(x.shape)
+    rows = max(1, tile_elements // (inner * state))  # (time, batch) pairs per tile
+    batch_tile = min(batch, rows)
+    time_tile = max(1, rows // batch_tile)
+    x, delta, B, C = (t.transpose(0, 1) for t in (x, delta, B, C))  # time-major
+    tiled = batch_tile < batch or time_tile < length
+    remat = tiled and torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, B, C))
+    outputs = []
+    for b0 in range(0, batch, batch_tile):
+        b1 = min(batch, b0 + batch_tile)
+        pieces, carry = [], None
+        for t0 in range(0, length, time_tile):
+            t1 = min(length, t0 + time_tile)
+            args = (x[t0:t1, b0:b1], delta[t0:t1, b0:b1], A, B[t0:t1, b0:b1], C[t0:t1, b0:b1], carry)
+            y, carry = checkpoint(_scan_tile, *args, use_reentrant=False) if remat else _scan_tile(*args)
+            pieces.append(y)
+        outputs.append(torch.cat(pieces) if len(pieces) > 1 else pieces[0])
+    y = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
+    return y.transpose(0, 1)
+
+
+def selective_scan_reference(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                             C: torch.Tensor) -> torch.Tensor:
+    """The same recurrence token by token (the reference the scan is tested against).
+
+    Ā = exp(Δ ⊗ A) and B̄x = (Δ x) ⊗ B are formed for all tokens at once; the states follow one by one."""
+    decay = torch.exp(delta.unsqueeze(-1) * A)
+    inputs = (delta * x).unsqueeze(-1) * B.unsqueeze(-2)
+    state = torch.zeros_like(inputs[:, 0])
+    states = []
+    for decay_t, input_t in zip(decay.unbind(1), inputs.unbind(1)):
+        state = decay_t * state + input_t
+        states.append(state)
+    return (torch.stack(states, dim=1) * C.unsqueeze(-2)).sum(-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Mamba layers
+# --------------------------------------------------------------------------------------------
+
+class SelectiveSSM(nn.Module):
+    """One scan direction: causal depthwise Conv1d + SiLU, input-dependent Δ, B, C, scan, skip D."""
+
+    def __init__(self, inner: int, d_state: int = 16, d_conv: int = 4, dt_rank: int = 32,
+                 dt_min: float = 1e-3, dt_max: float = 1e-1):
+        super().__init__()
+        self.d_state, self.dt_rank = d_state, dt_rank
+        self.conv = nn.Conv1d(inner, inner, d_conv, groups=inner, padding=d_conv - 1)
+        self.x_proj = nn.Linear(inner, dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(dt_rank, inner)
+        nn.init.uniform_(self.dt_proj.weight, -dt_rank ** -0.5, dt_rank ** -0.5)
+        dt = torch.exp(torch.rand(inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=1e-4)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus(bias) = dt
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(inner, 1))
+        self.D = nn.Parameter(torch.ones(inner))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, L, E) → (b, L, E), causal along L."""
+        length = x.shape[1]
+        x = F.silu(self.conv(x.transpose(1, 2))[..., :length].transpose(1, 2))
+        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.softplus(self.dt_proj(dt))
+        return selective_scan(x, delta, -torch.exp(self.A_log), B, C) + x * self.D
+
+
+def reverse_within(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Reverse each row's first ``lengths[i]`` tokens along dim 1 (padding stays at the end; an involution)."""
+    if lengths is None or bool((lengths == x.shape[1]).all()):
+        return x.flip(1)
+    positions = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+    index = torch.where(positions < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - positions, positions)
+    return torch.gather(x, 1, index.unsqueeze(-1).expand_as(x))
+
+
+class BiMamba(nn.Module):
+    """Paper Algorithm 1: norm, x/z projections, forward (+ backward) SSM gated by SiLU(z), out projection, residual."""
+
+    def __init__(self, dim: int, d_state: int = 16, expand: int = 2, d_conv: int = 4, dt_rank: int | None = None,
+                 bidirectional: bool = True):
+        super().__init__()
+        inner = expand * dim
+        dt_rank = dt_rank or math.ceil(dim / 16)
+        self.norm = nn.LayerNorm(dim)
+        self.in_proj = nn.Linear(dim, 2 * inner, bias=False)
+        self.forward_ssm = SelectiveSSM(inner, d_state, d_conv, dt_rank)
+        self.backward_ssm = SelectiveSSM(inner, d_state, d_conv, dt_rank) if bidirectional else None
+        self.out_proj = nn.Linear(inner, dim, bias=False)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(b, L, D) tokens, right-padded to ``lengths`` → (b, L, D)."""
+        x, z = self.in_proj(self.norm(tokens)).chunk(2, dim=-1)
+        y = self.forward_ssm(x)
+        if self.backward_ssm is not None:
+            y = y + reverse_within(self.backward_ssm(reverse_within(x, lengths)), lengths)
+        return tokens + self.out_proj(y * F.silu(z))
+
+
+class InteractionFusionMamba(nn.Module):
+    """Paper Algorithm 2: two SSM branches, each gated by SiLU of the other modality's z, pooled, concatenated, projected."""
+
+    def __init__(self, dim: int, d_state: int = 16, expand: int = 2, d_conv: int = 4, dt_rank: int | None = None):
+        super().__init__()
+        inner = expand * dim
+        dt_rank = dt_rank or math.ceil(dim / 16)
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(2))
+        self.in_projs = nn.ModuleList(nn.Linear(dim, 2 * inner, bias=False) for _ in range(2))
+        self.ssms = nn.ModuleList(SelectiveSSM(inner, d_state, d_conv, dt_rank) for _ in range(2))
+        self.out_proj = nn.Linear(2 * inner, dim)
+
+    def forward(self, path: torch.Tensor, omic: torch.Tensor) -> torch.Tensor:
+        """(1, Lp, D) and (1, Lg, D) token sequences → (1, D)."""
+        (xp, zp), (xg, zg) = (proj(norm(t)).chunk(2, dim=-1)
+                              for t, norm, proj in zip((path, omic), self.norms, self.in_projs))
+        yp = self.ssms[0](xp) * F.silu(zg).mean(dim=1, keepdim=True)
+        yg = self.ssms[1](xg) * F.silu(zp).mean(dim=1, keepdim=True)
+        return self.out_proj(torch.cat([yp.mean(dim=1), yg.mean(dim=1)], dim=-1))
+
+
+class GroupedFFN(nn.Module):
+    """One two-layer SNN encoder per genomic group (s_f → hidden → out, ELU + AlphaDropout), all groups at once.
+
+    Same parameters and initialisation as F separate ``nn.Linear`` pairs (U(±1/√fan_in))."""
+
+    def __init__(self, sizes: list[int], hidden: int, out: int, dropout: float = 0.25):
+        super().__init__()
+        sizes = [int(s) for s in sizes]
+        bound1 = torch.tensor([1 / math.sqrt(max(s, 1)) for s in sizes])
+        segment = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes, dtype=torch.long))
+        self.register_buffer("segment", segment, persistent=False)
+        self.weight1 = nn.Parameter((torch.rand(int(sum(sizes)), hidden) * 2 - 1) * bound1[segment].unsqueeze(1))
+        self.bias1 = nn.Parameter((torch.rand(len(sizes), hidden) * 2 - 1) * bound1.unsqueeze(1))
+        self.weight2 = nn.Parameter((torch.rand(len(sizes), hidden, out) * 2 - 1) / math.sqrt(hidden))
+        self.bias2 = nn.Parameter((torch.rand(len(sizes), out) * 2 - 1) / math.sqrt(hidden))
+        self.dropout1, self.dropout2 = nn.AlphaDropout(dropout), nn.AlphaDropout(dropout)
+
+    def forward(self, groups: list[torch.Tensor]) -> torch.Tensor:
+        """F vectors (s_f,) → (F, out)."""
+        values = torch.cat([g.reshape(-1) for g in groups]).to(self.weight1.dtype)
+        first = self.bias1.index_add(0, self.segment, values.unsqueeze(1) * self.weight1)
+        hidden = self.dropout1(F.elu(first))
+        return self.dropout2(F.elu(torch.bmm(hidden.unsqueeze(1), self.weight2).squeeze(1) + self.bias2))
+
+
+# --------------------------------------------------------------------------------------------
+# Hierarchies: regions from coordinates, processes from a two-level CSV
+# --------------------------------------------------------------------------------------------
+
+def grid_step(offsets: np.ndarray) -> int:
+    """The patch grid step of one slide: GCD of its non-zero coordinate offsets (1 if there are none)."""
+    values = np.unique(offsets[offsets > 0])
+    return int(functools.reduce(math.gcd, values.tolist(), 0)) or 1
+
+
+def region_groups(coords: torch.Tensor, slide_index: torch.Tensor | None = None, region_patches: int = 8,
+                  region_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ordered by (slide, region row, region column, y, x) and the region id of each ordered row.
+
+    A region is ``region_size`` level-0 px (default ``region_patches`` × the slide's grid step) square,
+    anchored at the slide's smallest x and y; regions of different slides are different regions.
+    Returns (order, group): ``order`` a permutation of the N rows, ``group`` (N,) ids 0…R−1, non-decreasing."""
+    if coords is None:
+        raise ValueError("SurvMamba: the batch has no patch coordinates ('coords'); regions of 4096 px are built "
+                         "from them (give the h5_files with coordinates beside the patch features)")
+    xy = coords.detach().cpu().numpy()
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise ValueError(f"SurvMamba: coords must be N×2 (x, y), got shape {tuple(coords.shape)}")
+    if not np.isfinite(xy).all():
+        raise ValueError("SurvMamba: patch coordinates contain missing (NaN) values")
+    xy = np.rint(xy).astype(np.int64)
+    slides = (np.zeros(len(xy), dtype=np.int64) if slide_index is None
+              else slide_index.detach().cpu().numpy().astype(np.int64).reshape(-1))
+    if len(slides) != len(xy):
+        raise ValueError(f"SurvMamba: slide_index has {len(slides)} rows, coords {len(xy)}")
+    region = np.zeros_like(xy)
+    for slide in np.unique(slides):
+        rows = slides == slide
+        offsets = xy[rows] - xy[rows].min(axis=0)
+        size = region_size or region_patches * grid_step(offsets)
+        region[rows] = offsets // size
+    order = np.lexsort((xy[:, 0], xy[:, 1], region[:, 0], region[:, 1], slides))
+    keys = np.stack([slides[order], region[order, 1], region[order, 0]], axis=1)
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (keys[1:] != keys[:-1]).any(axis=1)
+    group = np.cumsum(new) - 1
+    device = coords.device
+    return torch.from_numpy(order).to(device), torch.from_numpy(group).to(device)
+
+
+def padded_layout(group: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For rows sorted by ``group`` (non-decreasing ids): (R, Lmax) row indices (``n_rows`` = padding) and lengths."""
+    counts = torch.bincount(group)
+    starts = torch.cumsum(counts, 0) - counts
+    position = torch.arange(len(group), device=group.device) - starts[group]
+    index = torch.full((len(counts), int(counts.max())), n_rows, dtype=torch.long, device=group.device)
+    index[group, position] = torch.arange(len(group), device=group.device)
+    return index, counts
+
+
+def index_grouping(n_functions: int) -> list[int]:
+    """Process id of each of ``n_functions`` functions: ceil(sqrt(F)) consecutive runs of near-equal size."""
+    if n_functions == 0:
+        return []
+    n_processes = math.isqrt(n_functions - 1) + 1
+    return [int(i) for i, chunk in enumerate(np.array_split(np.arange(n_functions), n_processes)) for _ in chunk]
+
+
+def read_hierarchy(path: str | os.PathLike) -> dict[str, str]:
+    """Function → process from a two-level CSV with columns ``process,function`` (file order kept)."""
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"process", "function"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: a hierarchy CSV needs the columns 'process' and 'function'")
+        mapping: dict[str, str] = {}
+        for row in reader:
+            function, process = (row["function"] or "").strip(), (row["process"] or "").strip()
+            if function and process:
+                if mapping.get(function, process) != process:
+                    raise ValueError(f"{path}: function {function!r} is listed under two processes")
+                mapping[function] = process
+    if not mapping:
+        raise ValueError(f"{path}: the hierarchy lists no function")
+    return mapping
+
+
+def function_processes(group_names: list[str], n_functions: int, hierarchy: str) -> list[int]:
+    """Process id of each function (group order), by the hierarchy (``default``, a CSV path or ``index``)."""
+    names = list(group_names or [])
+    if hierarchy == "index" or not names:
+        return index_grouping(n_functions)
+    if len(names) != n_functions:
+        raise ValueError(f"SurvMamba: {len(names)} group names for {n_functions} genomic groups")
+    user_file = hierarchy != "default"
+    mapping = read_hierarchy(hierarchy if user_file else DEFAULT_HIERARCHY)
+    missing = [name for name in names if name not in mapping]
+    if missing and user_file:
+        raise ValueError(f"SurvMamba: hierarchy {hierarchy} does not list {len(missing)} of the {n_functions} "
+                         f"functions (e.g. {missing[0]!r})")
+    process_ids: dict[str, int] = {}
+    for process in mapping.values():  # file order
+        process_ids.setdefault(process, len(process_ids))
+    listed = sorted({process_ids[mapping[name]] for name in names if name in mapping})
+    renumber = {old: new for new, old in enumerate(listed)}
+    result = [renumber[process_ids[mapping[name]]] if name in mapping else -1 for name in names]
+    if missing:
+        log.info("SurvMamba: %d of %d functions are not in the default hierarchy; grouped by index",
+                 len(missing), n_functions)
+        extra = iter(index_grouping(len(missing)))
+        result = [value if value >= 0 else len(listed) + next(extra) for value in result]
+    return result
+
+
+def build_hierarchy(gene_sets: dict[str, list[str]], n_processes: int = 42) -> list[tuple[str, str]]:
+    """(process, function) rows: functions grouped by gene overlap, deterministically.
+
+    Average-linkage agglomeration on the Jaccard similarity of the gene sets, merging at each step the
+    most similar pair whose merged size stays within ceil(1.5·F/K) (balanced processes; if no pair fits, the two
+    smallest merge), ties broken by the smaller merged size, then the lowest (file-order) indices,
+    until K processes remain. Processes are ordered by their first
+    function in file order and named ``Pkk_<member most similar to the others>``."""
+    names = list(gene_sets)
+    sets = [set(gene_sets[name]) for name in names]
+    count = len(names)
+    n_processes = max(1, min(n_processes, count))
+    cap = -(-3 * count // (2 * n_processes))
+    jaccard = np.zeros((count, count))
+    for i in range(count):
+        for j in range(i + 1, count):
+            union = len(sets[i] | sets[j])
+            jaccard[i, j] = jaccard[j, i] = len(sets[i] & sets[j]) / union if union else 0.0
+    clusters = [[i] for i in range(count)]
+    sums = jaccard.copy()
+    while len(clusters) > n_processes:
+        sizes = np.array([len(c) for c in clusters], dtype=float)
+        average = sums / np.outer(sizes, sizes)
+        combined = np.add.outer(sizes, sizes)
+        allowed = np.triu(combined <= cap, k=1)
+        if not allowed.any():  # nothing fits under the cap: merge the two smallest
+            allowed = np.triu(combined == np.triu(combined, k=1)[np.triu(np.ones_like(allowed), k=1)].min(), k=1)
+        average = np.where(allowed, average, -np.inf)
+        best = average >= average.max() - 1e-12  # ties: the smallest merged process, then file order
+        size_of_best = np.where(best, combined, np.inf)
+        i, j = np.unravel_index(int(np.argmin(size_of_best)), average.shape)
+        clusters[i] = sorted(clusters[i] + clusters[j])
+        sums[i] += sums[j]
+        sums[:, i] += sums[:, j]
+        sums = np.delete(np.delete(sums, j, axis=0), j, axis=1)
+        del clusters[j]
+    clusters.sort(key=min)
+    rows = []
+    for k, members in enumerate(clusters, start=1):
+        within = jaccard[np.ix_(members, members)].sum(axis=1)
+        representative = names[members[int(np.argmax(within))]]
+        rows += [(f"P{k:02d}_{representative}", names[m]) for m in members]
+    return rows
+
+
+def write_hierarchy(rows: list[tuple[str, str]], path: str | os.PathLike) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["process", "function"])
+        writer.writerows(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+
+def masked_mean(padded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(R, L, D) right-padded with zeros → (R, D) mean over each row's real tokens."""
+    return padded.sum(dim=1) / lengths.unsqueeze(1).to(padded.dtype)
+
+
+@register_model("survmamba", display="SurvMamba", citation="Chen et al., arXiv:2404.08027, 2024")
+class SurvMamba(SurvivalModel):
+    """Hierarchical (patch→region, function→process) bidirectional Mamba with multi-grained Mamba fusion."""
+
+    inputs = ("path", "coords", "slide_index", "omic_groups:pathways")
+    defaults = {"data": {"groups": "pathways"},
+                "training": {"optimizer": "radam", "lr": 2e-4, "weight_decay": 5e-3, "batch_size": 1,
+                             "grad_accum": 1}}
+
+    def __init__(self, *, group_sizes: list[int], path_dim: int = 1024, n_bins: int = 4,
+                 group_names: list[str] | None = None, dim: int = 512, d_state: int = 16, expand: int = 2,
+                 d_conv: int = 4, dt_rank: int | None = None, dropout: float = 0.25, bidirectional: bool = True,
+                 use_him: bool = True, use_ifm: bool = True, levels: str = "both", region_patches: int = 8,
+                 region_size: int | None = None, hierarchy: str = "default", **sizes):
+        super().__init__(n_bins=n_bins, path_dim=path_dim, group_sizes=group_sizes, group_names=group_names, **sizes)
+        if not group_sizes:
+            raise ValueError("SurvMamba needs at least one genomic group (function)")
+        if levels not in LEVELS:
+            raise ValueError(f"SurvMamba: levels must be one of {', '.join(LEVELS)}, got {levels!r}")
+        self.use_him, self.use_ifm, self.levels = use_him, use_ifm, levels
+        self.region_patches, self.region_size = region_patches, region_size
+        processes = function_processes(self.group_names, len(group_sizes), hierarchy)
+        order = sorted(range(len(processes)), key=lambda f: (processes[f], f))
+        self.register_buffer("function_order", torch.tensor(order, dtype=torch.long), persistent=False)
+        process_sorted = torch.tensor([processes[f] for f in order], dtype=torch.long)
+        process_index, process_lengths = padded_layout(process_sorted, len(order))
+        self.register_buffer("process_index", process_index, persistent=False)
+        self.register_buffer("process_lengths", process_lengths, persistent=False)
+        self.n_processes = len(process_lengths)
+
+        mamba = dict(d_state=d_state, expand=expand, d_conv=d_conv, dt_rank=dt_rank)
+        self.path_fc = nn.Linear(path_dim, dim)
+        self.omic_encoder = GroupedFFN(group_sizes, dim, dim, dropout)
+        self.dropout = nn.Dropout(dropout)
+        if use_him:
+            self.path_fine = BiMamba(dim, bidirectional=bidirectional, **mamba)
+            self.path_coarse = BiMamba(dim, bidirectional=bidirectional, **mamba)
+            self.omic_fine = BiMamba(dim, bidirectional=bidirectional, **mamba)
+            self.omic_coarse = BiMamba(dim, bidirectional=bidirectional, **mamba)
+        wanted = ("fine", "coarse") if levels == "both" else (levels,)
+        if use_ifm:
+            self.fusion = nn.ModuleDict({level: InteractionFusionMamba(dim, **mamba) for level in wanted})
+        else:
+            self.fusion = nn.ModuleDict({level: nn.Linear(2 * dim, dim) for level in wanted})
+        self.alpha_logit = nn.Parameter(torch.zeros(())) if levels == "both" else None
+        self.classifier = nn.Linear(dim, n_bins)
+
+    def _levels(self, tokens: torch.Tensor, index: torch.Tensor, lengths: torch.Tensor, fine: BiMamba | None,
+                coarse: BiMamba | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Grouped tokens (n, D) → fine tokens (n, D) and coarse group tokens (R, D)."""
+        padded = torch.cat([tokens, tokens.new_zeros(1, tokens.shape[1])])[index]  # (R, Lmax, D)
+        if fine is not None:
+            valid = index < tokens.shape[0]
+            padded = fine(padded, lengths) * valid.unsqueeze(-1)
+            tokens = padded[valid]  # row-major over (R, Lmax) keeps the grouped order
+        groups = masked_mean(padded, lengths)
+        if coarse is not None:
+            groups = coarse(groups.unsqueeze(0))[0]
+        return tokens, groups
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        path = batch.one("path", "SurvMamba")
+        if batch.get("coords") is None:
+            region_groups(None)  # the clear error
+        coords = batch.one("coords", "SurvMamba")
+        slide_index = batch.one("slide_index", "SurvMamba") if batch.get("slide_index") is not None else None
+        groups = batch.one("omic_groups", "SurvMamba")
+        if len(groups) != len(self.group_sizes):
+            raise ValueError(f"SurvMamba: built for {len(self.group_sizes)} genomic groups, the batch has {len(groups)}")
+        if coords.shape[0] != path.shape[0]:
+            raise ValueError(f"SurvMamba: {coords.shape[0]} coordinates for {path.shape[0]} patches")
+        order, region = region_groups(coords, slide_index, self.region_patches, self.region_size)
+        region_index, region_lengths = padded_layout(region, len(order))
+
+        h_path = self.dropout(self.path_fc(path[order]))  # patches in region order
+        h_omic = self.dropout(self.omic_encoder(groups))[self.function_order]  # functions in process order
+        him = self.use_him
+        fine_p, coarse_p = self._levels(h_path, region_index, region_lengths,
+                                        self.path_fine if him else None, self.path_coarse if him else None)
+        fine_g, coarse_g = self._levels(h_omic, self.process_index, self.process_lengths,
+                                        self.omic_fine if him else None, self.omic_coarse if him else None)
+        fused = {}
+        for level, (p, g) in {"fine": (fine_p, fine_g), "coarse": (coarse_p, coarse_g)}.items():
+            if level not in self.fusion:
+                continue
+            if self.use_ifm:
+                fused[level] = self.fusion[level](p.unsqueeze(0), g.unsqueeze(0))
+            else:
+                fused[level] = self.fusion[level](torch.cat([p.mean(0), g.mean(0)]).unsqueeze(0))
+        if self.alpha_logit is not None:
+            alpha = torch.sigmoid(self.alpha_logit)
+            h = alpha * fused["fine"] + (1 - alpha) * fused["coarse"]
+        else:
+            h = fused[self.levels]
+        return ModelOutput(logits=self.classifier(h))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m mmsurv.models.survmamba hierarchy GENE_SETS.csv OUT.csv [--processes 42]``."""
+    parser = argparse.ArgumentParser(prog="python -m mmsurv.models.survmamba",
+                                     description="Build SurvMamba's two-level function→process hierarchy")
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("hierarchy", help="group the pathways of a gene-set CSV into processes by gene overlap")
+    build.add_argument("gene_sets")
+    build.add_argument("out")
+    build.add_argument("--processes", type=int, default=42)
+    args = parser.parse_args(argv)
+    from mmsurv.data.pathways import read_gene_sets
+
+    rows = build_hierarchy(read_gene_sets(args.gene_sets), args.processes)
+    write_hierarchy(rows, args.out)
+    print(f"{args.out}: {len(rows)} functions in {len({p for p, _ in rows})} processes")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
