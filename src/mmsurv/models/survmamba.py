@@ -104,6 +104,7 @@ log = logging.getLogger(__name__)
 
 TILE_ELEMENTS = 1 << 23  # state entries (time × batch × E × N) per scan tile
 SEQUENTIAL_MAX = 8  # scans this short run token by token
+PARALLEL_STEP_MAX = 1 << 16  # ... and so do scans whose every step has this many state entries
 HIERARCHY_DIR = Path(__file__).resolve().parent.parent / "resources" / "hierarchy"
 DEFAULT_HIERARCHY = HIERARCHY_DIR / "combine_signatures_processes.v1.csv"
 LEVELS = ("both", "fine", "coarse")
@@ -113,48 +114,59 @@ LEVELS = ("both", "fine", "coarse")
 # The selective scan
 # --------------------------------------------------------------------------------------------
 
-def linear_scan(decay: torch.Tensor, inputs: torch.Tensor, initial: torch.Tensor | None = None) -> torch.Tensor:
-    """h_t = decay_t ⊙ h_{t−1} + inputs_t along dim 0 (h_{−1} = ``initial`` or 0); returns every h_t.
+def chunk_size(length: int, step_elements: int) -> int | None:
+    """Chunk length of the parallel form, or None for the token-by-token loop (short sequences, or
+    steps so large that the loop's Python overhead is negligible and its fewer passes win)."""
+    if length <= SEQUENTIAL_MAX or step_elements >= PARALLEL_STEP_MAX:
+        return None
+    return math.isqrt(length - 1) + 1  # ceil(sqrt(L))
 
-    Exact chunked form: √L chunks scanned in parallel, their carries scanned recursively."""
-    length = decay.shape[0]
-    if length <= SEQUENTIAL_MAX:
+
+def linear_scan(log_decay: torch.Tensor, inputs: torch.Tensor, initial: torch.Tensor | None = None) -> torch.Tensor:
+    """h_t = exp(log_decay_t) ⊙ h_{t−1} + inputs_t along dim 0 (h_{−1} = ``initial`` or 0); every h_t.
+
+    Exact chunked form (no division, so no overflow whatever the decay): √L chunks are scanned from
+    a zero state in parallel, the carries between chunks are the same scan one level up
+    (recursively), and each chunk adds its incoming state times its cumulative decay exp(Σ log_decay)."""
+    length = log_decay.shape[0]
+    size = chunk_size(length, inputs[0].numel())
+    if size is None:
         states = []
         state = initial
-        for t in range(length):
-            state = inputs[t] if state is None else torch.addcmul(inputs[t], decay[t], state)
+        for decay_t, input_t in zip(log_decay.exp().unbind(0), inputs.unbind(0)):  # unbind: one backward node
+            state = input_t if state is None else torch.addcmul(input_t, decay_t, state)
             states.append(state)
         return torch.stack(states)
-    size = math.isqrt(length - 1) + 1  # ceil(sqrt(L))
     n_chunks = -(-length // size)
     pad = n_chunks * size - length
-    if pad:
-        decay = torch.cat([decay, decay.new_ones((pad, *decay.shape[1:]))])
+    if pad:  # callers pad long inputs beforehand (see _scan_tile); this only pads the small carry levels
+        log_decay = torch.cat([log_decay, log_decay.new_zeros((pad, *log_decay.shape[1:]))])
         inputs = torch.cat([inputs, inputs.new_zeros((pad, *inputs.shape[1:]))])
-    decay = decay.reshape(n_chunks, size, *decay.shape[1:])
+    log_decay = log_decay.reshape(n_chunks, size, *log_decay.shape[1:])
     inputs = inputs.reshape(n_chunks, size, *inputs.shape[1:])
-    local = [inputs[:, 0]]
+    decay_steps, input_steps = log_decay.exp().unbind(1), inputs.unbind(1)
+    local = [input_steps[0]]
     for t in range(1, size):  # every chunk from a zero state, all chunks at once
-        local.append(torch.addcmul(inputs[:, t], decay[:, t], local[-1]))
+        local.append(torch.addcmul(input_steps[t], decay_steps[t], local[-1]))
     local = torch.stack(local, dim=1)
-    cumulative = torch.cumprod(decay, dim=1)  # decay from the chunk start to t
-    carries = linear_scan(cumulative[:, -1], local[:, -1], initial)  # state at each chunk end
-    incoming = carries[:-1] if initial is None else torch.cat([initial.unsqueeze(0), carries[:-1]])
-    if initial is None:  # the first chunk starts from zero
-        body = local[1:] + cumulative[1:] * incoming.unsqueeze(1)
-        states = torch.cat([local[:1], body])
-    else:
-        states = local + cumulative * incoming.unsqueeze(1)
+    log_cumulative = torch.cumsum(log_decay, dim=1)  # decay from the chunk start to t, in log space
+    carries = linear_scan(log_cumulative[:, -1], local[:, -1], initial)  # state at each chunk end
+    first = torch.zeros_like(carries[:1]) if initial is None else initial.unsqueeze(0)
+    incoming = torch.cat([first, carries[:-1]]).unsqueeze(1)
+    states = torch.addcmul(local, log_cumulative.exp(), incoming)
     return states.reshape(n_chunks * size, *states.shape[2:])[:length]
 
 
 def _scan_tile(x, delta, A, B, C, initial):
     """One time-major tile: x, delta (l, b, E); B, C (l, b, N); → y (l, b, E) and the last state."""
-    decay = torch.exp(delta.unsqueeze(-1) * A)
-    inputs = (delta * x).unsqueeze(-1) * B.unsqueeze(-2)
-    states = linear_scan(decay, inputs, initial)
+    length = x.shape[0]
+    size = chunk_size(length, x[0].numel() * A.shape[-1])
+    pad = 0 if size is None else -length % size
+    if pad:  # pad before the N-fold expansion: Δ = 0 gives decay 1 and input 0
+        x, delta, B, C = (torch.cat([t, t.new_zeros((pad, *t.shape[1:]))]) for t in (x, delta, B, C))
+    states = linear_scan(delta.unsqueeze(-1) * A, (delta * x).unsqueeze(-1) * B.unsqueeze(-2), initial)
     y = torch.matmul(states, C.unsqueeze(-1)).squeeze(-1)
-    return y, states[-1]
+    return y[:length], states[length - 1]
 
 
 def selective_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
@@ -168,8 +180,8 @@ def selective_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     if length == 0:
         return x.new_zeros(x.shape)
     rows = max(1, tile_elements // (inner * state))  # (time, batch) pairs per tile
-    batch_tile = min(batch, rows)
-    time_tile = max(1, rows // batch_tile)
+    time_tile = min(length, rows)  # whole sequences when they fit, else blocks with a carried state
+    batch_tile = max(1, rows // time_tile)
     x, delta, B, C = (t.transpose(0, 1) for t in (x, delta, B, C))  # time-major
     tiled = batch_tile < batch or time_tile < length
     remat = tiled and torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, B, C))
