@@ -95,7 +95,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
 from mmsurv.models.registry import register_model
@@ -127,7 +126,7 @@ def linear_scan(log_decay: torch.Tensor, inputs: torch.Tensor, initial: torch.Te
 
     Exact chunked form (no division, so no overflow whatever the decay): √L chunks are scanned from
     a zero state in parallel, the carries between chunks are the same scan one level up
-    (recursively), and each chunk adds its incoming state times its cumulative decay exp(Σ log_decay)."""
+    (recursively), and each chunk adds its incoming state times its cumulative decay."""
     length = log_decay.shape[0]
     size = chunk_size(length, inputs[0].numel())
     if size is None:
@@ -145,28 +144,105 @@ def linear_scan(log_decay: torch.Tensor, inputs: torch.Tensor, initial: torch.Te
     log_decay = log_decay.reshape(n_chunks, size, *log_decay.shape[1:])
     inputs = inputs.reshape(n_chunks, size, *inputs.shape[1:])
     decay_steps, input_steps = log_decay.exp().unbind(1), inputs.unbind(1)
-    local = [input_steps[0]]
+    local, cumulative = [input_steps[0]], [decay_steps[0]]
     for t in range(1, size):  # every chunk from a zero state, all chunks at once
         local.append(torch.addcmul(input_steps[t], decay_steps[t], local[-1]))
-    local = torch.stack(local, dim=1)
-    log_cumulative = torch.cumsum(log_decay, dim=1)  # decay from the chunk start to t, in log space
-    carries = linear_scan(log_cumulative[:, -1], local[:, -1], initial)  # state at each chunk end
+        cumulative.append(cumulative[-1] * decay_steps[t])  # decay from the chunk start to t
+    local, cumulative = torch.stack(local, dim=1), torch.stack(cumulative, dim=1)
+    carries = linear_scan(log_decay.sum(dim=1), local[:, -1], initial)  # state at each chunk end
     first = torch.zeros_like(carries[:1]) if initial is None else initial.unsqueeze(0)
     incoming = torch.cat([first, carries[:-1]]).unsqueeze(1)
-    states = torch.addcmul(local, log_cumulative.exp(), incoming)
+    states = torch.addcmul(local, cumulative, incoming)
     return states.reshape(n_chunks * size, *states.shape[2:])[:length]
 
 
-def _scan_tile(x, delta, A, B, C, initial):
-    """One time-major tile: x, delta (l, b, E); B, C (l, b, N); → y (l, b, E) and the last state."""
-    length = x.shape[0]
-    size = chunk_size(length, x[0].numel() * A.shape[-1])
+def _pad_tile(length: int, step_elements: int, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Pad time-major tile inputs (before the N-fold expansion) to a multiple of the chunk size:
+    zeros give Δ = 0, hence decay 1 and input 0 (and a zero output gradient)."""
+    size = chunk_size(length, step_elements)
     pad = 0 if size is None else -length % size
-    if pad:  # pad before the N-fold expansion: Δ = 0 gives decay 1 and input 0
-        x, delta, B, C = (torch.cat([t, t.new_zeros((pad, *t.shape[1:]))]) for t in (x, delta, B, C))
-    states = linear_scan(delta.unsqueeze(-1) * A, (delta * x).unsqueeze(-1) * B.unsqueeze(-2), initial)
-    y = torch.matmul(states, C.unsqueeze(-1)).squeeze(-1)
-    return y[:length], states[length - 1]
+    if not pad:
+        return tensors
+    return tuple(torch.cat([t, t.new_zeros((pad, *t.shape[1:]))]) for t in tensors)
+
+
+def _tile_states(x, delta, A, B, initial):
+    """Log-decays Δ ⊗ A, inputs (Δ x) ⊗ B and states of one time-major tile, (l, b, E, N) each."""
+    log_decay = delta.unsqueeze(-1) * A
+    inputs = (delta * x).unsqueeze(-1) * B.unsqueeze(-2)
+    return log_decay, inputs, linear_scan(log_decay, inputs, initial)
+
+
+def _tiles(batch: int, length: int, step: int, tile_elements: int):
+    """(batch slice, [time slices]) covering (L, b): whole sequences when they fit, else blocks."""
+    rows = max(1, tile_elements // step)  # (time, batch) pairs per tile
+    time_tile = min(length, rows)
+    batch_tile = max(1, rows // time_tile)
+    times = [slice(t0, min(length, t0 + time_tile)) for t0 in range(0, length, time_tile)]
+    return [(slice(b0, min(batch, b0 + batch_tile)), times) for b0 in range(0, batch, batch_tile)]
+
+
+def _scan_forward(x, delta, A, B, C, tile_elements, keep_carries=False):
+    """y (L, b, E) of time-major inputs, tile by tile; optionally the state entering every tile."""
+    step = x.shape[2] * A.shape[-1]
+    y = x.new_empty(x.shape)
+    carries = {}
+    for rows, times in _tiles(x.shape[1], x.shape[0], step, tile_elements):
+        carry = None
+        for span in times:
+            if keep_carries:
+                carries[(rows.start, span.start)] = carry
+            length = span.stop - span.start
+            xs, ds, Bs, Cs = _pad_tile(length, (rows.stop - rows.start) * step, x[span, rows], delta[span, rows],
+                                       B[span, rows], C[span, rows])
+            _, _, states = _tile_states(xs, ds, A, Bs, carry)
+            y[span, rows] = torch.matmul(states[:length], Cs[:length].unsqueeze(-1)).squeeze(-1)
+            carry = states[length - 1]
+            del states
+    return y, carries
+
+
+class _SelectiveScan(torch.autograd.Function):
+    """The scan with a hand-written backward: states are recomputed tile by tile (never stored), the
+    adjoint g_t = C_t ⊗ ∂y_t + exp(Δ_{t+1} A) ⊙ g_{t+1} is the same linear scan run backwards, and
+    a_t ⊙ h_{t−1} = h_t − u_t gives the decay gradients without a shifted copy of the states."""
+
+    @staticmethod
+    def forward(ctx, x, delta, A, B, C, tile_elements):
+        y, carries = _scan_forward(x, delta, A, B, C, tile_elements, keep_carries=True)
+        ctx.save_for_backward(x, delta, A, B, C)
+        ctx.carries, ctx.tile_elements = carries, tile_elements
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, delta, A, B, C = ctx.saved_tensors
+        grad_y = grad_y.contiguous()
+        gx, gdelta, gB, gC = (torch.zeros_like(t) for t in (x, delta, B, C))
+        gA = torch.zeros_like(A)
+        step = x.shape[2] * A.shape[-1]
+        for rows, times in _tiles(x.shape[1], x.shape[0], step, ctx.tile_elements):
+            adjoint = None  # exp(Δ A) ⊙ g at the first token of the following tile
+            for span in reversed(times):
+                length = span.stop - span.start
+                xs, ds, Bs, Cs, gys = _pad_tile(length, (rows.stop - rows.start) * step, x[span, rows],
+                                                delta[span, rows], B[span, rows], C[span, rows], grad_y[span, rows])
+                log_decay, inputs, states = _tile_states(xs, ds, A, Bs, ctx.carries[(rows.start, span.start)])
+                shifted = torch.cat([torch.zeros_like(log_decay[:1]), log_decay.flip(0)[:-1]])
+                source = (gys.unsqueeze(-1) * Cs.unsqueeze(-2)).flip(0)
+                grad_h = linear_scan(shifted, source, adjoint).flip(0)
+                del shifted, source
+                adjoint = torch.exp(log_decay[0]) * grad_h[0]
+                grad_log_decay = grad_h * (states - inputs)  # ∂/∂(Δ⊗A): g ⊙ a_t ⊙ h_{t−1}
+                del inputs
+                gA += torch.einsum("lben,lbe->en", grad_log_decay, ds)
+                g_dx = torch.matmul(grad_h, Bs.unsqueeze(-1)).squeeze(-1)  # Σ_n g B
+                gB[span, rows] = torch.matmul((ds * xs).unsqueeze(-2), grad_h).squeeze(-2)[:length]
+                gC[span, rows] = torch.matmul(gys.unsqueeze(-2), states).squeeze(-2)[:length]
+                gdelta[span, rows] = ((grad_log_decay * A).sum(-1) + g_dx * xs)[:length]
+                gx[span, rows] = (g_dx * ds)[:length]
+                del grad_h, grad_log_decay, states, log_decay
+        return gx, gdelta, gA, gB, gC, None
 
 
 def selective_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
@@ -174,28 +250,15 @@ def selective_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     """Mamba's selective scan (without the D skip and the gate), exact, memory-bounded.
 
     ``x``, ``delta``: (b, L, E); ``A``: (E, N), negative; ``B``, ``C``: (b, L, N). Returns y (b, L, E)
-    with h_t = exp(Δ_t A) ⊙ h_{t−1} + (Δ_t x_t) ⊗ B_t, h_{−1} = 0, y_t = C_t · h_t."""
-    batch, length, inner = x.shape
-    state = A.shape[-1]
-    if length == 0:
+    with h_t = exp(Δ_t A) ⊙ h_{t−1} + (Δ_t x_t) ⊗ B_t, h_{−1} = 0, y_t = C_t · h_t. Work is split in
+    tiles of at most ``tile_elements`` state entries; the backward recomputes the states."""
+    if x.shape[1] == 0:
         return x.new_zeros(x.shape)
-    rows = max(1, tile_elements // (inner * state))  # (time, batch) pairs per tile
-    time_tile = min(length, rows)  # whole sequences when they fit, else blocks with a carried state
-    batch_tile = max(1, rows // time_tile)
-    x, delta, B, C = (t.transpose(0, 1) for t in (x, delta, B, C))  # time-major
-    tiled = batch_tile < batch or time_tile < length
-    remat = tiled and torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, B, C))
-    outputs = []
-    for b0 in range(0, batch, batch_tile):
-        b1 = min(batch, b0 + batch_tile)
-        pieces, carry = [], None
-        for t0 in range(0, length, time_tile):
-            t1 = min(length, t0 + time_tile)
-            args = (x[t0:t1, b0:b1], delta[t0:t1, b0:b1], A, B[t0:t1, b0:b1], C[t0:t1, b0:b1], carry)
-            y, carry = checkpoint(_scan_tile, *args, use_reentrant=False) if remat else _scan_tile(*args)
-            pieces.append(y)
-        outputs.append(torch.cat(pieces) if len(pieces) > 1 else pieces[0])
-    y = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
+    x, delta, B, C = (t.transpose(0, 1).contiguous() for t in (x, delta, B, C))  # time-major
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, B, C)):
+        y = _SelectiveScan.apply(x, delta, A, B, C, tile_elements)
+    else:
+        y, _ = _scan_forward(x, delta, A, B, C, tile_elements)
     return y.transpose(0, 1)
 
 
