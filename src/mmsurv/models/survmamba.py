@@ -95,6 +95,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
 from mmsurv.models.registry import register_model
@@ -103,6 +104,7 @@ log = logging.getLogger(__name__)
 
 TILE_ELEMENTS = 1 << 23  # state entries (time × batch × E × N) per scan tile
 SEQUENTIAL_MAX = 8  # scans this short run token by token
+IFM_BLOCK = 1024  # pathology tokens per recomputed IFM block (long bags while training)
 PARALLEL_STEP_MAX = 1 << 16  # ... and so do scans whose every step has this many state entries
 HIERARCHY_DIR = Path(__file__).resolve().parent.parent / "resources" / "hierarchy"
 DEFAULT_HIERARCHY = HIERARCHY_DIR / "combine_signatures_processes.v1.csv"
@@ -298,13 +300,29 @@ class SelectiveSSM(nn.Module):
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(inner, 1))
         self.D = nn.Parameter(torch.ones(inner))
 
+    def _inputs(self, x: torch.Tensor, context: torch.Tensor | None = None):
+        """Conv (after ``context``, the previous raw inputs) + SiLU, Δ, B, C of (b, L, E) inputs."""
+        length = x.shape[1]
+        full = x if context is None else torch.cat([context, x], dim=1)
+        x = F.silu(self.conv(full.transpose(1, 2))[..., :full.shape[1]][..., -length:].transpose(1, 2))
+        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        return x, F.softplus(self.dt_proj(dt)), B, C, full[:, -(self.conv.kernel_size[0] - 1):]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(b, L, E) → (b, L, E), causal along L."""
-        length = x.shape[1]
-        x = F.silu(self.conv(x.transpose(1, 2))[..., :length].transpose(1, 2))
-        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.softplus(self.dt_proj(dt))
+        x, delta, B, C, _ = self._inputs(x)
         return selective_scan(x, delta, -torch.exp(self.A_log), B, C) + x * self.D
+
+    def forward_block(self, x: torch.Tensor, state: torch.Tensor | None, context: torch.Tensor | None):
+        """One block of a longer sequence: (b, K, E) after the block whose last state / raw inputs are given
+        → (outputs, last state (b, E, N), raw-input context); for blockwise recomputation (autograd scan)."""
+        x, delta, B, C, context = self._inputs(x, context)
+        A = -torch.exp(self.A_log)
+        states = linear_scan((delta.unsqueeze(-1) * A).transpose(0, 1),
+                             ((delta * x).unsqueeze(-1) * B.unsqueeze(-2)).transpose(0, 1),
+                             None if state is None else state)
+        y = torch.matmul(states, C.transpose(0, 1).unsqueeze(-1)).squeeze(-1).transpose(0, 1)
+        return y + x * self.D, states[-1], context
 
 
 def reverse_within(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -351,13 +369,32 @@ class InteractionFusionMamba(nn.Module):
         self.ssms = nn.ModuleList(SelectiveSSM(inner, d_state, d_conv, dt_rank) for _ in range(2))
         self.out_proj = nn.Linear(2 * inner, dim)
 
-    def forward(self, path: torch.Tensor, omic: torch.Tensor) -> torch.Tensor:
-        """(1, Lp, D) and (1, Lg, D) token sequences → (1, D)."""
-        (xp, zp), (xg, zg) = (proj(norm(t)).chunk(2, dim=-1)
-                              for t, norm, proj in zip((path, omic), self.norms, self.in_projs))
-        yp = self.ssms[0](xp) * F.silu(zg).mean(dim=1, keepdim=True)
-        yg = self.ssms[1](xg) * F.silu(zp).mean(dim=1, keepdim=True)
-        return self.out_proj(torch.cat([yp.mean(dim=1), yg.mean(dim=1)], dim=-1))
+    def _path_block(self, tokens, state, context):
+        x, z = self.in_projs[0](self.norms[0](tokens)).chunk(2, dim=-1)
+        y, state, context = self.ssms[0].forward_block(x, state, context)
+        return y.sum(dim=1), F.silu(z).sum(dim=1), state, context
+
+    def forward(self, path: torch.Tensor, omic: torch.Tensor, block: int | None = None) -> torch.Tensor:
+        """(1, Lp, D) and (1, Lg, D) token sequences → (1, D).
+
+        With ``block``, the pathology branch runs in blocks of that many tokens, each recomputed in the
+        backward pass (state and conv context carried across blocks): the same result in bounded memory.
+        The gate is constant over tokens, so mean_t(y_t ⊙ gate) = mean_t(y_t) ⊙ gate."""
+        xg, zg = self.in_projs[1](self.norms[1](omic)).chunk(2, dim=-1)
+        length = path.shape[1]
+        if block is None:
+            xp, zp = self.in_projs[0](self.norms[0](path)).chunk(2, dim=-1)
+            path_sum, gate_sum = self.ssms[0](xp).sum(dim=1), F.silu(zp).sum(dim=1)
+        else:
+            path_sum = gate_sum = 0
+            state = context = None
+            for start in range(0, length, block):
+                y, g, state, context = checkpoint(self._path_block, path[:, start:start + block], state, context,
+                                                  use_reentrant=False)
+                path_sum, gate_sum = path_sum + y, gate_sum + g
+        path_vec = path_sum / length * F.silu(zg).mean(dim=1)
+        omic_vec = (self.ssms[1](xg) * (gate_sum / length).unsqueeze(1)).mean(dim=1)
+        return self.out_proj(torch.cat([path_vec, omic_vec], dim=-1))
 
 
 class GroupedFFN(nn.Module):
@@ -567,7 +604,8 @@ class SurvMamba(SurvivalModel):
                  group_names: list[str] | None = None, dim: int = 512, d_state: int = 16, expand: int = 2,
                  d_conv: int = 4, dt_rank: int | None = None, dropout: float = 0.25, bidirectional: bool = True,
                  use_him: bool = True, use_ifm: bool = True, levels: str = "both", region_patches: int = 8,
-                 region_size: int | None = None, hierarchy: str = "default", **sizes):
+                 region_size: int | None = None, hierarchy: str = "default", checkpoint_tokens: int = 4096,
+                 **sizes):
         super().__init__(n_bins=n_bins, path_dim=path_dim, group_sizes=group_sizes, group_names=group_names, **sizes)
         if not group_sizes:
             raise ValueError("SurvMamba needs at least one genomic group (function)")
@@ -575,6 +613,7 @@ class SurvMamba(SurvivalModel):
             raise ValueError(f"SurvMamba: levels must be one of {', '.join(LEVELS)}, got {levels!r}")
         self.use_him, self.use_ifm, self.levels = use_him, use_ifm, levels
         self.region_patches, self.region_size = region_patches, region_size
+        self.checkpoint_tokens = checkpoint_tokens
         processes = function_processes(self.group_names, len(group_sizes), hierarchy)
         order = sorted(range(len(processes)), key=lambda f: (processes[f], f))
         self.register_buffer("function_order", torch.tensor(order, dtype=torch.long), persistent=False)
@@ -601,13 +640,23 @@ class SurvMamba(SurvivalModel):
         self.alpha_logit = nn.Parameter(torch.zeros(())) if levels == "both" else None
         self.classifier = nn.Linear(dim, n_bins)
 
+    def _remat(self, tokens: int) -> bool:
+        """Recompute this part in the backward pass instead of storing it (long sequences while training)."""
+        return torch.is_grad_enabled() and 0 < self.checkpoint_tokens < tokens
+
     def _levels(self, tokens: torch.Tensor, index: torch.Tensor, lengths: torch.Tensor, fine: BiMamba | None,
                 coarse: BiMamba | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Grouped tokens (n, D) → fine tokens (n, D) and coarse group tokens (R, D)."""
         padded = torch.cat([tokens, tokens.new_zeros(1, tokens.shape[1])])[index]  # (R, Lmax, D)
         if fine is not None:
             valid = index < tokens.shape[0]
-            padded = fine(padded, lengths) * valid.unsqueeze(-1)
+            per_call = max(1, self.checkpoint_tokens // padded.shape[1])
+            if self._remat(padded.shape[0] * padded.shape[1]):  # groups are independent: recompute per slice
+                padded = torch.cat([checkpoint(fine, padded[i:i + per_call], lengths[i:i + per_call], use_reentrant=False)
+                                    for i in range(0, padded.shape[0], per_call)])
+            else:
+                padded = fine(padded, lengths)
+            padded = padded * valid.unsqueeze(-1)
             tokens = padded[valid]  # row-major over (R, Lmax) keeps the grouped order
         groups = masked_mean(padded, lengths)
         if coarse is not None:
@@ -640,7 +689,8 @@ class SurvMamba(SurvivalModel):
             if level not in self.fusion:
                 continue
             if self.use_ifm:
-                fused[level] = self.fusion[level](p.unsqueeze(0), g.unsqueeze(0))
+                block = min(IFM_BLOCK, self.checkpoint_tokens) if self._remat(p.shape[0]) else None
+                fused[level] = self.fusion[level](p.unsqueeze(0), g.unsqueeze(0), block=block)
             else:
                 fused[level] = self.fusion[level](torch.cat([p.mean(0), g.mean(0)]).unsqueeze(0))
         if self.alpha_logit is not None:
