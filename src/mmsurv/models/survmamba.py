@@ -63,22 +63,36 @@ flag set each letter denotes could not be checked; every ablation axis the paper
 fine/coarse granularity, bi- vs unidirectional) is a flag.
 
 **The selective scan** (:func:`selective_scan`): h_t = exp(Δ_t A) ⊙ h_{t−1} + (Δ_t x_t) ⊗ B_t,
-y_t = C_t · h_t, computed by a chunked linear scan that is exact (no log-space division, so no
-overflow whatever Δ): the sequence is cut into ~√L chunks, every chunk is scanned from a zero state
-with all chunks in parallel (√L vectorised steps), the chunk carries are the same scan one level
-up (recursively), and each chunk adds its incoming state times the cumulative product of its
-decays. Work is linear, Python steps O(√L). Large inputs are processed in tiles of at most
-``TILE_ELEMENTS`` state entries, each tile under activation checkpointing when gradients are
-needed, so memory stays bounded (a 50,000-patch bag trains in a few GiB).
-:func:`selective_scan_reference` is the naive token-by-token recurrence it is tested against.
-``bench/scan.py`` compares both with ``mambapy``'s parallel scan (Blelloch, power-of-two padding).
+y_t = C_t · h_t, in plain PyTorch and exact (no division by cumulative decays, so no overflow
+whatever Δ): :func:`linear_scan` cuts a long sequence into ~√L chunks, scans every chunk from a zero
+state with all chunks in parallel (√L vectorised steps), scans the chunk carries the same way one
+level up (recursively) and adds each chunk's incoming state times its cumulative decay; short or
+very wide sequences (HIM level 1: many regions of ≤ 64 patches at once) run token by token, which
+is then cheaper. Work is linear, Python steps O(√L). A hand-written backward
+(:class:`_SelectiveScan`) recomputes the states tile by tile (tiles of ≤ ``TILE_ELEMENTS`` state
+entries) instead of storing the L × E × N states, and runs the adjoint as the same scan backwards.
+:func:`selective_scan_reference` is the naive token-by-token recurrence it is tested against
+(forward and gradients, 1e-5, float32, L = 1 … 50,000). ``bench/scan.py`` compares both with
+``mambapy``'s parallel scan (Blelloch, power-of-two padding).
 
-**Size.** On the BLCA signature groups [94, 334, 521, 468, 1496, 479] without group names
-(path_dim 1024, D 512): 19,932,271 parameters; on SurvPath's 331 pathways the 331 function encoders
-dominate (≈ 0.26 M each). The paper reports 398.85 K parameters and 2.51 GFLOPs; that count cannot
-hold its own stated layers (its 768 → 512 projection alone has 393,728 parameters, its 352
-function encoders to D = 512 several millions), so the gap is in what the paper counted, not in
-this architecture; FLOPs are compared in ``bench/scan.py`` (multiply-adds and flop_counter FLOPs).
+**Long bags** (``checkpoint_tokens``, default 4096; 0 disables): while training on a bag longer
+than that, HIM level 1 runs over slices of regions recomputed in the backward pass, and the IFM's
+pathology branch over blocks of ≤ 1024 tokens (state and convolution context carried across
+blocks, recomputed in the backward pass): the same numbers (tested), memory no longer dominated by
+the bag (a 50,000-patch bag: see ``bench/scan.py``).
+
+**Size and cost** (``bench/scan.py``). On the BLCA signature groups [94, 334, 521, 468, 1496, 479]
+without group names (path_dim 1024, D 512, 3 processes by index): 17,896,965 parameters
+(14,581,253 outside the genomic encoders), 7.25 GFLOPs = 3.62 GMACs at 1,000 patches by
+``torch.utils.flop_counter`` (2 FLOPs per multiply-add, matrix products and convolutions only; the
+scan's element-wise 3·E·N multiply-adds per token and direction add 0.15 GMACs). On SurvPath's 331
+pathways (42 processes): 106,679,301 parameters, the 331 function encoders ``s_f → 512 → 512``
+holding 92 M. The paper reports 398.85 K parameters and 2.51 GFLOPs; its own stated layers cannot
+fit in that count (the 768 → 512 projection alone has 393,728 parameters, its 352 function encoders
+to D = 512 several millions), so the figure does not describe the stated D = 512 model. The same
+architecture at D = 64 on 768-d features has 344,005 parameters outside the genomic encoders and
+2.35 GFLOPs (flop_counter) at 10,000 patches, the paper's order of magnitude: its count may be of
+a narrower model or of part of it; this is a guess, the paper does not say.
 """
 
 from __future__ import annotations
