@@ -244,8 +244,9 @@ class _SelectiveScan(torch.autograd.Function):
                 xs, ds, Bs, Cs, gys = _pad_tile(length, (rows.stop - rows.start) * step, x[span, rows],
                                                 delta[span, rows], B[span, rows], C[span, rows], grad_y[span, rows])
                 log_decay, inputs, states = _tile_states(xs, ds, A, Bs, ctx.carries[(rows.start, span.start)])
-                shifted = torch.cat([torch.zeros_like(log_decay[:1]), log_decay.flip(0)[:-1]])
-                source = (gys.unsqueeze(-1) * Cs.unsqueeze(-2)).flip(0)
+                reversed_delta = ds.flip(0)  # reverse time on the small (l, b, E) inputs, not on the states
+                shifted = torch.cat([torch.zeros_like(reversed_delta[:1]), reversed_delta[:-1]]).unsqueeze(-1) * A
+                source = gys.flip(0).unsqueeze(-1) * Cs.flip(0).unsqueeze(-2)
                 grad_h = linear_scan(shifted, source, adjoint).flip(0)
                 del shifted, source
                 adjoint = torch.exp(log_decay[0]) * grad_h[0]
