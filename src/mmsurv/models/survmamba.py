@@ -1,0 +1,737 @@
+"""SurvMamba: hierarchical bidirectional state-space survival model (Chen et al., arXiv:2404.08027, 2024).
+
+Pure PyTorch (no ``mamba_ssm`` / ``causal-conv1d`` CUDA kernels), device-agnostic, exact.
+
+**The paper's design, as implemented.**
+
+* *Hierarchy.* WSI → regions of 4096 × 4096 px at 20× → patches; transcriptomics → processes →
+  functions → genes. Regions come from the patch coordinates (input ``coords``, with
+  ``slide_index`` so that regions never mix slides): a region is ``region_patches × region_patches``
+  grid steps (8 × 8 by default). The grid step of each slide is inferred from its coordinates (GCD
+  of the offsets from the slide's smallest x and y), so a 20× slide patched at 512 px and a 40× slide
+  patched with 1024 px footprints both give 8 × 8 patches per region (4096 px at 20×);
+  ``region_size`` (level-0 px) overrides the inference. The region grid is anchored at each slide's
+  smallest coordinate; tokens are ordered by (slide, region row, region column) and, inside a
+  region, row-major (y, then x): the scan order.
+  Genomic *functions* are the pathways of the project's gene sets (input ``omic_groups:pathways``;
+  the paper's 352 KEGG functions cannot be shipped). *Processes* group functions: by default the
+  versioned resource ``resources/hierarchy/combine_signatures_processes.v1.csv`` (SurvPath's 331
+  pathways in 42 processes, the paper's process count, built deterministically by gene overlap with
+  :func:`build_hierarchy`; see its README). ``hierarchy`` may name a user's two-level CSV
+  (columns ``process,function``) or ``"index"``. Functions the hierarchy does not list (and every
+  function when the model is built without ``group_names``) are grouped **by index**: consecutive
+  runs of functions in group order, ``ceil(sqrt(F'))`` processes of near-equal size for the F'
+  unlisted functions (e.g. the demo's 16 synthetic pathways → 4 processes of 4; BLCA's 6 MCAT
+  signature groups → 3 processes of 2).
+* *Encoders.* Pathology: ``Linear(path_dim → D)`` (paper: 768 → 512; here 1024 → 512 for the
+  project's features). Genomics: one two-layer feed-forward encoder per function,
+  ``s_f → D → D`` with ELU and AlphaDropout (SurvPath's per-pathway SNN blocks; the paper says
+  "two-layer FFN" without the activation), computed for all functions at once (:class:`GroupedFFN`:
+  one segment sum and one batched product instead of F small modules; same parameters).
+  ``dropout`` (0.25, paper silent) follows both encoders.
+* *Bi-Mamba* (paper Algorithm 1, :class:`BiMamba`): LayerNorm → ``Linear^x``, ``Linear^z``; for the
+  forward and the backward direction its own causal depthwise Conv1d + SiLU, input-dependent B, C
+  and Δ = softplus(Linear(x') + bias), Ā = exp(Δ ⊗ A) (zero-order hold), B̄ = Δ ⊗ B, the selective
+  scan and Mamba's skip D; both outputs gated by SiLU(z), summed, ``Linear`` back to D, residual.
+  Mamba's internal sizes and initialisation (the paper gives none): ``d_state`` N = 16,
+  ``expand`` 2 (E = 2D), ``d_conv`` 4, ``dt_rank`` ceil(D/16), A = −(1…N), Δ bias so that
+  softplus(bias) is log-uniform in [1e-3, 1e-1], no bias in the in/out projections. With padding
+  (regions of unequal size) the backward direction reverses each region's real tokens only, so
+  padding never reaches a real token.
+* *HIM.* Level 1: one Bi-Mamba shared by all regions (over their patch tokens) and one shared by all
+  processes (over their function tokens); masked mean per group; level 2: a Bi-Mamba over the region
+  tokens and one over the process tokens. Fine-grained features = level-1 patch and function tokens;
+  coarse-grained = level-2 region and process tokens.
+* *IFM* (paper Algorithm 2, :class:`InteractionFusionMamba`) at the fine and at the coarse level:
+  per modality LayerNorm → ``Linear^x``, ``Linear^z``, causal Conv1d + SiLU, selective scan; each
+  branch gated by SiLU of the OTHER modality's z. The two token sequences have different lengths
+  (patches vs functions), so the gate is the token mean of SiLU(z_other) (the paper does not say how
+  lengths are matched); each gated branch is mean-pooled over its tokens, the two vectors are
+  concatenated and projected (``Linear(2E → D)``). H = αH_f + (1 − α)H_c with α = sigmoid(a),
+  a learnable (α starts at 0.5; the sigmoid keeps it in [0, 1]); ``Linear(D → n_bins)`` hazards;
+  the NLL survival loss (the contract's default).
+* *Training defaults* (``defaults``): RAdam, lr 2e-4, weight decay 5e-3, batch 1 (one patient per
+  optimiser step: ``grad_accum`` 1, since the paper states batch 1 and no accumulation).
+
+**Variants** (constructor flags, so ablations are config variants, e.g.
+``train.models.survmamba_uni: {model: survmamba, bidirectional: false}``): ``bidirectional``
+(False: forward scans only), ``use_him`` (False: no Mamba in the hierarchy, fine = encoded tokens,
+coarse = group means), ``use_ifm`` (False: each level fused by ``Linear(2D → D)`` of the mean-pooled
+tokens), ``levels`` (``both`` / ``fine`` / ``coarse``). The letters of the paper's Table 3 (models
+A–F) are not mapped to flags: the paper's full text was not available while writing this, so which
+flag set each letter denotes could not be checked; every ablation axis the paper names (HIM, IFM,
+fine/coarse granularity, bi- vs unidirectional) is a flag.
+
+**The selective scan** (:func:`selective_scan`): h_t = exp(Δ_t A) ⊙ h_{t−1} + (Δ_t x_t) ⊗ B_t,
+y_t = C_t · h_t, in plain PyTorch and exact (no division by cumulative decays, so no overflow
+whatever Δ): :func:`linear_scan` cuts a long sequence into ~√L chunks, scans every chunk from a zero
+state with all chunks in parallel (√L vectorised steps), scans the chunk carries the same way one
+level up (recursively) and adds each chunk's incoming state times its cumulative decay; short or
+very wide sequences (HIM level 1: many regions of ≤ 64 patches at once) run token by token, which
+is then cheaper. Work is linear, Python steps O(√L). A hand-written backward
+(:class:`_SelectiveScan`) recomputes the states tile by tile (tiles of ≤ ``TILE_ELEMENTS`` state
+entries) instead of storing the L × E × N states, and runs the adjoint as the same scan backwards.
+:func:`selective_scan_reference` is the naive token-by-token recurrence it is tested against
+(forward and gradients, 1e-5, float32, L = 1 … 50,000). ``bench/scan.py`` compares both with
+``mambapy``'s parallel scan (Blelloch, power-of-two padding).
+
+**Long bags** (``checkpoint_tokens``, default 4096; 0 disables): while training on a bag longer
+than that, HIM level 1 runs over slices of regions recomputed in the backward pass, and the IFM's
+pathology branch over blocks of ≤ 1024 tokens (state and convolution context carried across
+blocks, recomputed in the backward pass): the same numbers (tested), memory no longer dominated by
+the bag (a 50,000-patch bag: see ``bench/scan.py``).
+
+**Size and cost** (``bench/scan.py``). On the BLCA signature groups [94, 334, 521, 468, 1496, 479]
+without group names (path_dim 1024, D 512, 3 processes by index): 17,896,965 parameters
+(14,581,253 outside the genomic encoders), 7.25 GFLOPs = 3.62 GMACs at 1,000 patches by
+``torch.utils.flop_counter`` (2 FLOPs per multiply-add, matrix products and convolutions only; the
+scan's element-wise 3·E·N multiply-adds per token and direction add 0.15 GMACs). On SurvPath's 331
+pathways (42 processes): 106,679,301 parameters, the 331 function encoders ``s_f → 512 → 512``
+holding 92 M. The paper reports 398.85 K parameters and 2.51 GFLOPs; its own stated layers cannot
+fit in that count (the 768 → 512 projection alone has 393,728 parameters, its 352 function encoders
+to D = 512 several millions), so the figure does not describe the stated D = 512 model. The same
+architecture at D = 64 on 768-d features has 344,005 parameters outside the genomic encoders and
+2.35 GFLOPs (flop_counter) at 10,000 patches, the paper's order of magnitude: its count may be of
+a narrower model or of part of it; this is a guess, the paper does not say.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
+from mmsurv.models.registry import register_model
+
+log = logging.getLogger(__name__)
+
+TILE_ELEMENTS = 1 << 23  # state entries (time × batch × E × N) per scan tile
+SEQUENTIAL_MAX = 8  # scans this short run token by token
+IFM_BLOCK = 1024  # pathology tokens per recomputed IFM block (long bags while training)
+PARALLEL_STEP_MAX = 1 << 16  # ... and so do scans whose every step has this many state entries
+HIERARCHY_DIR = Path(__file__).resolve().parent.parent / "resources" / "hierarchy"
+DEFAULT_HIERARCHY = HIERARCHY_DIR / "combine_signatures_processes.v1.csv"
+LEVELS = ("both", "fine", "coarse")
+
+
+# --------------------------------------------------------------------------------------------
+# The selective scan
+# --------------------------------------------------------------------------------------------
+
+def chunk_size(length: int, step_elements: int) -> int | None:
+    """Chunk length of the parallel form, or None for the token-by-token loop (short sequences, or
+    steps so large that the loop's Python overhead is negligible and its fewer passes win)."""
+    if length <= SEQUENTIAL_MAX or step_elements >= PARALLEL_STEP_MAX:
+        return None
+    return math.isqrt(length - 1) + 1  # ceil(sqrt(L))
+
+
+def linear_scan(log_decay: torch.Tensor, inputs: torch.Tensor, initial: torch.Tensor | None = None) -> torch.Tensor:
+    """h_t = exp(log_decay_t) ⊙ h_{t−1} + inputs_t along dim 0 (h_{−1} = ``initial`` or 0); every h_t.
+
+    Exact chunked form (no division, so no overflow whatever the decay): √L chunks are scanned from
+    a zero state in parallel, the carries between chunks are the same scan one level up
+    (recursively), and each chunk adds its incoming state times its cumulative decay."""
+    length = log_decay.shape[0]
+    size = chunk_size(length, inputs[0].numel())
+    if size is None:
+        states = []
+        state = initial
+        for decay_t, input_t in zip(log_decay.exp().unbind(0), inputs.unbind(0)):  # unbind: one backward node
+            state = input_t if state is None else torch.addcmul(input_t, decay_t, state)
+            states.append(state)
+        return torch.stack(states)
+    n_chunks = -(-length // size)
+    pad = n_chunks * size - length
+    if pad:  # callers pad long inputs beforehand (see _scan_tile); this only pads the small carry levels
+        log_decay = torch.cat([log_decay, log_decay.new_zeros((pad, *log_decay.shape[1:]))])
+        inputs = torch.cat([inputs, inputs.new_zeros((pad, *inputs.shape[1:]))])
+    log_decay = log_decay.reshape(n_chunks, size, *log_decay.shape[1:])
+    inputs = inputs.reshape(n_chunks, size, *inputs.shape[1:])
+    decay_steps, input_steps = log_decay.exp().unbind(1), inputs.unbind(1)
+    local, cumulative = [input_steps[0]], [decay_steps[0]]
+    for t in range(1, size):  # every chunk from a zero state, all chunks at once
+        local.append(torch.addcmul(input_steps[t], decay_steps[t], local[-1]))
+        cumulative.append(cumulative[-1] * decay_steps[t])  # decay from the chunk start to t
+    local, cumulative = torch.stack(local, dim=1), torch.stack(cumulative, dim=1)
+    carries = linear_scan(log_decay.sum(dim=1), local[:, -1], initial)  # state at each chunk end
+    first = torch.zeros_like(carries[:1]) if initial is None else initial.unsqueeze(0)
+    incoming = torch.cat([first, carries[:-1]]).unsqueeze(1)
+    states = torch.addcmul(local, cumulative, incoming)
+    return states.reshape(n_chunks * size, *states.shape[2:])[:length]
+
+
+def _pad_tile(length: int, step_elements: int, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Pad time-major tile inputs (before the N-fold expansion) to a multiple of the chunk size:
+    zeros give Δ = 0, hence decay 1 and input 0 (and a zero output gradient)."""
+    size = chunk_size(length, step_elements)
+    pad = 0 if size is None else -length % size
+    if not pad:
+        return tensors
+    return tuple(torch.cat([t, t.new_zeros((pad, *t.shape[1:]))]) for t in tensors)
+
+
+def _tile_states(x, delta, A, B, initial):
+    """Log-decays Δ ⊗ A, inputs (Δ x) ⊗ B and states of one time-major tile, (l, b, E, N) each."""
+    log_decay = delta.unsqueeze(-1) * A
+    inputs = (delta * x).unsqueeze(-1) * B.unsqueeze(-2)
+    return log_decay, inputs, linear_scan(log_decay, inputs, initial)
+
+
+def _tiles(batch: int, length: int, step: int, tile_elements: int):
+    """(batch slice, [time slices]) covering (L, b): whole sequences when they fit, else blocks."""
+    rows = max(1, tile_elements // step)  # (time, batch) pairs per tile
+    time_tile = min(length, rows)
+    batch_tile = max(1, rows // time_tile)
+    times = [slice(t0, min(length, t0 + time_tile)) for t0 in range(0, length, time_tile)]
+    return [(slice(b0, min(batch, b0 + batch_tile)), times) for b0 in range(0, batch, batch_tile)]
+
+
+def _scan_forward(x, delta, A, B, C, tile_elements, keep_carries=False):
+    """y (L, b, E) of time-major inputs, tile by tile; optionally the state entering every tile."""
+    step = x.shape[2] * A.shape[-1]
+    y = x.new_empty(x.shape)
+    carries = {}
+    for rows, times in _tiles(x.shape[1], x.shape[0], step, tile_elements):
+        carry = None
+        for span in times:
+            if keep_carries:
+                carries[(rows.start, span.start)] = carry
+            length = span.stop - span.start
+            xs, ds, Bs, Cs = _pad_tile(length, (rows.stop - rows.start) * step, x[span, rows], delta[span, rows],
+                                       B[span, rows], C[span, rows])
+            _, _, states = _tile_states(xs, ds, A, Bs, carry)
+            y[span, rows] = torch.matmul(states[:length], Cs[:length].unsqueeze(-1)).squeeze(-1)
+            carry = states[length - 1]
+            del states
+    return y, carries
+
+
+class _SelectiveScan(torch.autograd.Function):
+    """The scan with a hand-written backward: states are recomputed tile by tile (never stored), the
+    adjoint g_t = C_t ⊗ ∂y_t + exp(Δ_{t+1} A) ⊙ g_{t+1} is the same linear scan run backwards, and
+    a_t ⊙ h_{t−1} = h_t − u_t gives the decay gradients without a shifted copy of the states."""
+
+    @staticmethod
+    def forward(ctx, x, delta, A, B, C, tile_elements):
+        y, carries = _scan_forward(x, delta, A, B, C, tile_elements, keep_carries=True)
+        ctx.save_for_backward(x, delta, A, B, C)
+        ctx.carries, ctx.tile_elements = carries, tile_elements
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, delta, A, B, C = ctx.saved_tensors
+        grad_y = grad_y.contiguous()
+        gx, gdelta, gB, gC = (torch.zeros_like(t) for t in (x, delta, B, C))
+        gA = torch.zeros_like(A)
+        step = x.shape[2] * A.shape[-1]
+        for rows, times in _tiles(x.shape[1], x.shape[0], step, ctx.tile_elements):
+            adjoint = None  # exp(Δ A) ⊙ g at the first token of the following tile
+            for span in reversed(times):
+                length = span.stop - span.start
+                xs, ds, Bs, Cs, gys = _pad_tile(length, (rows.stop - rows.start) * step, x[span, rows],
+                                                delta[span, rows], B[span, rows], C[span, rows], grad_y[span, rows])
+                log_decay, inputs, states = _tile_states(xs, ds, A, Bs, ctx.carries[(rows.start, span.start)])
+                reversed_delta = ds.flip(0)  # reverse time on the small (l, b, E) inputs, not on the states
+                shifted = torch.cat([torch.zeros_like(reversed_delta[:1]), reversed_delta[:-1]]).unsqueeze(-1) * A
+                source = gys.flip(0).unsqueeze(-1) * Cs.flip(0).unsqueeze(-2)
+                grad_h = linear_scan(shifted, source, adjoint).flip(0)
+                del shifted, source
+                adjoint = torch.exp(log_decay[0]) * grad_h[0]
+                grad_log_decay = grad_h * (states - inputs)  # ∂/∂(Δ⊗A): g ⊙ a_t ⊙ h_{t−1}
+                del inputs
+                gA += torch.einsum("lben,lbe->en", grad_log_decay, ds)
+                g_dx = torch.matmul(grad_h, Bs.unsqueeze(-1)).squeeze(-1)  # Σ_n g B
+                gB[span, rows] = torch.matmul((ds * xs).unsqueeze(-2), grad_h).squeeze(-2)[:length]
+                gC[span, rows] = torch.matmul(gys.unsqueeze(-2), states).squeeze(-2)[:length]
+                gdelta[span, rows] = ((grad_log_decay * A).sum(-1) + g_dx * xs)[:length]
+                gx[span, rows] = (g_dx * ds)[:length]
+                del grad_h, grad_log_decay, states, log_decay
+        return gx, gdelta, gA, gB, gC, None
+
+
+def selective_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                   tile_elements: int = TILE_ELEMENTS) -> torch.Tensor:
+    """Mamba's selective scan (without the D skip and the gate), exact, memory-bounded.
+
+    ``x``, ``delta``: (b, L, E); ``A``: (E, N), negative; ``B``, ``C``: (b, L, N). Returns y (b, L, E)
+    with h_t = exp(Δ_t A) ⊙ h_{t−1} + (Δ_t x_t) ⊗ B_t, h_{−1} = 0, y_t = C_t · h_t. Work is split in
+    tiles of at most ``tile_elements`` state entries; the backward recomputes the states."""
+    if x.shape[1] == 0:
+        return x.new_zeros(x.shape)
+    x, delta, B, C = (t.transpose(0, 1).contiguous() for t in (x, delta, B, C))  # time-major
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, B, C)):
+        y = _SelectiveScan.apply(x, delta, A, B, C, tile_elements)
+    else:
+        y, _ = _scan_forward(x, delta, A, B, C, tile_elements)
+    return y.transpose(0, 1)
+
+
+def selective_scan_reference(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                             C: torch.Tensor) -> torch.Tensor:
+    """The same recurrence token by token (the reference the scan is tested against).
+
+    Ā = exp(Δ ⊗ A) and B̄x = (Δ x) ⊗ B are formed for all tokens at once; the states follow one by one."""
+    decay = torch.exp(delta.unsqueeze(-1) * A)
+    inputs = (delta * x).unsqueeze(-1) * B.unsqueeze(-2)
+    state = torch.zeros_like(inputs[:, 0])
+    states = []
+    for decay_t, input_t in zip(decay.unbind(1), inputs.unbind(1)):
+        state = decay_t * state + input_t
+        states.append(state)
+    return (torch.stack(states, dim=1) * C.unsqueeze(-2)).sum(-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Mamba layers
+# --------------------------------------------------------------------------------------------
+
+class SelectiveSSM(nn.Module):
+    """One scan direction: causal depthwise Conv1d + SiLU, input-dependent Δ, B, C, scan, skip D."""
+
+    def __init__(self, inner: int, d_state: int = 16, d_conv: int = 4, dt_rank: int = 32,
+                 dt_min: float = 1e-3, dt_max: float = 1e-1):
+        super().__init__()
+        self.d_state, self.dt_rank = d_state, dt_rank
+        self.conv = nn.Conv1d(inner, inner, d_conv, groups=inner, padding=d_conv - 1)
+        self.x_proj = nn.Linear(inner, dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(dt_rank, inner)
+        nn.init.uniform_(self.dt_proj.weight, -dt_rank ** -0.5, dt_rank ** -0.5)
+        dt = torch.exp(torch.rand(inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=1e-4)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus(bias) = dt
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(inner, 1))
+        self.D = nn.Parameter(torch.ones(inner))
+
+    def _inputs(self, x: torch.Tensor, context: torch.Tensor | None = None):
+        """Conv (after ``context``, the previous raw inputs) + SiLU, Δ, B, C of (b, L, E) inputs."""
+        length = x.shape[1]
+        full = x if context is None else torch.cat([context, x], dim=1)
+        x = F.silu(self.conv(full.transpose(1, 2))[..., :full.shape[1]][..., -length:].transpose(1, 2))
+        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        return x, F.softplus(self.dt_proj(dt)), B, C, full[:, -(self.conv.kernel_size[0] - 1):]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, L, E) → (b, L, E), causal along L."""
+        x, delta, B, C, _ = self._inputs(x)
+        return selective_scan(x, delta, -torch.exp(self.A_log), B, C) + x * self.D
+
+    def forward_block(self, x: torch.Tensor, state: torch.Tensor | None, context: torch.Tensor | None):
+        """One block of a longer sequence: (b, K, E) after the block whose last state / raw inputs are given
+        → (outputs, last state (b, E, N), raw-input context); for blockwise recomputation (autograd scan)."""
+        x, delta, B, C, context = self._inputs(x, context)
+        A = -torch.exp(self.A_log)
+        states = linear_scan((delta.unsqueeze(-1) * A).transpose(0, 1),
+                             ((delta * x).unsqueeze(-1) * B.unsqueeze(-2)).transpose(0, 1),
+                             None if state is None else state)
+        y = torch.matmul(states, C.transpose(0, 1).unsqueeze(-1)).squeeze(-1).transpose(0, 1)
+        return y + x * self.D, states[-1], context
+
+
+def reverse_within(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Reverse each row's first ``lengths[i]`` tokens along dim 1 (padding stays at the end; an involution)."""
+    if lengths is None or bool((lengths == x.shape[1]).all()):
+        return x.flip(1)
+    positions = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+    index = torch.where(positions < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - positions, positions)
+    return torch.gather(x, 1, index.unsqueeze(-1).expand_as(x))
+
+
+class BiMamba(nn.Module):
+    """Paper Algorithm 1: norm, x/z projections, forward (+ backward) SSM gated by SiLU(z), out projection, residual."""
+
+    def __init__(self, dim: int, d_state: int = 16, expand: int = 2, d_conv: int = 4, dt_rank: int | None = None,
+                 bidirectional: bool = True):
+        super().__init__()
+        inner = expand * dim
+        dt_rank = dt_rank or math.ceil(dim / 16)
+        self.norm = nn.LayerNorm(dim)
+        self.in_proj = nn.Linear(dim, 2 * inner, bias=False)
+        self.forward_ssm = SelectiveSSM(inner, d_state, d_conv, dt_rank)
+        self.backward_ssm = SelectiveSSM(inner, d_state, d_conv, dt_rank) if bidirectional else None
+        self.out_proj = nn.Linear(inner, dim, bias=False)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(b, L, D) tokens, right-padded to ``lengths`` → (b, L, D)."""
+        x, z = self.in_proj(self.norm(tokens)).chunk(2, dim=-1)
+        y = self.forward_ssm(x)
+        if self.backward_ssm is not None:
+            y = y + reverse_within(self.backward_ssm(reverse_within(x, lengths)), lengths)
+        return tokens + self.out_proj(y * F.silu(z))
+
+
+class InteractionFusionMamba(nn.Module):
+    """Paper Algorithm 2: two SSM branches, each gated by SiLU of the other modality's z, pooled, concatenated, projected."""
+
+    def __init__(self, dim: int, d_state: int = 16, expand: int = 2, d_conv: int = 4, dt_rank: int | None = None):
+        super().__init__()
+        inner = expand * dim
+        dt_rank = dt_rank or math.ceil(dim / 16)
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(2))
+        self.in_projs = nn.ModuleList(nn.Linear(dim, 2 * inner, bias=False) for _ in range(2))
+        self.ssms = nn.ModuleList(SelectiveSSM(inner, d_state, d_conv, dt_rank) for _ in range(2))
+        self.out_proj = nn.Linear(2 * inner, dim)
+
+    def _path_block(self, tokens, state, context):
+        x, z = self.in_projs[0](self.norms[0](tokens)).chunk(2, dim=-1)
+        y, state, context = self.ssms[0].forward_block(x, state, context)
+        return y.sum(dim=1), F.silu(z).sum(dim=1), state, context
+
+    def forward(self, path: torch.Tensor, omic: torch.Tensor, block: int | None = None) -> torch.Tensor:
+        """(1, Lp, D) and (1, Lg, D) token sequences → (1, D).
+
+        With ``block``, the pathology branch runs in blocks of that many tokens, each recomputed in the
+        backward pass (state and conv context carried across blocks): the same result in bounded memory.
+        The gate is constant over tokens, so mean_t(y_t ⊙ gate) = mean_t(y_t) ⊙ gate."""
+        xg, zg = self.in_projs[1](self.norms[1](omic)).chunk(2, dim=-1)
+        length = path.shape[1]
+        if block is None:
+            xp, zp = self.in_projs[0](self.norms[0](path)).chunk(2, dim=-1)
+            path_sum, gate_sum = self.ssms[0](xp).sum(dim=1), F.silu(zp).sum(dim=1)
+        else:
+            path_sum = gate_sum = 0
+            state = context = None
+            for start in range(0, length, block):
+                y, g, state, context = checkpoint(self._path_block, path[:, start:start + block], state, context,
+                                                  use_reentrant=False)
+                path_sum, gate_sum = path_sum + y, gate_sum + g
+        path_vec = path_sum / length * F.silu(zg).mean(dim=1)
+        omic_vec = (self.ssms[1](xg) * (gate_sum / length).unsqueeze(1)).mean(dim=1)
+        return self.out_proj(torch.cat([path_vec, omic_vec], dim=-1))
+
+
+class GroupedFFN(nn.Module):
+    """One two-layer SNN encoder per genomic group (s_f → hidden → out, ELU + AlphaDropout), all groups at once.
+
+    Same parameters and initialisation as F separate ``nn.Linear`` pairs (U(±1/√fan_in))."""
+
+    def __init__(self, sizes: list[int], hidden: int, out: int, dropout: float = 0.25):
+        super().__init__()
+        sizes = [int(s) for s in sizes]
+        bound1 = torch.tensor([1 / math.sqrt(max(s, 1)) for s in sizes])
+        segment = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes, dtype=torch.long))
+        self.register_buffer("segment", segment, persistent=False)
+        self.weight1 = nn.Parameter((torch.rand(int(sum(sizes)), hidden) * 2 - 1) * bound1[segment].unsqueeze(1))
+        self.bias1 = nn.Parameter((torch.rand(len(sizes), hidden) * 2 - 1) * bound1.unsqueeze(1))
+        self.weight2 = nn.Parameter((torch.rand(len(sizes), hidden, out) * 2 - 1) / math.sqrt(hidden))
+        self.bias2 = nn.Parameter((torch.rand(len(sizes), out) * 2 - 1) / math.sqrt(hidden))
+        self.dropout1, self.dropout2 = nn.AlphaDropout(dropout), nn.AlphaDropout(dropout)
+
+    def forward(self, groups: list[torch.Tensor]) -> torch.Tensor:
+        """F vectors (s_f,) → (F, out)."""
+        values = torch.cat([g.reshape(-1) for g in groups]).to(self.weight1.dtype)
+        first = self.bias1.index_add(0, self.segment, values.unsqueeze(1) * self.weight1)
+        hidden = self.dropout1(F.elu(first))
+        return self.dropout2(F.elu(torch.bmm(hidden.unsqueeze(1), self.weight2).squeeze(1) + self.bias2))
+
+
+# --------------------------------------------------------------------------------------------
+# Hierarchies: regions from coordinates, processes from a two-level CSV
+# --------------------------------------------------------------------------------------------
+
+def grid_step(offsets: np.ndarray) -> int:
+    """The patch grid step of one slide: GCD of its non-zero coordinate offsets (1 if there are none)."""
+    values = np.unique(offsets[offsets > 0])
+    return int(functools.reduce(math.gcd, values.tolist(), 0)) or 1
+
+
+def region_groups(coords: torch.Tensor, slide_index: torch.Tensor | None = None, region_patches: int = 8,
+                  region_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ordered by (slide, region row, region column, y, x) and the region id of each ordered row.
+
+    A region is ``region_size`` level-0 px (default ``region_patches`` × the slide's grid step) square,
+    anchored at the slide's smallest x and y; regions of different slides are different regions.
+    Returns (order, group): ``order`` a permutation of the N rows, ``group`` (N,) ids 0…R−1, non-decreasing."""
+    if coords is None:
+        raise ValueError("SurvMamba: the batch has no patch coordinates ('coords'); regions of 4096 px are built "
+                         "from them (give the h5_files with coordinates beside the patch features)")
+    xy = coords.detach().cpu().numpy()
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise ValueError(f"SurvMamba: coords must be N×2 (x, y), got shape {tuple(coords.shape)}")
+    if not np.isfinite(xy).all():
+        raise ValueError("SurvMamba: patch coordinates contain missing (NaN) values")
+    xy = np.rint(xy).astype(np.int64)
+    slides = (np.zeros(len(xy), dtype=np.int64) if slide_index is None
+              else slide_index.detach().cpu().numpy().astype(np.int64).reshape(-1))
+    if len(slides) != len(xy):
+        raise ValueError(f"SurvMamba: slide_index has {len(slides)} rows, coords {len(xy)}")
+    region = np.zeros_like(xy)
+    for slide in np.unique(slides):
+        rows = slides == slide
+        offsets = xy[rows] - xy[rows].min(axis=0)
+        size = region_size or region_patches * grid_step(offsets)
+        region[rows] = offsets // size
+    order = np.lexsort((xy[:, 0], xy[:, 1], region[:, 0], region[:, 1], slides))
+    keys = np.stack([slides[order], region[order, 1], region[order, 0]], axis=1)
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (keys[1:] != keys[:-1]).any(axis=1)
+    group = np.cumsum(new) - 1
+    device = coords.device
+    return torch.from_numpy(order).to(device), torch.from_numpy(group).to(device)
+
+
+def padded_layout(group: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For rows sorted by ``group`` (non-decreasing ids): (R, Lmax) row indices (``n_rows`` = padding) and lengths."""
+    counts = torch.bincount(group)
+    starts = torch.cumsum(counts, 0) - counts
+    position = torch.arange(len(group), device=group.device) - starts[group]
+    index = torch.full((len(counts), int(counts.max())), n_rows, dtype=torch.long, device=group.device)
+    index[group, position] = torch.arange(len(group), device=group.device)
+    return index, counts
+
+
+def index_grouping(n_functions: int) -> list[int]:
+    """Process id of each of ``n_functions`` functions: ceil(sqrt(F)) consecutive runs of near-equal size."""
+    if n_functions == 0:
+        return []
+    n_processes = math.isqrt(n_functions - 1) + 1
+    return [int(i) for i, chunk in enumerate(np.array_split(np.arange(n_functions), n_processes)) for _ in chunk]
+
+
+def read_hierarchy(path: str | os.PathLike) -> dict[str, str]:
+    """Function → process from a two-level CSV with columns ``process,function`` (file order kept)."""
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"process", "function"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: a hierarchy CSV needs the columns 'process' and 'function'")
+        mapping: dict[str, str] = {}
+        for row in reader:
+            function, process = (row["function"] or "").strip(), (row["process"] or "").strip()
+            if function and process:
+                if mapping.get(function, process) != process:
+                    raise ValueError(f"{path}: function {function!r} is listed under two processes")
+                mapping[function] = process
+    if not mapping:
+        raise ValueError(f"{path}: the hierarchy lists no function")
+    return mapping
+
+
+def function_processes(group_names: list[str], n_functions: int, hierarchy: str) -> list[int]:
+    """Process id of each function (group order), by the hierarchy (``default``, a CSV path or ``index``)."""
+    names = list(group_names or [])
+    if hierarchy == "index" or not names:
+        return index_grouping(n_functions)
+    if len(names) != n_functions:
+        raise ValueError(f"SurvMamba: {len(names)} group names for {n_functions} genomic groups")
+    user_file = hierarchy != "default"
+    mapping = read_hierarchy(hierarchy if user_file else DEFAULT_HIERARCHY)
+    missing = [name for name in names if name not in mapping]
+    if missing and user_file:
+        raise ValueError(f"SurvMamba: hierarchy {hierarchy} does not list {len(missing)} of the {n_functions} "
+                         f"functions (e.g. {missing[0]!r})")
+    process_ids: dict[str, int] = {}
+    for process in mapping.values():  # file order
+        process_ids.setdefault(process, len(process_ids))
+    listed = sorted({process_ids[mapping[name]] for name in names if name in mapping})
+    renumber = {old: new for new, old in enumerate(listed)}
+    result = [renumber[process_ids[mapping[name]]] if name in mapping else -1 for name in names]
+    if missing:
+        log.info("SurvMamba: %d of %d functions are not in the default hierarchy; grouped by index",
+                 len(missing), n_functions)
+        extra = iter(index_grouping(len(missing)))
+        result = [value if value >= 0 else len(listed) + next(extra) for value in result]
+    return result
+
+
+def build_hierarchy(gene_sets: dict[str, list[str]], n_processes: int = 42) -> list[tuple[str, str]]:
+    """(process, function) rows: functions grouped by gene overlap, deterministically.
+
+    Average-linkage agglomeration on the Jaccard similarity of the gene sets, merging at each step the
+    most similar pair whose merged size stays within ceil(1.5·F/K) (balanced processes; if no pair fits, the two
+    smallest merge), ties broken by the smaller merged size, then the lowest (file-order) indices,
+    until K processes remain. Processes are ordered by their first
+    function in file order and named ``Pkk_<member most similar to the others>``."""
+    names = list(gene_sets)
+    sets = [set(gene_sets[name]) for name in names]
+    count = len(names)
+    n_processes = max(1, min(n_processes, count))
+    cap = -(-3 * count // (2 * n_processes))
+    jaccard = np.zeros((count, count))
+    for i in range(count):
+        for j in range(i + 1, count):
+            union = len(sets[i] | sets[j])
+            jaccard[i, j] = jaccard[j, i] = len(sets[i] & sets[j]) / union if union else 0.0
+    clusters = [[i] for i in range(count)]
+    sums = jaccard.copy()
+    while len(clusters) > n_processes:
+        sizes = np.array([len(c) for c in clusters], dtype=float)
+        average = sums / np.outer(sizes, sizes)
+        combined = np.add.outer(sizes, sizes)
+        allowed = np.triu(combined <= cap, k=1)
+        if not allowed.any():  # nothing fits under the cap: merge the two smallest
+            allowed = np.triu(combined == np.triu(combined, k=1)[np.triu(np.ones_like(allowed), k=1)].min(), k=1)
+        average = np.where(allowed, average, -np.inf)
+        best = average >= average.max() - 1e-12  # ties: the smallest merged process, then file order
+        size_of_best = np.where(best, combined, np.inf)
+        i, j = np.unravel_index(int(np.argmin(size_of_best)), average.shape)
+        clusters[i] = sorted(clusters[i] + clusters[j])
+        sums[i] += sums[j]
+        sums[:, i] += sums[:, j]
+        sums = np.delete(np.delete(sums, j, axis=0), j, axis=1)
+        del clusters[j]
+    clusters.sort(key=min)
+    rows = []
+    for k, members in enumerate(clusters, start=1):
+        within = jaccard[np.ix_(members, members)].sum(axis=1)
+        representative = names[members[int(np.argmax(within))]]
+        rows += [(f"P{k:02d}_{representative}", names[m]) for m in members]
+    return rows
+
+
+def write_hierarchy(rows: list[tuple[str, str]], path: str | os.PathLike) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["process", "function"])
+        writer.writerows(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+
+def masked_mean(padded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(R, L, D) right-padded with zeros → (R, D) mean over each row's real tokens."""
+    return padded.sum(dim=1) / lengths.unsqueeze(1).to(padded.dtype)
+
+
+@register_model("survmamba", display="SurvMamba", citation="Chen et al., arXiv:2404.08027, 2024")
+class SurvMamba(SurvivalModel):
+    """Hierarchical (patch→region, function→process) bidirectional Mamba with multi-grained Mamba fusion."""
+
+    inputs = ("path", "coords", "slide_index", "omic_groups:pathways")
+    defaults = {"data": {"groups": "pathways"},
+                "training": {"optimizer": "radam", "lr": 2e-4, "weight_decay": 5e-3, "batch_size": 1,
+                             "grad_accum": 1}}
+
+    def __init__(self, *, group_sizes: list[int], path_dim: int = 1024, n_bins: int = 4,
+                 group_names: list[str] | None = None, dim: int = 512, d_state: int = 16, expand: int = 2,
+                 d_conv: int = 4, dt_rank: int | None = None, dropout: float = 0.25, bidirectional: bool = True,
+                 use_him: bool = True, use_ifm: bool = True, levels: str = "both", region_patches: int = 8,
+                 region_size: int | None = None, hierarchy: str = "default", checkpoint_tokens: int = 4096,
+                 **sizes):
+        super().__init__(n_bins=n_bins, path_dim=path_dim, group_sizes=group_sizes, group_names=group_names, **sizes)
+        if not group_sizes:
+            raise ValueError("SurvMamba needs at least one genomic group (function)")
+        if levels not in LEVELS:
+            raise ValueError(f"SurvMamba: levels must be one of {', '.join(LEVELS)}, got {levels!r}")
+        self.use_him, self.use_ifm, self.levels = use_him, use_ifm, levels
+        self.region_patches, self.region_size = region_patches, region_size
+        self.checkpoint_tokens = checkpoint_tokens
+        processes = function_processes(self.group_names, len(group_sizes), hierarchy)
+        order = sorted(range(len(processes)), key=lambda f: (processes[f], f))
+        self.register_buffer("function_order", torch.tensor(order, dtype=torch.long), persistent=False)
+        process_sorted = torch.tensor([processes[f] for f in order], dtype=torch.long)
+        process_index, process_lengths = padded_layout(process_sorted, len(order))
+        self.register_buffer("process_index", process_index, persistent=False)
+        self.register_buffer("process_lengths", process_lengths, persistent=False)
+        self.n_processes = len(process_lengths)
+
+        mamba = dict(d_state=d_state, expand=expand, d_conv=d_conv, dt_rank=dt_rank)
+        self.path_fc = nn.Linear(path_dim, dim)
+        self.omic_encoder = GroupedFFN(group_sizes, dim, dim, dropout)
+        self.dropout = nn.Dropout(dropout)
+        if use_him:
+            self.path_fine = BiMamba(dim, bidirectional=bidirectional, **mamba)
+            self.path_coarse = BiMamba(dim, bidirectional=bidirectional, **mamba)
+            self.omic_fine = BiMamba(dim, bidirectional=bidirectional, **mamba)
+            self.omic_coarse = BiMamba(dim, bidirectional=bidirectional, **mamba)
+        wanted = ("fine", "coarse") if levels == "both" else (levels,)
+        if use_ifm:
+            self.fusion = nn.ModuleDict({level: InteractionFusionMamba(dim, **mamba) for level in wanted})
+        else:
+            self.fusion = nn.ModuleDict({level: nn.Linear(2 * dim, dim) for level in wanted})
+        self.alpha_logit = nn.Parameter(torch.zeros(())) if levels == "both" else None
+        self.classifier = nn.Linear(dim, n_bins)
+
+    def _remat(self, tokens: int) -> bool:
+        """Recompute this part in the backward pass instead of storing it (long sequences while training)."""
+        return torch.is_grad_enabled() and 0 < self.checkpoint_tokens < tokens
+
+    def _levels(self, tokens: torch.Tensor, index: torch.Tensor, lengths: torch.Tensor, fine: BiMamba | None,
+                coarse: BiMamba | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Grouped tokens (n, D) → fine tokens (n, D) and coarse group tokens (R, D)."""
+        padded = torch.cat([tokens, tokens.new_zeros(1, tokens.shape[1])])[index]  # (R, Lmax, D)
+        if fine is not None:
+            valid = index < tokens.shape[0]
+            per_call = max(1, self.checkpoint_tokens // padded.shape[1])
+            if self._remat(padded.shape[0] * padded.shape[1]):  # groups are independent: recompute per slice
+                padded = torch.cat([checkpoint(fine, padded[i:i + per_call], lengths[i:i + per_call], use_reentrant=False)
+                                    for i in range(0, padded.shape[0], per_call)])
+            else:
+                padded = fine(padded, lengths)
+            padded = padded * valid.unsqueeze(-1)
+            tokens = padded[valid]  # row-major over (R, Lmax) keeps the grouped order
+        groups = masked_mean(padded, lengths)
+        if coarse is not None:
+            groups = coarse(groups.unsqueeze(0))[0]
+        return tokens, groups
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        path = batch.one("path", "SurvMamba")
+        if batch.get("coords") is None:
+            region_groups(None)  # the clear error
+        coords = batch.one("coords", "SurvMamba")
+        slide_index = batch.one("slide_index", "SurvMamba") if batch.get("slide_index") is not None else None
+        groups = batch.one("omic_groups", "SurvMamba")
+        if len(groups) != len(self.group_sizes):
+            raise ValueError(f"SurvMamba: built for {len(self.group_sizes)} genomic groups, the batch has {len(groups)}")
+        if coords.shape[0] != path.shape[0]:
+            raise ValueError(f"SurvMamba: {coords.shape[0]} coordinates for {path.shape[0]} patches")
+        order, region = region_groups(coords, slide_index, self.region_patches, self.region_size)
+        region_index, region_lengths = padded_layout(region, len(order))
+
+        h_path = self.dropout(self.path_fc(path[order]))  # patches in region order
+        h_omic = self.dropout(self.omic_encoder(groups))[self.function_order]  # functions in process order
+        him = self.use_him
+        fine_p, coarse_p = self._levels(h_path, region_index, region_lengths,
+                                        self.path_fine if him else None, self.path_coarse if him else None)
+        fine_g, coarse_g = self._levels(h_omic, self.process_index, self.process_lengths,
+                                        self.omic_fine if him else None, self.omic_coarse if him else None)
+        fused = {}
+        for level, (p, g) in {"fine": (fine_p, fine_g), "coarse": (coarse_p, coarse_g)}.items():
+            if level not in self.fusion:
+                continue
+            if self.use_ifm:
+                block = min(IFM_BLOCK, self.checkpoint_tokens) if self._remat(p.shape[0]) else None
+                fused[level] = self.fusion[level](p.unsqueeze(0), g.unsqueeze(0), block=block)
+            else:
+                fused[level] = self.fusion[level](torch.cat([p.mean(0), g.mean(0)]).unsqueeze(0))
+        if self.alpha_logit is not None:
+            alpha = torch.sigmoid(self.alpha_logit)
+            h = alpha * fused["fine"] + (1 - alpha) * fused["coarse"]
+        else:
+            h = fused[self.levels]
+        return ModelOutput(logits=self.classifier(h))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m mmsurv.models.survmamba hierarchy GENE_SETS.csv OUT.csv [--processes 42]``."""
+    parser = argparse.ArgumentParser(prog="python -m mmsurv.models.survmamba",
+                                     description="Build SurvMamba's two-level function→process hierarchy")
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("hierarchy", help="group the pathways of a gene-set CSV into processes by gene overlap")
+    build.add_argument("gene_sets")
+    build.add_argument("out")
+    build.add_argument("--processes", type=int, default=42)
+    args = parser.parse_args(argv)
+    from mmsurv.data.pathways import read_gene_sets
+
+    rows = build_hierarchy(read_gene_sets(args.gene_sets), args.processes)
+    write_hierarchy(rows, args.out)
+    print(f"{args.out}: {len(rows)} functions in {len({p for p, _ in rows})} processes")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
