@@ -45,11 +45,13 @@ are only partly measured and some not at all. The data layer drops pathways with
 :func:`pathway_coverage` (``python -m mmsurv.models.survpath --table T --pathways P``) reports
 each pathway's coverage (genes present / genes in the set). SurvPath's own code keeps every pathway
 of its tables (the authors selected pathways with > 90 % of their genes measured in their Xena
-tables, README). Recommendation for MCAT-style tables: ``pathway_min_size: 5`` — a token made from
-one to four genes is mostly noise with an encoder of 66 k parameters of its own, and on
-TCGA-BLCA's MCAT table this keeps the pathways that carry most of the measured genes (see
-:func:`pathway_coverage` for the cohort at hand); the package default stays 1 so that the model
-matches the reference when the table holds every gene.
+tables, README). Recommendation for MCAT-style tables: ``pathway_min_size: 5``. On TCGA-BLCA's
+MCAT table (``_rnaseq`` columns) the 331 sets have a median coverage of 0.10: 141 pathways have no
+gene at all, 190 have at least one (2,351 gene slots), 81 have five or more and they hold 2,141
+of those 2,351 slots (91 %); the 109 pathways of one to four genes would each be a token from a
+handful of values with an encoder of 66 k parameters of its own. The package default stays 1 so
+that the model matches the reference when the table holds every gene; run :func:`main` for the
+cohort at hand.
 
 Departures: the per-pathway encoders run one after the other as in the reference (a grouped
 matmul would be faster but would change the parameter layout); the attention returns the three
