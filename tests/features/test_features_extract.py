@@ -225,9 +225,16 @@ def test_aot_package_matches_eager_and_is_reused(reference, tmp_path, caplog):
     assert float(cosine.min()) >= 0.9999
     np.testing.assert_allclose(compiled.numpy(), eager, rtol=1e-3, atol=1e-3)
     caplog.clear()
+    from mmsurv.features import extract
+
+    extract._FORWARDS.clear()  # as a new job would: the package is loaded, not rebuilt
     with caplog.at_level(logging.INFO, logger="mmsurv.features.inference"):
         again = run(_slide_of(reference), patches, tmp_path / "aot2", compile=True, compile_cache_dir=cache)
     assert again["compile"] == "aot" and "loaded AOT package" in caplog.text and "AOT-compiling" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mmsurv.features.inference"):  # the same process: kept, not reloaded
+        third = run(_slide_of(reference), patches, tmp_path / "aot3", compile=True, compile_cache_dir=cache)
+    assert third["compile"] == "aot" and "AOT" not in caplog.text
     np.testing.assert_array_equal(read_outputs(tmp_path / "aot2")[0], compiled.numpy())
 
 
