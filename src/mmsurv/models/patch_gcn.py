@@ -61,7 +61,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmsurv.models.base import Batch, GatedAttention, ModelOutput, SurvivalModel, attention_pool
+from mmsurv.models.base import (
+    Batch,
+    GatedAttention,
+    ModelOutput,
+    SurvivalModel,
+    attention_pool,
+)
 from mmsurv.models.registry import register_model
 
 GRAPH_CACHE_ENTRIES = 1 << 25  # neighbour entries (int32) kept across cached slides
@@ -170,14 +176,8 @@ class PatchGCN(SurvivalModel):
         """The patient's kNN edge index (2×E, on the coordinates' device), slides cached."""
         return knn_edge_index(coords, slide_index, self.k, cache=self._graphs)
 
-    def forward(self, batch: Batch) -> ModelOutput:
-        path = batch.one("path", "Patch-GCN")
-        coords = batch.one("coords", "Patch-GCN")
-        slide_index = batch.one("slide_index", "Patch-GCN")
-        if coords.shape[0] != path.shape[0] or slide_index.shape[0] != path.shape[0]:
-            raise ValueError(f"Patch-GCN: {path.shape[0]} patches but {coords.shape[0]} coordinates and "
-                             f"{slide_index.shape[0]} slide indices")
-        edge_index = self.graph(coords, slide_index).to(path.device)
+    def node_embeddings(self, path: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """N×D patches and their graph → N×width node embeddings (steps 1–4 up to ``path_phi``)."""
         x = self.fc(path)
         skips = [x]
         x = self.layers[0].conv(x, edge_index)
@@ -185,6 +185,15 @@ class PatchGCN(SurvivalModel):
         for layer in self.layers[1:]:
             x = layer(x, edge_index)
             skips.append(x)
-        h = self.path_phi(torch.cat(skips, dim=1))
+        return self.path_phi(torch.cat(skips, dim=1))
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        path = batch.one("path", "Patch-GCN")
+        coords = batch.one("coords", "Patch-GCN")
+        slide_index = batch.one("slide_index", "Patch-GCN")
+        if coords.shape[0] != path.shape[0] or slide_index.shape[0] != path.shape[0]:
+            raise ValueError(f"Patch-GCN: {path.shape[0]} patches but {coords.shape[0]} coordinates and "
+                             f"{slide_index.shape[0]} slide indices")
+        h = self.node_embeddings(path, self.graph(coords, slide_index).to(path.device))
         pooled, weights = attention_pool(self.attention(h), h)
         return ModelOutput(logits=self.classifier(self.rho(pooled)), attention={"path": weights.detach()})
