@@ -33,12 +33,12 @@ patches drawn at random (seeded) and every patch is then assigned to its nearest
 2 shared AMD EPYC cores: 0.46 s with the cap, 4.3 s without; bench/graph_models.py). Labels are
 computed once per bag and cached on the model instance (least recently used first out,
 ``cache_size`` bags), keyed by the bag's content: its shape and a BLAKE2 digest of its row sums and
-of 64 evenly spaced rows (the model only sees tensors, not case ids). The same bag always gets the same clusters (seeded, and
-the cache returns them); a bag subsampled differently (``max_patches``) is a different bag and is
-clustered anew. Bags with fewer patches than clusters (N ≤ k, e.g. a patient without patches gets
-one zero row): every patch is its own cluster and the remaining clusters are empty (masked), so
-the model degrades to attention over single patches; duplicate patches that leave k-means with
-fewer distinct centres give empty clusters, masked the same way.
+of 64 evenly spaced rows (the model only sees tensors, not case ids). The same bag always gets the
+same clusters (seeded, and the cache returns them); a bag subsampled differently (``max_patches``)
+is a different bag and is clustered anew. Bags with fewer patches than clusters (N ≤ k, e.g. a
+patient without patches gets one zero row): every patch is its own cluster and the remaining
+clusters are empty (masked), so the model degrades to attention over single patches; duplicate
+patches that leave k-means with fewer distinct centres give empty clusters, masked the same way.
 
 **Training defaults** (``defaults``, the paper's code): Adam, lr 1e-4, weight decay 5e-4, batches
 of 16 patients (``grad_accum`` 16), L1 1e-5·Σ|w| per batch (``l1_reg`` 6.25e-7 per patient: the
