@@ -324,7 +324,7 @@ def test_ablation_variants_train(flags):
 
 def test_parameter_count_formula():
     model = build_model("cancermoe", ModelInputs(omic_dim=3062, group_sizes=[3062]))
-    tokens = -(-3062 // 8)
-    assert n_params(model) == 32_832 + 288 * tokens + 13_124 + 280
+    chunk = -(-3062 // 8)  # 8 genomic tokens of ⌈G/8⌉ values, each with its own Linear(chunk → 32)
+    assert n_params(model) == 32_832 + 8 * (32 * chunk + 32) + 13_124 + 280 == 144_540
     assert n_params(build_model("cancermoe", ModelInputs(omic_dim=3062, group_sizes=[3062]), {"smoe": False})) == \
         n_params(model) - 280

@@ -6,14 +6,16 @@ here is written from the paper's description as summarised in issue 16; every ch
 description leaves open is listed below with its reason.
 
 **Tokens.** Patch features (``path``, D = 1024) → ``Linear(D → d)``, d = 32. The genomic vector
-(``omic``: every genomic column, scaled on the training fold) is zero-padded to a multiple of
-``genomic_patch`` (8) and cut into sub-vectors of 8 values; each sub-vector ``t`` is projected to d
-by its OWN ``Linear(8 → d)`` (``genomic_embedding="separate"``; a gene's meaning depends on its
-position, unlike a pixel's in ViT) — ``"shared"`` gives the ViT-style shared projection plus a
-learned position embedding per genomic token. A learnable cls token leads the sequence
-``[cls, genomic tokens, WSI tokens]``. The modality one-hot (cls / WSI / genomic) is concatenated to
-each token **at the router's input** (modality-aware routing): concatenating it to the token itself
-would make the width 35, which 8 heads cannot divide.
+(``omic``: every genomic column, scaled on the training fold) is zero-padded and cut into
+``genomic_tokens`` = 8 contiguous sub-vectors of c = ⌈G/8⌉ values (we read the paper's "sequences
+of length 8" as the genomic token sequence having length 8: with sub-vectors of 8 values instead, a
+3,000–12,000-gene vector would give 400–1,500 genomic tokens, whose attention alone would exceed
+the paper's 0.170 GFLOPs); each sub-vector ``t`` is projected to d by its OWN ``Linear(c → d)``
+(``genomic_embedding="separate"``: the sub-vectors hold different genes) — ``"shared"`` gives the
+ViT-style shared projection plus a learned position embedding per genomic token. A learnable cls
+token leads the sequence ``[cls, genomic tokens, WSI tokens]``. The modality one-hot (cls / WSI /
+genomic) is concatenated to each token **at the router's input** (modality-aware routing):
+concatenating it to the token itself would make the width 35, which 8 heads cannot divide.
 
 **Encoder.** 2 pre-norm transformer layers, 8 heads, d = 32 (head size 4), MLP hidden size
 ``mlp_ratio · d`` = 32 (the issue's reading: "hidden d = 32"), GELU, dropout 0.1 on the residual
@@ -95,10 +97,11 @@ paper's inference runs on. DPS scores of filtered tokens are their layer-1 cls a
 ``scaled_dot_product_attention`` in both layers), ``smoe=False`` (the dense MLP), ``genomics=False``
 (no genomic tokens; the ``omic`` input is still loaded but unused).
 
-**Size.** Parameters = 32,832 (WSI projection 1024 → 32 and the cls token) + 288 per genomic token
-(⌈G/8⌉ tokens, ``separate``) + 13,124 (2 layers, final norm, classifier) + 280 (router); on BLCA's
-3,062 ``omic`` columns 156,540. The paper's 0.446 M is reached at G ≈ 11,100 genomic values; the
-paper's BRCA genomic width could not be recovered (the paper text was not accessible here).
+**Size.** Parameters = 32,832 (WSI projection 1024 → 32 and the cls token) + 8·(32·⌈G/8⌉ + 32)
+(genomic projections, ``separate``) + 13,124 (2 layers, final norm, classifier) + 280 (router); on
+BLCA's 3,062 ``omic`` columns 144,540. The paper's 0.446 M is reached at G ≈ 12,490 genomic values;
+the paper's BRCA genomic width could not be recovered (the paper text was not accessible here), see
+``bench/cancermoe.py`` for the table.
 """
 
 from __future__ import annotations
@@ -343,7 +346,7 @@ class CancerMoE(SurvivalModel):
                              "weight_decay": 1e-5, "epochs": 20}}
 
     def __init__(self, *, path_dim: int = 1024, omic_dim: int = 0, n_bins: int = 4, dim: int = 32, n_heads: int = 8,
-                 n_layers: int = 2, mlp_ratio: float = 1.0, dropout: float = 0.1, genomic_patch: int = 8,
+                 n_layers: int = 2, mlp_ratio: float = 1.0, dropout: float = 0.1, genomic_tokens: int = 8,
                  genomic_embedding: str = "separate", n_experts: int = 4, top_k: int = 2,
                  balance_weight: float = 0.01, n_tokens: int = 3072, n_key_tokens: int = 4, p_random: float = 0.5,
                  refresh: str = "cindex", refresh_every: int = 2, keep_heads: int = 2, keep_ratio: float = 0.08,
@@ -359,17 +362,19 @@ class CancerMoE(SurvivalModel):
         self.dim, self.n_tokens, self.n_key_tokens, self.p_random = dim, n_tokens, n_key_tokens, p_random
         self.refresh, self.refresh_every, self.keep_ratio = refresh, refresh_every, keep_ratio
         self.dps, self.random_selection, self.acs, self.genomics = dps, random_selection, acs, genomics
-        self.genomic_patch, self.genomic_embedding = genomic_patch, genomic_embedding
-        self.n_genomic_tokens = -(-omic_dim // genomic_patch) if genomics and omic_dim > 0 else 0
+        self.genomic_embedding = genomic_embedding
+        self.n_genomic_tokens = min(genomic_tokens, omic_dim) if genomics and omic_dim > 0 else 0
+        self.genomic_chunk = -(-omic_dim // self.n_genomic_tokens) if self.n_genomic_tokens else 0
         self.path_proj = nn.Linear(path_dim, dim)
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         if self.n_genomic_tokens:
-            t, bound = self.n_genomic_tokens, 1 / math.sqrt(genomic_patch)
+            t, c = self.n_genomic_tokens, self.genomic_chunk
+            bound = 1 / math.sqrt(c)
             if genomic_embedding == "separate":
-                self.genomic_weight = nn.Parameter(torch.empty(t, genomic_patch, dim).uniform_(-bound, bound))
+                self.genomic_weight = nn.Parameter(torch.empty(t, c, dim).uniform_(-bound, bound))
                 self.genomic_bias = nn.Parameter(torch.empty(t, dim).uniform_(-bound, bound))
             else:
-                self.genomic_proj = nn.Linear(genomic_patch, dim)
+                self.genomic_proj = nn.Linear(c, dim)
                 self.genomic_position = nn.Parameter(torch.randn(t, dim) * 0.02)
         hidden = int(round(mlp_ratio * dim))
         self.layers = nn.ModuleList()
@@ -394,8 +399,8 @@ class CancerMoE(SurvivalModel):
     # ---------------------------------------------------------------- tokens
     def genomic_tokens(self, omic: torch.Tensor) -> torch.Tensor:
         b = omic.shape[0]
-        padded = F.pad(omic, (0, self.n_genomic_tokens * self.genomic_patch - omic.shape[1]))
-        pieces = padded.view(b, self.n_genomic_tokens, self.genomic_patch)
+        padded = F.pad(omic, (0, self.n_genomic_tokens * self.genomic_chunk - omic.shape[1]))
+        pieces = padded.view(b, self.n_genomic_tokens, self.genomic_chunk)
         if self.genomic_embedding == "separate":
             return torch.einsum("btl,tld->btd", pieces, self.genomic_weight) + self.genomic_bias
         return self.genomic_proj(pieces) + self.genomic_position
