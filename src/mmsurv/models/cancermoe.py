@@ -57,7 +57,8 @@ gives case ids nor calls the model between epochs):*
   ``data.max_patches``, which redraws the bag per visit: CancerMoE's paper defaults leave it unset,
   DPS being the cap);
 * the training c-index is computed by the model itself: ``loss()`` records each training batch's
-  risks, times and censorships; at an epoch boundary their Harrell's C is appended to a history;
+  risks, times and censorships; at an epoch boundary their Harrell's C is appended to a history
+  (on a demo fold the saved history equals the loop's ``train_cindex`` column epoch for epoch);
 * an epoch boundary is the first TRAINING forward after an evaluation forward (the loop evaluates
   the validation fold after every epoch). Until the model has seen an evaluation, it falls back on
   counting patients: an epoch ends when a patient key comes back and as many training visits as
