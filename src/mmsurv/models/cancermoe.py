@@ -1,0 +1,603 @@
+"""CancerMoE: sparse mixture-of-experts transformer with dynamic patch selection and attention consolidation.
+
+Peng et al., "An Ultra-Efficient Multi-Modal Integration Framework in Cancer Prognosis" (AAAI 2025
+workshop GenAI4Health; TMLR submission "One Leaf Knows Autumn"). No public code exists: everything
+here is written from the paper's description as summarised in issue 16; every choice the
+description leaves open is listed below with its reason.
+
+**Tokens.** Patch features (``path``, D = 1024) → ``Linear(D → d)``, d = 32. The genomic vector
+(``omic``: every genomic column, scaled on the training fold) is zero-padded and cut into
+``genomic_tokens`` = 8 contiguous sub-vectors of c = ⌈G/8⌉ values (we read the paper's "sequences
+of length 8" as the genomic token sequence having length 8: with sub-vectors of 8 values instead, a
+3,000–12,000-gene vector would give 400–1,500 genomic tokens, whose attention alone would exceed
+the paper's 0.170 GFLOPs); each sub-vector ``t`` is projected to d by its OWN ``Linear(c → d)``
+(``genomic_embedding="separate"``: the sub-vectors hold different genes) — ``"shared"`` gives the
+ViT-style shared projection plus a learned position embedding per genomic token. A learnable cls
+token leads the sequence ``[cls, genomic tokens, WSI tokens]``. The modality one-hot (cls / WSI /
+genomic) is concatenated to each token **at the router's input** (modality-aware routing):
+concatenating it to the token itself would make the width 35, which 8 heads cannot divide.
+
+**Encoder.** 2 pre-norm transformer layers, 8 heads, d = 32 (head size 4), MLP hidden size
+``mlp_ratio · d`` = 32 (the issue's reading: "hidden d = 32"), GELU, dropout 0.1 on the residual
+branches (the paper gives no dropout; attention probabilities get none, which keeps the explicit
+attention maps ACS needs cheap to store). The last layer's MLP is a sparse MoE: the dense MLP
+(d → h → d) partitioned uniformly into ``n_experts`` (4) experts of hidden size h/E (each expert is
+its slice of a dense MLP's initial weights; the output bias stays shared, so SMoE and dense MLP have
+the same weights plus the router), Shazeer et al.'s (2017) noisy top-k gating (``top_k`` = 2; clean
+and noise weights zero-initialised as there; Gaussian noise in training only) and real sparse
+dispatch (each expert computes only its tokens, so FLOP counts see k/E of the dense MLP). The
+auxiliary term ``balance`` = w_imp·CV²(Importance) + w_load·CV²(Load) over the batch's real tokens
+(Shazeer eqs. 6–10, Load through the smooth estimator P(x, i) = Φ((clean_i − kth_excluding)/σ_i)),
+CV² = population variance / mean², w_imp = w_load = 0.01.
+
+**Dynamic Patch Selection (DPS).** N = ``n_tokens`` (3072) WSI tokens per patient: the b =
+``n_key_tokens`` (4) tokens with the highest stored scores (cls attention of the LAST layer, mean
+over heads), a window of N(1 − p)/(2b) tokens on each side of each key token (p = ``p_random`` =
+0.5: 192 per side, 384 per key, 1536 in all), and N·p tokens drawn uniformly without replacement
+from the tokens not used yet, so exactly N distinct tokens. Neighbourhood = **the patient's bag
+order** (a window of 2w consecutive rows, shifted inside the bag at its ends; overlapping windows
+are merged and the random part fills the shortfall): the paper's "each side" is a 1-D notion, the
+patching run lists a slide's patches row-major on its grid (consecutive rows are spatial
+neighbours along x), and it needs no coordinates file. Before a patient has scores (its first
+visit) all N tokens are drawn at random. **A bag of n ≤ N real rows uses all of them** (no
+duplicates, no padding: every selection is drawn from the rows ``batch.mask`` marks as real; the
+demo's 40–200-patch bags take this path). **Evaluation** uses the same rule without the random
+part: the N·p (or, without scores, all N) tokens are taken evenly spaced over the unused rows; a
+patient without stored scores (a validation patient) is first scored by one forward over N evenly
+spaced tokens, then selected and run again (two passes, only for bags larger than N).
+
+*Refresh of the scores.* Policies ``refresh``: ``"cindex"`` (the paper's "c-index depends": the
+stored scores are refreshed only during an epoch that follows a drop of the training c-index),
+``"epoch"`` (every epoch), ``"every_n"`` (every ``refresh_every`` epochs). A patient without
+stored scores is always stored. *How the model gets this information (the training loop neither
+gives case ids nor calls the model between epochs):*
+
+* patients are keyed by a content hash of their bag (blake2b of the real-row count, the width and
+  rows 0, n/2 and n − 1): stable within a fold since the bag files do not change (NOT with
+  ``data.max_patches``, which redraws the bag per visit: CancerMoE's paper defaults leave it unset,
+  DPS being the cap);
+* the training c-index is computed by the model itself: ``loss()`` records each training batch's
+  risks, times and censorships; at an epoch boundary their Harrell's C is appended to a history
+  (on a demo fold the saved history equals the loop's ``train_cindex`` column epoch for epoch);
+* an epoch boundary is the first TRAINING forward after an evaluation forward (the loop evaluates
+  the validation fold after every epoch). Until the model has seen an evaluation, it falls back on
+  counting patients: an epoch ends when a patient key comes back and as many training visits as
+  distinct patients have been made (exact for sampling without replacement; with the loop's
+  default class-balanced sampling WITH replacement only the evaluation signal is exact);
+* the scores (per patient: the N selected row positions and their scores — bounded by N, not by
+  the bag), the epoch counter, the c-index history and the refresh flag are the module's
+  ``get_extra_state`` (serialised into a uint8 tensor so ``state_dict`` copies stay tensors), so
+  checkpoints carry them; selection randomness draws from torch's global generator, which the
+  training run seeds: same seed ⇒ same selections.
+
+**Attention Consolidation and Sparsification (ACS).** Head importance I_h = E|Σ A_h ⊙ ∂L/∂A_h|
+(Michel et al. 2019) is accumulated per layer on training batches by a backward hook on the
+attention probabilities (sum and count in buffers), L2-normalised per layer (as Michel et al.). From
+the second epoch on (or once importance exists when epochs are not tracked) the ``keep_heads`` (2)
+heads of largest I are kept, every other head joins the kept head whose attention map (this
+patient's, over its real tokens) is most cosine-similar, and each cluster's output is
+Σ_h softmax(I)_h · head_h over the cluster's heads (weights sum to 1 per cluster); the cluster's
+output takes the slot of each of its heads before the output projection (equivalently, one merged
+projection per cluster). In the FIRST layer attention is sparsified to the kq = round(q·N) WSI
+tokens (q = ``keep_ratio`` = 0.08: 246 of 3072, 92 % filtered) with the highest cls attention
+(head mean): the WSI×WSI attention keeps exactly (kq)² elements, cls and genomic tokens keep theirs,
+the cls query alone attends over every selected token, and the filtered WSI tokens leave the
+sequence, so layer 2 (training and inference alike) runs among the kq kept tokens only.
+*Departure:* the paper keeps "the (qN)² largest attention elements"; taking them literally needs the
+N×N map per head (8 × 3072² floats ≈ 300 MB per patient, ~10 GB at batch 32 with its gradient),
+so we keep the (qN)² elements among the qN tokens the cls token attends to most — the block the
+paper's inference runs on. DPS scores of filtered tokens are their layer-1 cls attention − 1
+(below every kept token's last-layer score).
+
+**Training.** Batch 32 patients per forward (fixed N makes batches cheap), Adam, lr 1e-3, NLL
+(the paper's β = MCAT's α, 0 by default), 20 epochs, weight decay 1e-5 (MCAT's), no accumulation.
+
+**Ablations (paper Table 4)** as constructor flags: ``dps=False`` (every real row, no selection),
+``random_selection=True`` (N uniform random tokens per visit; evaluation: evenly spaced),
+``acs=False`` (no consolidation, no sparsification: full attention through
+``scaled_dot_product_attention`` in both layers), ``smoe=False`` (the dense MLP), ``genomics=False``
+(no genomic tokens; the ``omic`` input is still loaded but unused).
+
+**Size.** Parameters = 32,832 (WSI projection 1024 → 32 and the cls token) + 8·(32·⌈G/8⌉ + 32)
+(genomic projections, ``separate``) + 13,124 (2 layers, final norm, classifier) + 280 (router); on
+BLCA's 3,062 ``omic`` columns 144,540. The paper's 0.446 M is reached at G ≈ 12,490 genomic values;
+the paper's BRCA genomic width could not be recovered (the paper text was not accessible here), see
+``bench/cancermoe.py`` for the table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmsurv.models.base import SURVIVAL_TERM, Batch, ModelOutput, SurvivalModel, Target, require
+from mmsurv.models.registry import register_model
+from mmsurv.train.loss import nll_surv_loss
+
+CLS, WSI, GENOMIC = 0, 1, 2  # modality ids (router one-hot)
+REFRESH_POLICIES = ("cindex", "epoch", "every_n")
+
+
+# --------------------------------------------------------------------------------------------------
+# Sparse mixture of experts (Shazeer et al., 2017)
+# --------------------------------------------------------------------------------------------------
+
+def cv_squared(values: torch.Tensor) -> torch.Tensor:
+    """Squared coefficient of variation, population variance / mean² (0 for one expert)."""
+    if values.numel() < 2:
+        return values.new_zeros(())
+    return values.var(correction=0) / (values.mean() ** 2 + 1e-10)
+
+
+class NoisyTopKMoE(nn.Module):
+    """The dense MLP ``d → h → d`` split into ``n_experts`` experts of hidden h/E with noisy top-k gating."""
+
+    def __init__(self, dim: int, hidden: int, n_experts: int, top_k: int, route_extra: int = 3,
+                 w_importance: float = 0.01, w_load: float = 0.01):
+        super().__init__()
+        if hidden % n_experts:
+            raise ValueError(f"CancerMoE: MLP hidden size {hidden} must split evenly into {n_experts} experts")
+        if not 1 <= top_k < n_experts:
+            raise ValueError(f"CancerMoE: top_k must be in [1, n_experts) for the load estimator, got {top_k}")
+        self.n_experts, self.top_k = n_experts, top_k
+        self.w_importance, self.w_load = w_importance, w_load
+        part = hidden // n_experts
+        dense_in, dense_out = nn.Linear(dim, hidden), nn.Linear(hidden, dim)  # the dense MLP being partitioned
+        self.w_in = nn.Parameter(dense_in.weight.detach().t().reshape(dim, n_experts, part).permute(1, 0, 2).clone())
+        self.b_in = nn.Parameter(dense_in.bias.detach().reshape(n_experts, part).clone())
+        self.w_out = nn.Parameter(dense_out.weight.detach().t().reshape(n_experts, part, dim).clone())
+        self.b_out = nn.Parameter(dense_out.bias.detach().clone())
+        self.gate = nn.Linear(dim + route_extra, n_experts, bias=False)
+        self.noise = nn.Linear(dim + route_extra, n_experts, bias=False)
+        nn.init.zeros_(self.gate.weight)
+        nn.init.zeros_(self.noise.weight)
+
+    def route(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Router input M×(d+3) → gates M×E (k non-zero, summing to 1), Importance E, Load E."""
+        clean = self.gate(r)
+        std = F.softplus(self.noise(r)) + 1e-2
+        logits = clean + torch.randn_like(clean) * std if self.training else clean
+        top_values, top_index = logits.topk(self.top_k + 1, dim=1)
+        gates = torch.zeros_like(logits).scatter(1, top_index[:, :self.top_k],
+                                                 torch.softmax(top_values[:, :self.top_k], dim=1))
+        # Shazeer's smooth load: P(x, i) = Φ((clean_i − threshold_i) / σ_i), threshold the k-th largest
+        # noisy logit of the OTHER experts (the (k+1)-th if i is among the top k, else the k-th)
+        in_top = torch.zeros_like(logits, dtype=torch.bool).scatter(1, top_index[:, :self.top_k], True)
+        threshold = torch.where(in_top, top_values[:, self.top_k:self.top_k + 1], top_values[:, self.top_k - 1:self.top_k])
+        prob = torch.distributions.Normal(0.0, 1.0).cdf((clean - threshold) / std)
+        return gates, gates.sum(0), prob.sum(0)
+
+    def balance_loss(self, importance: torch.Tensor, load: torch.Tensor) -> torch.Tensor:
+        return self.w_importance * cv_squared(importance) + self.w_load * cv_squared(load)
+
+    def forward(self, x: torch.Tensor, modality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tokens M×d and their modality ids M → outputs M×d, gates M×E, balance loss."""
+        r = torch.cat([x, F.one_hot(modality, 3).to(x.dtype)], dim=1)
+        gates, importance, load = self.route(r)
+        out = x.new_zeros(x.shape)
+        for expert in range(self.n_experts):
+            rows = gates[:, expert].nonzero().squeeze(1)
+            if rows.numel() == 0:
+                continue
+            hidden = F.gelu(x[rows] @ self.w_in[expert] + self.b_in[expert])
+            out = out.index_add(0, rows, (hidden @ self.w_out[expert]) * gates[rows, expert, None])
+        return out + self.b_out, gates, self.balance_loss(importance, load)
+
+
+class DenseMLP(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor, modality: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return self.net(x), None, None
+
+
+# --------------------------------------------------------------------------------------------------
+# Attention with head importance, consolidation and first-layer sparsification
+# --------------------------------------------------------------------------------------------------
+
+def consolidation_matrix(importance: torch.Tensor, probs: torch.Tensor, keep_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Head clusters and mixing weights from importance (H) and one patient's attention maps (H×T×T).
+
+    Returns ``assign`` (H: the kept head each head joins) and ``mix`` (H×H: row g holds the weights of
+    the heads of g's cluster, softmax of their importance, summing to 1; cluster output = mix @ heads)."""
+    heads = importance.numel()
+    keep = importance.topk(min(keep_heads, heads)).indices
+    flat = probs.reshape(heads, -1)
+    similarity = F.cosine_similarity(flat[:, None, :], flat[None, keep, :], dim=2)  # H×k
+    assign = keep[similarity.argmax(dim=1)]
+    assign[keep] = keep
+    same = assign[:, None] == assign[None, :]  # H×H: same cluster
+    logits = importance[None, :].expand(heads, heads).masked_fill(~same, float("-inf"))
+    return assign, torch.softmax(logits, dim=1)
+
+
+class HeadAttention(nn.Module):
+    """Multi-head self-attention whose probabilities ACS reads (importance hook, consolidation)."""
+
+    def __init__(self, dim: int, n_heads: int, keep_heads: int):
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"CancerMoE: dim {dim} is not divisible by {n_heads} heads")
+        self.n_heads, self.head_dim, self.keep_heads = n_heads, dim // n_heads, keep_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.register_buffer("importance_sum", torch.zeros(n_heads))
+        self.register_buffer("importance_count", torch.zeros(()))
+        self.last_mix: torch.Tensor | None = None  # B×H×H of the last consolidated forward (tests, maps)
+
+    def importance(self) -> torch.Tensor:
+        mean = self.importance_sum / self.importance_count.clamp(min=1)
+        return mean / mean.norm().clamp(min=1e-12)
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return q, k, v  # each B×H×T×dh
+
+    def cls_attention(self, q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """The cls query's attention over every token: B×H×T."""
+        scores = (q[:, :, :1] @ k.transpose(-1, -2)).squeeze(2) / math.sqrt(self.head_dim)
+        return torch.softmax(scores.masked_fill(~key_mask[:, None, :], float("-inf")), dim=-1)
+
+    def explicit(self, q, k, v, key_mask, *, track: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+        probs = torch.softmax(scores.masked_fill(~key_mask[:, None, None, :], float("-inf")), dim=-1)
+        if track and probs.requires_grad:
+            probs.register_hook(self._accumulate(probs.detach()))
+        return probs @ v, probs
+
+    def _accumulate(self, probs: torch.Tensor):
+        def hook(grad: torch.Tensor) -> None:
+            with torch.no_grad():
+                per_patient = (probs * grad).sum(dim=(2, 3)).abs()  # B×H
+                self.importance_sum += per_patient.sum(0)
+                self.importance_count += per_patient.shape[0]
+        return hook
+
+    def consolidate(self, heads: torch.Tensor, probs: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
+        """Each head's output replaced by its cluster's softmax(I)-weighted sum (per patient)."""
+        importance = self.importance()
+        masked = probs * query_mask[:, None, :, None]
+        mixes = [consolidation_matrix(importance, masked[b], self.keep_heads)[1] for b in range(probs.shape[0])]
+        self.last_mix = torch.stack(mixes).detach()
+        return torch.einsum("bgh,bhtd->bgtd", torch.stack(mixes), heads)
+
+    def merge(self, heads: torch.Tensor) -> torch.Tensor:
+        b, _, t, _ = heads.shape
+        return self.proj(heads.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
+
+
+class Layer(nn.Module):
+    def __init__(self, dim: int, n_heads: int, keep_heads: int, hidden: int, dropout: float, moe: nn.Module | None):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = HeadAttention(dim, n_heads, keep_heads)
+        self.mlp = moe if moe is not None else DenseMLP(dim, hidden)
+        self.drop = nn.Dropout(dropout)
+
+    def feed_forward(self, x: torch.Tensor, modality: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h = self.norm2(x)
+        rows = h[mask]
+        out, gates, balance = self.mlp(rows, modality[mask])
+        full = torch.zeros_like(h)
+        full[mask] = out
+        self.last_gates = None if gates is None else gates.detach()
+        return x + self.drop(full), balance
+
+
+# --------------------------------------------------------------------------------------------------
+# Dynamic patch selection
+# --------------------------------------------------------------------------------------------------
+
+def select_tokens(n: int, n_tokens: int, stored: tuple[torch.Tensor, torch.Tensor] | None, *, n_key: int,
+                  p_random: float, random: bool, device=None) -> torch.Tensor:
+    """Positions (sorted, distinct) of the tokens DPS keeps among a bag's ``n`` real rows.
+
+    ``stored``: (positions, scores) of the patient's last scored selection, or None; ``random``:
+    draw the random part uniformly (training), else take it evenly spaced (evaluation)."""
+    if n <= n_tokens:
+        return torch.arange(n, device=device)
+    chosen = torch.zeros(n, dtype=torch.bool)
+    if stored is not None:
+        positions, scores = stored
+        keys = positions[scores.topk(min(n_key, scores.numel())).indices]
+        half = int(round(n_tokens * (1 - p_random) / (2 * n_key)))
+        for key in keys.tolist():
+            start = min(max(key - half, 0), n - 2 * half)
+            chosen[start:start + 2 * half] = True
+    missing = n_tokens - int(chosen.sum())
+    unused = (~chosen).nonzero().squeeze(1)
+    if random:
+        picked = unused[torch.randperm(unused.numel())[:missing]]
+    else:
+        picked = unused[torch.arange(missing) * unused.numel() // missing] if missing else unused[:0]
+    chosen[picked] = True
+    return chosen.nonzero().squeeze(1).to(device)
+
+
+def bag_key(rows: torch.Tensor) -> int:
+    """A content hash of a bag's real rows (count, width, rows 0, n/2 and n − 1): a patient's DPS key."""
+    n = rows.shape[0]
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(f"{n}x{rows.shape[1]}".encode())
+    if n:
+        sample = rows[[0, n // 2, n - 1]].detach().to("cpu", torch.float32).contiguous()
+        digest.update(sample.numpy().tobytes())
+    return int.from_bytes(digest.digest(), "little", signed=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------------
+
+@register_model("cancermoe", display="CancerMoE", citation="Peng et al., AAAI GenAI4Health Workshop 2025")
+class CancerMoE(SurvivalModel):
+    """Sparse-MoE transformer over WSI and genomic tokens with dynamic patch selection and ACS."""
+
+    inputs = ("path", "omic")
+    batchable = True
+    defaults = {"training": {"batch_size": 32, "grad_accum": 1, "lr": 1e-3, "optimizer": "adam",
+                             "weight_decay": 1e-5, "epochs": 20}}
+
+    def __init__(self, *, path_dim: int = 1024, omic_dim: int = 0, n_bins: int = 4, dim: int = 32, n_heads: int = 8,
+                 n_layers: int = 2, mlp_ratio: float = 1.0, dropout: float = 0.1, genomic_tokens: int = 8,
+                 genomic_embedding: str = "separate", n_experts: int = 4, top_k: int = 2,
+                 balance_weight: float = 0.01, n_tokens: int = 3072, n_key_tokens: int = 4, p_random: float = 0.5,
+                 refresh: str = "cindex", refresh_every: int = 2, keep_heads: int = 2, keep_ratio: float = 0.08,
+                 dps: bool = True, random_selection: bool = False, acs: bool = True, smoe: bool = True,
+                 genomics: bool = True, **sizes):
+        super().__init__(n_bins=n_bins, path_dim=path_dim, omic_dim=omic_dim, **sizes)
+        if refresh not in REFRESH_POLICIES:
+            raise ValueError(f"CancerMoE: refresh must be one of {', '.join(REFRESH_POLICIES)}, got {refresh!r}")
+        if genomic_embedding not in ("separate", "shared"):
+            raise ValueError(f"CancerMoE: genomic_embedding must be separate or shared, got {genomic_embedding!r}")
+        if n_layers < 1:
+            raise ValueError("CancerMoE needs at least one layer")
+        self.dim, self.n_tokens, self.n_key_tokens, self.p_random = dim, n_tokens, n_key_tokens, p_random
+        self.refresh, self.refresh_every, self.keep_ratio = refresh, refresh_every, keep_ratio
+        self.dps, self.random_selection, self.acs, self.genomics = dps, random_selection, acs, genomics
+        self.genomic_embedding = genomic_embedding
+        self.n_genomic_tokens = min(genomic_tokens, omic_dim) if genomics and omic_dim > 0 else 0
+        self.genomic_chunk = -(-omic_dim // self.n_genomic_tokens) if self.n_genomic_tokens else 0
+        self.path_proj = nn.Linear(path_dim, dim)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        if self.n_genomic_tokens:
+            t, c = self.n_genomic_tokens, self.genomic_chunk
+            bound = 1 / math.sqrt(c)
+            if genomic_embedding == "separate":
+                self.genomic_weight = nn.Parameter(torch.empty(t, c, dim).uniform_(-bound, bound))
+                self.genomic_bias = nn.Parameter(torch.empty(t, dim).uniform_(-bound, bound))
+            else:
+                self.genomic_proj = nn.Linear(c, dim)
+                self.genomic_position = nn.Parameter(torch.randn(t, dim) * 0.02)
+        hidden = int(round(mlp_ratio * dim))
+        self.layers = nn.ModuleList()
+        for index in range(n_layers):
+            last = index == n_layers - 1
+            moe = NoisyTopKMoE(dim, hidden, n_experts, top_k, 3, balance_weight, balance_weight) if smoe and last else None
+            self.layers.append(Layer(dim, n_heads, keep_heads, hidden, dropout, moe))
+        self.norm = nn.LayerNorm(dim)
+        self.classifier = nn.Linear(dim, n_bins)
+        # DPS / epoch bookkeeping (the module's extra state, see the module docstring)
+        self._scores: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._epoch = 1
+        self._cindex_history: list[float] = []
+        self._refreshing = True
+        self._saw_eval = False
+        self._ever_eval = False
+        self._visits_this_epoch = 0
+        self._keys_this_epoch: set[int] = set()
+        self._epoch_records: list[tuple[float, float, float]] = []  # (risk, time, censorship), not saved
+        self._last_keys: list[int] = []
+
+    # ---------------------------------------------------------------- tokens
+    def genomic_tokens(self, omic: torch.Tensor) -> torch.Tensor:
+        b = omic.shape[0]
+        padded = F.pad(omic, (0, self.n_genomic_tokens * self.genomic_chunk - omic.shape[1]))
+        pieces = padded.view(b, self.n_genomic_tokens, self.genomic_chunk)
+        if self.genomic_embedding == "separate":
+            return torch.einsum("btl,tld->btd", pieces, self.genomic_weight) + self.genomic_bias
+        return self.genomic_proj(pieces) + self.genomic_position
+
+    @property
+    def kept_wsi_tokens(self) -> int:
+        """kq = round(q·N): the WSI tokens the first layer keeps (when ACS is on)."""
+        return max(1, int(round(self.keep_ratio * self.n_tokens)))
+
+    # ---------------------------------------------------------------- encoder
+    def encode(self, wsi: torch.Tensor, wsi_mask: torch.Tensor, omic: torch.Tensor | None):
+        """WSI tokens B×S×D (mask B×S) and omic B×G → logits, aux terms, per-WSI-token scores B×S, maps."""
+        b, s, _ = wsi.shape
+        device = wsi.device
+        parts, modality = [self.cls_token.expand(b, -1, -1)], [CLS]
+        if self.n_genomic_tokens:
+            parts.append(self.genomic_tokens(require(omic, "genomic vector (omic)", "CancerMoE")))
+            modality += [GENOMIC] * self.n_genomic_tokens
+        parts.append(self.path_proj(wsi))
+        modality += [WSI] * s
+        x = torch.cat(parts, dim=1)
+        fixed = 1 + self.n_genomic_tokens
+        mask = torch.cat([torch.ones(b, fixed, dtype=torch.bool, device=device), wsi_mask], dim=1)
+        modality = torch.tensor(modality, device=device).expand(b, -1)
+        wsi_index = torch.arange(s, device=device).expand(b, -1)  # WSI position of each WSI token still present
+        first_cls = None
+        aux: dict[str, torch.Tensor] = {}
+        maps: dict[str, torch.Tensor] = {}
+        consolidate = self.acs and self.consolidating
+        track = self.acs and self.training and torch.is_grad_enabled()
+        for index, layer in enumerate(self.layers):
+            h = layer.norm1(x)
+            q, k, v = layer.attn.split(h)
+            cls_attn = layer.attn.cls_attention(q, k, mask)  # B×H×T
+            if self.acs and index == 0:
+                first_cls = cls_attn.mean(1)[:, fixed:]
+                x, q, k, v, mask, modality, wsi_index, cls_heads = self._sparsify(x, q, k, v, mask, modality, wsi_index,
+                                                                                  cls_attn, fixed)
+                heads, probs = layer.attn.explicit(q, k, v, mask, track=track)
+                heads = torch.cat([cls_heads, heads[:, :, 1:]], dim=2)  # the cls query keeps every token
+                block = (probs[:, :, fixed:, fixed:].mean(1) * mask[:, fixed:, None]).detach()
+                maps["first_layer_wsi"] = block  # B×kq×kq, rows of padding zeroed
+                maps["first_layer_kept"] = wsi_index
+            elif self.acs:
+                heads, probs = layer.attn.explicit(q, k, v, mask, track=track)
+            else:
+                heads, probs = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :]), None
+            if consolidate and probs is not None:
+                heads = layer.attn.consolidate(heads, probs, mask)
+            x = x + layer.drop(layer.attn.merge(heads))
+            x, balance = layer.feed_forward(x, modality, mask)
+            if balance is not None:
+                aux["balance"] = balance
+            last_cls = cls_attn
+        # DPS scores: last-layer cls attention (head mean) of the WSI tokens still present; filtered ones
+        # get their first-layer cls attention − 1 (below every kept token)
+        last = last_cls.mean(1)[:, fixed:]
+        scores = last if last.shape[1] == s else (first_cls - 1).scatter(1, wsi_index, last)
+        logits = self.classifier(self.norm(x[:, 0]))
+        return logits, aux, scores.detach(), maps
+
+    def _sparsify(self, x, q, k, v, mask, modality, wsi_index, cls_attn, fixed):
+        """First layer: keep the kq WSI tokens with the highest cls attention (head mean) plus cls/genomic."""
+        b = x.shape[0]
+        wsi_mask = mask[:, fixed:]
+        keep = min(self.kept_wsi_tokens, wsi_mask.shape[1])
+        ranking = cls_attn.mean(1)[:, fixed:].masked_fill(~wsi_mask, -1.0)
+        top = ranking.topk(keep, dim=1).indices.sort(dim=1).values  # B×kq, bag order
+        kept_mask = wsi_mask.gather(1, top)  # False only when a patient has fewer than kq real tokens
+        cls_heads = (cls_attn.unsqueeze(2) @ v)  # B×H×1×dh: the cls query over every token
+        index = torch.cat([torch.arange(fixed, device=x.device).expand(b, -1), top + fixed], dim=1)
+
+        def take(t):  # B×H×T×dh
+            return t.gather(2, index[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[3]))
+
+        x = x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
+        mask = torch.cat([mask[:, :fixed], kept_mask], dim=1)
+        return (x, take(q), take(k), take(v), mask, modality.gather(1, index), wsi_index.gather(1, top), cls_heads)
+
+    @property
+    def consolidating(self) -> bool:
+        """Consolidation runs once head importance has been accumulated over a finished epoch."""
+        counted = all(float(layer.attn.importance_count) > 0 for layer in self.layers)
+        return counted and (self._epoch >= 2 or not self._tracking_epochs)
+
+    @property
+    def _tracking_epochs(self) -> bool:
+        return self._ever_eval or bool(self._cindex_history)
+
+    # ---------------------------------------------------------------- selection
+    def _bags(self, batch: Batch) -> list[torch.Tensor]:
+        path = require(batch.path, "bag of patch features (path)", "CancerMoE")
+        if batch.mask is None:
+            return [path[row] for row in range(path.shape[0])]
+        return [path[row][batch.mask[row]] for row in range(path.shape[0])]
+
+    def _pack(self, bags: list[torch.Tensor], selections: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        longest = max(1, max(len(sel) for sel in selections))
+        wsi = bags[0].new_zeros(len(bags), longest, bags[0].shape[1])
+        mask = torch.zeros(len(bags), longest, dtype=torch.bool, device=bags[0].device)
+        for row, (bag, sel) in enumerate(zip(bags, selections)):
+            wsi[row, :len(sel)] = bag[sel]
+            mask[row, :len(sel)] = True
+        return wsi, mask
+
+    def _select(self, bag: torch.Tensor, key: int, training: bool, stored=None) -> torch.Tensor:
+        n = bag.shape[0]
+        if not self.dps:
+            return torch.arange(n, device=bag.device)
+        if self.random_selection:
+            return select_tokens(n, self.n_tokens, None, n_key=self.n_key_tokens, p_random=1.0, random=training,
+                                 device=bag.device)
+        stored = self._scores.get(key) if stored is None else stored
+        return select_tokens(n, self.n_tokens, stored, n_key=self.n_key_tokens, p_random=self.p_random,
+                             random=training, device=bag.device)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        bags = self._bags(batch)
+        if any(bag.shape[0] == 0 for bag in bags):
+            bags = [bag if bag.shape[0] else bag.new_zeros(1, bag.shape[1]) for bag in bags]
+        keys = [bag_key(bag) for bag in bags]
+        omic = batch.omic if self.n_genomic_tokens else None
+        training = self.training
+        if training:
+            self._start_visit(keys)
+        else:
+            self._saw_eval = self._ever_eval = True
+        selections = [self._select(bag, key, training) for bag, key in zip(bags, keys)]
+        scoring_pass = (not training and self.dps and not self.random_selection
+                        and any(key not in self._scores and bag.shape[0] > self.n_tokens for bag, key in zip(bags, keys)))
+        if scoring_pass:  # evaluation of unseen patients: score an evenly spaced selection first
+            wsi, wsi_mask = self._pack(bags, selections)
+            _, _, scores, _ = self.encode(wsi, wsi_mask, omic)
+            selections = [self._select(bag, key, False, stored=self._scores.get(key, (sel.cpu(), scores[row, :len(sel)].cpu())))
+                          for row, (bag, key, sel) in enumerate(zip(bags, keys, selections))]
+        wsi, wsi_mask = self._pack(bags, selections)
+        logits, aux, scores, maps = self.encode(wsi, wsi_mask, omic)
+        if training and self.dps and not self.random_selection:
+            for row, (key, sel) in enumerate(zip(keys, selections)):
+                if self._refreshing or key not in self._scores:
+                    self._scores[key] = (sel.cpu(), scores[row, :len(sel)].float().cpu())
+        self._last_keys = keys
+        attention = {"wsi_scores": scores, "selection": wsi_mask, **maps}
+        return ModelOutput(logits=logits, aux=aux, attention=attention)
+
+    # ---------------------------------------------------------------- epochs, c-index, refresh
+    def _start_visit(self, keys: list[int]) -> None:
+        boundary = self._saw_eval
+        if not self._ever_eval and self._keys_this_epoch and any(key in self._keys_this_epoch for key in keys):
+            boundary = self._visits_this_epoch >= len(self._keys_this_epoch)  # fallback: count patients
+        if boundary and (self._visits_this_epoch or self._epoch_records):
+            self._close_epoch()
+        self._saw_eval = False
+        self._visits_this_epoch += len(keys)
+        self._keys_this_epoch.update(keys)
+
+    def _close_epoch(self) -> None:
+        from mmsurv.train.metrics import concordance
+
+        if self._epoch_records:
+            risk, time, censorship = zip(*self._epoch_records)
+            self._cindex_history.append(concordance(time, censorship, risk))
+        self._epoch += 1
+        self._epoch_records.clear()
+        self._visits_this_epoch = 0
+        self._keys_this_epoch = set()
+        self._refreshing = self.refresh_decision()
+
+    def refresh_decision(self) -> bool:
+        """Whether the epoch now starting refreshes the stored token scores."""
+        if self.refresh == "epoch" or self._epoch <= 1:
+            return True
+        if self.refresh == "every_n":
+            return (self._epoch - 1) % max(1, self.refresh_every) == 0
+        history = [c for c in self._cindex_history if not math.isnan(c)]
+        return len(history) >= 2 and history[-1] < history[-2]
+
+    def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
+        """MCAT's NLL (``surv``) plus the balance term; records training risks for the running c-index."""
+        if self.training and output.logits.requires_grad:
+            risk = output.risk.detach().double().cpu().tolist()
+            self._epoch_records += list(zip(risk, target.time.cpu().tolist(), target.censorship.cpu().tolist()))
+        nll = nll_surv_loss(output.hazards, output.survival, target.label, target.censorship, alpha=self.nll_alpha)
+        return {SURVIVAL_TERM: nll, **output.aux}
+
+    def get_extra_state(self) -> torch.Tensor:
+        state = {"version": 1, "epoch": self._epoch, "cindex": list(self._cindex_history),
+                 "refreshing": self._refreshing, "keys": list(self._scores),
+                 "positions": [pos for pos, _ in self._scores.values()],
+                 "scores": [score for _, score in self._scores.values()]}
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        return torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        values = torch.load(io.BytesIO(state.cpu().numpy().tobytes()), weights_only=True)
+        self._epoch, self._cindex_history = int(values["epoch"]), list(values["cindex"])
+        self._refreshing = bool(values["refreshing"])
+        self._scores = {int(k): (p, s) for k, p, s in zip(values["keys"], values["positions"], values["scores"])}
