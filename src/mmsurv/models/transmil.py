@@ -20,7 +20,8 @@ Parameters at the reference setting (1024-d input, 4 outputs): 2,673,172, equal 
 code's count with ``n_classes = 4`` (tested). PyTorch default initialisation; the class token is
 N(0, 1) as the reference's ``torch.randn``.
 
-Defaults: ``dim=512``, ``heads=8``, ``landmarks=256``, ``pinv_iterations=6``, ``attn_dropout=0.1``.
+Defaults: ``dim=512``, ``heads=8``, ``landmarks=256``, ``pinv_iterations=6``, ``attn_dropout=0.1``,
+``adaptive_landmarks=True``.
 Training defaults: the paper trains with Lookahead(RAdam), lr 2e-4, weight decay 1e-5, batch 1;
 we set RAdam with the same lr and weight decay (the training loop has no Lookahead wrapper).
 
@@ -31,7 +32,16 @@ Departures, with reasons:
 * the reference pads with ``h[:, :add_length]``, which needs ``add_length ≤ N`` (always true for
   ``N ≥ 1``, since ``⌈√N⌉² − N ≤ N``); we index ``i mod N``, identical where the reference works;
 * Nyström attention pads the sequence at the front to a multiple of the landmarks with zero rows
-  and no mask (package behaviour, as the reference): kept.
+  and no mask (package behaviour, as the reference): kept for sequences longer than the landmarks;
+* **sequences shorter than the 256 landmarks** (bags of fewer than 255 patches, e.g. the demo's
+  ~40–100): the reference pads them with zero tokens up to 256 and runs the 6 Moore–Penrose
+  iterations on a 8×256×256 landmark kernel whatever N, which dominates the CPU cost (≈ 4 s per
+  forward + backward at N = 45, 73 % in those products) and lets the zero rows dilute the
+  attention. With ``adaptive_landmarks`` (default) a layer uses ``min(256, tokens)`` landmarks, so
+  a short sequence is its own landmark set (each landmark one token, no zero padding: the Nyström
+  approximation of full softmax attention with every point a landmark), ≈ 40 ms at N = 45.
+  Sequences of 256 tokens or more are computed exactly as the reference. ``adaptive_landmarks=False``
+  restores the reference behaviour for short bags. No parameter depends on it.
 
 Cost: Nyström attention is linear in N; at 50,000 patches a forward + backward fits in a few GB on
 CPU (see ``bench/train.py`` figures in the report of issue 13).
@@ -51,15 +61,21 @@ from mmsurv.models.registry import register_model
 class TransLayer(nn.Module):
     """Pre-norm Nyström self-attention with a residual connection (no feed-forward, as the paper)."""
 
-    def __init__(self, dim: int, heads: int, landmarks: int, pinv_iterations: int, dropout: float):
+    def __init__(self, dim: int, heads: int, landmarks: int, pinv_iterations: int, dropout: float,
+                 adaptive_landmarks: bool = True):
         super().__init__()
         from nystrom_attention import NystromAttention  # optional dependency, imported on use
 
         self.norm = nn.LayerNorm(dim)
         self.attention = NystromAttention(dim=dim, dim_head=dim // heads, heads=heads, num_landmarks=landmarks,
                                           pinv_iterations=pinv_iterations, residual=True, dropout=dropout)
+        self.landmarks = landmarks
+        self.adaptive_landmarks = adaptive_landmarks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The package reads its landmark count at call time; set it for this sequence (see the module docstring).
+        n = x.shape[1]
+        self.attention.num_landmarks = min(self.landmarks, n) if self.adaptive_landmarks else self.landmarks
         return x + self.attention(self.norm(x))
 
 
@@ -100,14 +116,15 @@ class TransMIL(SurvivalModel):
     defaults = {"training": {"optimizer": "radam", "lr": 2e-4, "weight_decay": 1e-5}}
 
     def __init__(self, *, path_dim: int = 1024, n_bins: int = 4, dim: int = 512, heads: int = 8,
-                 landmarks: int | None = None, pinv_iterations: int = 6, attn_dropout: float = 0.1, **sizes):
+                 landmarks: int | None = None, pinv_iterations: int = 6, attn_dropout: float = 0.1,
+                 adaptive_landmarks: bool = True, **sizes):
         super().__init__(n_bins=n_bins, path_dim=path_dim, **sizes)
         landmarks = landmarks or dim // 2
         self.fc = nn.Sequential(nn.Linear(path_dim, dim), nn.ReLU())
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
-        self.layer1 = TransLayer(dim, heads, landmarks, pinv_iterations, attn_dropout)
+        self.layer1 = TransLayer(dim, heads, landmarks, pinv_iterations, attn_dropout, adaptive_landmarks)
         self.ppeg = PPEG(dim)
-        self.layer2 = TransLayer(dim, heads, landmarks, pinv_iterations, attn_dropout)
+        self.layer2 = TransLayer(dim, heads, landmarks, pinv_iterations, attn_dropout, adaptive_landmarks)
         self.norm = nn.LayerNorm(dim)
         self.classifier = nn.Linear(dim, n_bins)
 
