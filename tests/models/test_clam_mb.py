@@ -11,14 +11,6 @@ from mmsurv.models.clam_mb import CLAMMB
 from mmsurv.models.clam_sb import INSTANCE_TERM
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small(seed: int = 0, **params) -> CLAMMB:
     torch.manual_seed(seed)
     return CLAMMB(path_dim=12, n_bins=4, hidden_dim=16, attention_dim=8, **params)

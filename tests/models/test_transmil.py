@@ -9,14 +9,6 @@ from mmsurv.models import ModelInputs, build_model, n_params
 from mmsurv.models.transmil import PPEG, TransMIL, pad_to_square
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small(seed: int = 0) -> TransMIL:
     torch.manual_seed(seed)
     return TransMIL(path_dim=16, n_bins=4, dim=32, heads=4)

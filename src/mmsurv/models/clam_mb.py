@@ -20,6 +20,7 @@ ignores a shift of its row): kept for the count match.
 from __future__ import annotations
 
 import torch
+
 from mmsurv.models.clam_sb import CLAMBase
 from mmsurv.models.registry import register_model
 
