@@ -98,3 +98,18 @@ def test_short_sequences_use_one_landmark_per_token_long_ones_the_reference_coun
     fixed = TransMIL(path_dim=16, dim=32, heads=4, adaptive_landmarks=False)
     fixed(batch)
     assert fixed.layer1.attention.num_landmarks == 16
+
+
+def test_checkpointed_layers_give_the_same_output_and_gradients():
+    batch = small().example_batch(bag_size=40)
+    results = []
+    for threshold in (0, 10):
+        torch.manual_seed(0)
+        model = TransMIL(path_dim=16, dim=32, heads=4, checkpoint_tokens=threshold).train()
+        torch.manual_seed(1)  # same dropout draws
+        output = model(batch).logits
+        output.sum().backward()
+        results.append((output.detach(), [p.grad.clone() for p in model.parameters()]))
+    (out0, grads0), (out1, grads1) = results
+    assert torch.equal(out0, out1)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads0, grads1))

@@ -21,7 +21,7 @@ code's count with ``n_classes = 4`` (tested). PyTorch default initialisation; th
 N(0, 1) as the reference's ``torch.randn``.
 
 Defaults: ``dim=512``, ``heads=8``, ``landmarks=256``, ``pinv_iterations=6``, ``attn_dropout=0.1``,
-``adaptive_landmarks=True``.
+``adaptive_landmarks=True``, ``checkpoint_tokens=8192`` (see Cost).
 Training defaults: the paper trains with Lookahead(RAdam), lr 2e-4, weight decay 1e-5, batch 1;
 we set RAdam with the same lr and weight decay (the training loop has no Lookahead wrapper).
 
@@ -43,8 +43,12 @@ Departures, with reasons:
   Sequences of 256 tokens or more are computed exactly as the reference. ``adaptive_landmarks=False``
   restores the reference behaviour for short bags. No parameter depends on it.
 
-Cost: Nyström attention is linear in N; at 50,000 patches a forward + backward fits in a few GB on
-CPU (see ``bench/train.py`` figures in the report of issue 13).
+Cost: Nyström attention is linear in N, but each layer keeps several heads × N × 256 maps for the
+backward pass (≈ 0.11 MB per patch for the model, measured at 2k–5k patches: ≈ 6 GB at 50,000).
+From ``checkpoint_tokens`` tokens on (default 8192; 0 disables) each layer's attention is
+recomputed in the backward pass instead (``torch.utils.checkpoint``; same values and gradients,
+dropout replayed with the saved RNG state), which keeps a 50,000-patch forward + backward well
+under 8 GB on CPU at the price of one more attention forward per layer.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ import math
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
 from mmsurv.models.registry import register_model
@@ -62,7 +67,7 @@ class TransLayer(nn.Module):
     """Pre-norm Nyström self-attention with a residual connection (no feed-forward, as the paper)."""
 
     def __init__(self, dim: int, heads: int, landmarks: int, pinv_iterations: int, dropout: float,
-                 adaptive_landmarks: bool = True):
+                 adaptive_landmarks: bool = True, checkpoint_tokens: int = 0):
         super().__init__()
         from nystrom_attention import NystromAttention  # optional dependency, imported on use
 
@@ -71,12 +76,19 @@ class TransLayer(nn.Module):
                                           pinv_iterations=pinv_iterations, residual=True, dropout=dropout)
         self.landmarks = landmarks
         self.adaptive_landmarks = adaptive_landmarks
+        self.checkpoint_tokens = checkpoint_tokens
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The package reads its landmark count at call time; set it for this sequence (see the module docstring).
         n = x.shape[1]
         self.attention.num_landmarks = min(self.landmarks, n) if self.adaptive_landmarks else self.landmarks
-        return x + self.attention(self.norm(x))
+        if self.checkpoint_tokens and n >= self.checkpoint_tokens and torch.is_grad_enabled() and x.requires_grad:
+            # Recompute the attention in the backward pass instead of keeping its N×landmarks maps.
+            return x + checkpoint(self._attend, x, use_reentrant=False)
+        return x + self._attend(x)
+
+    def _attend(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention(self.norm(x))
 
 
 class PPEG(nn.Module):
@@ -117,14 +129,15 @@ class TransMIL(SurvivalModel):
 
     def __init__(self, *, path_dim: int = 1024, n_bins: int = 4, dim: int = 512, heads: int = 8,
                  landmarks: int | None = None, pinv_iterations: int = 6, attn_dropout: float = 0.1,
-                 adaptive_landmarks: bool = True, **sizes):
+                 adaptive_landmarks: bool = True, checkpoint_tokens: int = 8192, **sizes):
         super().__init__(n_bins=n_bins, path_dim=path_dim, **sizes)
         landmarks = landmarks or dim // 2
         self.fc = nn.Sequential(nn.Linear(path_dim, dim), nn.ReLU())
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
-        self.layer1 = TransLayer(dim, heads, landmarks, pinv_iterations, attn_dropout, adaptive_landmarks)
+        layer = (dim, heads, landmarks, pinv_iterations, attn_dropout, adaptive_landmarks, checkpoint_tokens)
+        self.layer1 = TransLayer(*layer)
         self.ppeg = PPEG(dim)
-        self.layer2 = TransLayer(dim, heads, landmarks, pinv_iterations, attn_dropout, adaptive_landmarks)
+        self.layer2 = TransLayer(*layer)
         self.norm = nn.LayerNorm(dim)
         self.classifier = nn.Linear(dim, n_bins)
 
