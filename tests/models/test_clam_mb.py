@@ -44,4 +44,4 @@ def test_instance_loss_takes_the_top_and_bottom_k_of_the_bins_own_branch(label):
     other = (label + 1) % 4
     other_order = torch.argsort(output.attention_raw.detach()[other], descending=True)
     assert not torch.equal(order[:8].sort().values, other_order[:8].sort().values)
-    assert float(terms[INSTANCE_TERM]) > 0
+    assert float(terms[INSTANCE_TERM].detach()) > 0
