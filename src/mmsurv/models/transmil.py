@@ -1,0 +1,149 @@
+"""TransMIL: transformer-based correlated multiple-instance learning (Shao et al., NeurIPS 2021), WSI only.
+
+Architecture of the paper and of its official code (``TransMIL`` in models/TransMIL.py of
+szc19990412/TransMIL), with a survival head:
+
+1. patch features ``ReLU(Linear(path_dim → 512))`` (N×512);
+2. the N tokens are padded to a square grid of side ``⌈√N⌉`` by repeating tokens from the start of
+   the bag (token ``i`` of the padding is token ``i mod N``, as the reference), and a learnt class
+   token is put in front;
+3. ``TransLayer``: ``x + NystromAttention(LayerNorm(x))`` with 8 heads of 64, 256 landmarks
+   (``dim // 2``), 6 Moore–Penrose iterations, the package's depthwise residual convolution on the
+   values (kernel 33) and dropout 0.1 — the ``nystrom-attention`` package (PyPI), as the reference;
+4. PPEG (pyramid position encoding generator): the patch tokens are laid out row-major on the
+   ``⌈√N⌉ × ⌈√N⌉`` grid and ``x + DWConv7(x) + DWConv5(x) + DWConv3(x)`` (depthwise, 512 channels,
+   same padding) is computed; the class token bypasses it;
+5. a second ``TransLayer``, ``LayerNorm``, the class token's output → ``Linear(512 → n_bins)``
+   hazard logits (the reference's ``_fc2`` with ``n_classes = n_bins``).
+
+Parameters at the reference setting (1024-d input, 4 outputs): 2,673,172, equal to the official
+code's count with ``n_classes = 4`` (tested). PyTorch default initialisation; the class token is
+N(0, 1) as the reference's ``torch.randn``.
+
+Defaults: ``dim=512``, ``heads=8``, ``landmarks=256``, ``pinv_iterations=6``, ``attn_dropout=0.1``,
+``adaptive_landmarks=True``, ``checkpoint_tokens=8192`` (see Cost).
+Training defaults: the paper trains with Lookahead(RAdam), lr 2e-4, weight decay 1e-5, batch 1;
+we set RAdam with the same lr and weight decay (the training loop has no Lookahead wrapper).
+
+Departures, with reasons:
+
+* survival head: ``n_bins`` hazard logits trained with the package's NLL (the reference classifies);
+* the reference moves the class token to the GPU by hand; here it lives on the module's device;
+* the reference pads with ``h[:, :add_length]``, which needs ``add_length ≤ N`` (always true for
+  ``N ≥ 1``, since ``⌈√N⌉² − N ≤ N``); we index ``i mod N``, identical where the reference works;
+* Nyström attention pads the sequence at the front to a multiple of the landmarks with zero rows
+  and no mask (package behaviour, as the reference): kept for sequences longer than the landmarks;
+* **sequences shorter than the 256 landmarks** (bags of fewer than 255 patches, e.g. the demo's
+  ~40–100): the reference pads them with zero tokens up to 256 and runs the 6 Moore–Penrose
+  iterations on a 8×256×256 landmark kernel whatever N, which dominates the CPU cost (≈ 4 s per
+  forward + backward at N = 45, 73 % in those products) and lets the zero rows dilute the
+  attention. With ``adaptive_landmarks`` (default) a layer uses ``min(256, tokens)`` landmarks, so
+  a short sequence is its own landmark set (each landmark one token, no zero padding: the Nyström
+  approximation of full softmax attention with every point a landmark), ≈ 40 ms at N = 45.
+  Sequences of 256 tokens or more are computed exactly as the reference. ``adaptive_landmarks=False``
+  restores the reference behaviour for short bags. No parameter depends on it.
+
+Cost: Nyström attention is linear in N, but each layer keeps several heads × N × 256 maps for the
+backward pass (≈ 0.11 MB per patch for the model, measured at 2k–5k patches: ≈ 6 GB at 50,000).
+From ``checkpoint_tokens`` tokens on (default 8192; 0 disables) each layer's attention is
+recomputed in the backward pass instead (``torch.utils.checkpoint``; same values and gradients,
+dropout replayed with the saved RNG state), which keeps a 50,000-patch forward + backward well
+under 8 GB on CPU at the price of one more attention forward per layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
+from mmsurv.models.registry import register_model
+
+
+class TransLayer(nn.Module):
+    """Pre-norm Nyström self-attention with a residual connection (no feed-forward, as the paper)."""
+
+    def __init__(self, dim: int, heads: int, landmarks: int, pinv_iterations: int, dropout: float,
+                 adaptive_landmarks: bool = True, checkpoint_tokens: int = 0):
+        super().__init__()
+        from nystrom_attention import NystromAttention  # optional dependency, imported on use
+
+        self.norm = nn.LayerNorm(dim)
+        self.attention = NystromAttention(dim=dim, dim_head=dim // heads, heads=heads, num_landmarks=landmarks,
+                                          pinv_iterations=pinv_iterations, residual=True, dropout=dropout)
+        self.landmarks = landmarks
+        self.adaptive_landmarks = adaptive_landmarks
+        self.checkpoint_tokens = checkpoint_tokens
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The package reads its landmark count at call time; set it for this sequence (see the module docstring).
+        n = x.shape[1]
+        self.attention.num_landmarks = min(self.landmarks, n) if self.adaptive_landmarks else self.landmarks
+        if self.checkpoint_tokens and n >= self.checkpoint_tokens and torch.is_grad_enabled() and x.requires_grad:
+            # Recompute the attention in the backward pass instead of keeping its N×landmarks maps.
+            return x + checkpoint(self._attend, x, use_reentrant=False)
+        return x + self._attend(x)
+
+    def _attend(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention(self.norm(x))
+
+
+class PPEG(nn.Module):
+    """Pyramid position encoding: identity + depthwise 7×7, 5×5 and 3×3 convolutions on the token grid."""
+
+    def __init__(self, dim: int, kernels: tuple[int, ...] = (7, 5, 3)):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(dim, dim, k, padding=k // 2, groups=dim) for k in kernels)
+
+    def forward(self, x: torch.Tensor, side: int) -> torch.Tensor:
+        """``x``: B×(1 + side²)×C with the class token first; the class token is passed through."""
+        cls_token, tokens = x[:, :1], x[:, 1:]
+        b, n, c = tokens.shape
+        if n != side * side:
+            raise ValueError(f"PPEG: {n} tokens do not fill a {side}×{side} grid")
+        grid = tokens.transpose(1, 2).reshape(b, c, side, side)
+        out = grid + sum(conv(grid) for conv in self.convs)
+        return torch.cat([cls_token, out.flatten(2).transpose(1, 2)], dim=1)
+
+
+def pad_to_square(tokens: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """B×N×C → B×side²×C (side = ⌈√N⌉) by appending tokens 0, 1, … of the bag (cyclically)."""
+    n = tokens.shape[1]
+    side = max(1, math.ceil(math.sqrt(n)))
+    extra = side * side - n
+    if extra:
+        index = torch.arange(extra, device=tokens.device) % n
+        tokens = torch.cat([tokens, tokens[:, index]], dim=1)
+    return tokens, side
+
+
+@register_model("transmil", display="TransMIL", citation="Shao et al., NeurIPS 2021")
+class TransMIL(SurvivalModel):
+    """Nyström-attention transformer with PPEG over a patient's patch bag (WSI only)."""
+
+    inputs = ("path",)
+    defaults = {"training": {"optimizer": "radam", "lr": 2e-4, "weight_decay": 1e-5}}
+
+    def __init__(self, *, path_dim: int = 1024, n_bins: int = 4, dim: int = 512, heads: int = 8,
+                 landmarks: int | None = None, pinv_iterations: int = 6, attn_dropout: float = 0.1,
+                 adaptive_landmarks: bool = True, checkpoint_tokens: int = 8192, **sizes):
+        super().__init__(n_bins=n_bins, path_dim=path_dim, **sizes)
+        landmarks = landmarks or dim // 2
+        self.fc = nn.Sequential(nn.Linear(path_dim, dim), nn.ReLU())
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
+        layer = (dim, heads, landmarks, pinv_iterations, attn_dropout, adaptive_landmarks, checkpoint_tokens)
+        self.layer1 = TransLayer(*layer)
+        self.ppeg = PPEG(dim)
+        self.layer2 = TransLayer(*layer)
+        self.norm = nn.LayerNorm(dim)
+        self.classifier = nn.Linear(dim, n_bins)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        path = batch.one("path", "TransMIL")
+        tokens, side = pad_to_square(self.fc(path).unsqueeze(0))
+        x = torch.cat([self.cls_token.to(tokens.dtype), tokens], dim=1)
+        x = self.layer2(self.ppeg(self.layer1(x), side))
+        return ModelOutput(logits=self.classifier(self.norm(x)[:, 0]))
