@@ -264,3 +264,13 @@ class ABMILKP(LateFusion):
 
     backbone_name = "abmil"
     default_fusion = "kronecker"
+
+
+@register_model("transmil_cat", display="TransMIL (Cat)",
+                citation="Shao et al., NeurIPS 2021; Chen et al., ICCV 2021 (MCAT's late-fusion baselines)")
+class TransMILCat(LateFusion):
+    """Late fusion of TransMIL's class token and an SNN, concatenation."""
+
+    backbone_name = "transmil"
+    default_fusion = "concat"
+
