@@ -63,8 +63,9 @@ def test_demo_workflow_runs_through_the_slurm_profile(cluster, tmp_path):
     grouped = [path for path in slurm_logs if "group_slide" in str(path)]
     assert grouped, "per-slide rules were not grouped into SLURM jobs"
     gpu_logs = sorted((tmp_path / "results/logs/extract_features/demo").glob("*.log"))
-    gpu_logs += sorted((tmp_path / "results/logs/train/demo").rglob("*.log"))
-    assert len(gpu_logs) == -(-len(samples) // 3) + 1  # one feature job per batch of 3 slides, one train job
+    assert len(gpu_logs) == -(-len(samples) // 3)  # one feature job per batch of 3 slides
+    genomic = (tmp_path / "results/logs/train/demo/snn/fold0.log").read_text()
+    assert "GPU from the SLURM allocation" not in genomic  # a genomic-only model asks for no GPU
     devices = set()
     for path in gpu_logs:
         found = re.search(r"GPU from the SLURM allocation: CUDA_VISIBLE_DEVICES=(\S+)", path.read_text())
