@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from mmsurv.models import ModelInputs, build_model, n_params
@@ -10,13 +9,6 @@ from mmsurv.models import ModelInputs, build_model, n_params
 BLCA_GROUPS = [94, 334, 521, 468, 1496, 479]
 SMALL = ModelInputs(omic_dim=15, group_sizes=[3, 7, 5], path_dim=32, n_bins=4)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_parameter_count_equals_the_reference():

@@ -18,13 +18,6 @@ INPUTS = ModelInputs(omic_dim=50, group_sizes=[3, 7, 5], path_dim=32, n_bins=4, 
 ALL = available_models()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def build(name: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)

@@ -18,13 +18,6 @@ BLCA_GROUPS = [94, 334, 521, 468, 1496, 479]
 TINY = dict(dim=16, d_state=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def scan_inputs(batch, length, inner, state, seed=0, scale=2.0):
     generator = torch.Generator().manual_seed(seed)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 import mmsurv
@@ -15,13 +14,6 @@ from mmsurv.models.survpath import PathwayPatchAttention, attention_mask, pathwa
 
 BLCA_GROUPS = [94, 334, 521, 468, 1496, 479]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def build(groups, path_dim=1024, **params):
