@@ -46,3 +46,18 @@ def test_bad_manifest_exits_nonzero_with_the_message(tmp_path, capsys):
                  "--out-dir", str(tmp_path / "o")])
     assert code == 1
     assert "missing column(s) md5, size, state" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["gdc", "download", "--help"], ["gdc", "manifest", "--help"],
+                                  ["manifest", "clean", "--help"], ["wsi", "patch", "--help"], ["train", "--help"]])
+def test_light_commands_never_import_torch(argv):
+    """Each command imports only its own code: downloading or cleaning a manifest loads no torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom mmsurv.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "heavy = [name for name in ('torch', 'sksurv', 'matplotlib') if name in sys.modules]\n"
+            "print('HEAVY', ','.join(heavy))")
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "HEAVY", f"{' '.join(argv)} imported: {result.stdout[-200:]}"
