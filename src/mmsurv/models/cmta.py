@@ -59,13 +59,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
+from mmsurv.models.layers import PyramidPositionEncoding as PositionalConv
 from mmsurv.models.registry import register_model
 from mmsurv.models.snn import snn_encoder
 
 
 def nystrom_layer(dim: int, heads: int = 8, dropout: float = 0.1) -> nn.Module:
     """The Nyström attention of TransMIL/CMTA: ``dim // heads`` per head, ``dim // 2`` landmarks."""
-    from nystrom_attention import NystromAttention  # optional heavy import, only when built
+    from nystrom_attention import (
+        NystromAttention,  # optional heavy import, only when built
+    )
 
     return NystromAttention(dim=dim, dim_head=dim // heads, heads=heads, num_landmarks=dim // 2, pinv_iterations=6,
                             residual=True, dropout=dropout)
@@ -81,20 +84,6 @@ class NystromBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.attn(self.norm(x))
-
-
-class PositionalConv(nn.Module):
-    """TransMIL's PPEG: identity + depth-wise 7×7, 5×5 and 3×3 convolutions over the square token grid."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(dim, dim, k, 1, k // 2, groups=dim) for k in (7, 5, 3))
-
-    def forward(self, x: torch.Tensor, side: int) -> torch.Tensor:
-        """``x``: 1×(1 + side²)×dim, class token first."""
-        cls, grid = x[:, :1], x[:, 1:].transpose(1, 2).reshape(x.shape[0], x.shape[2], side, side)
-        grid = grid + sum(conv(grid) for conv in self.convs)
-        return torch.cat([cls, grid.flatten(2).transpose(1, 2)], dim=1)
 
 
 class ClassTokenEncoder(nn.Module):

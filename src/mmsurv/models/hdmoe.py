@@ -74,6 +74,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
+from mmsurv.models.layers import PyramidPositionEncoding as PPEG
 from mmsurv.models.registry import register_model
 from mmsurv.models.snn import snn_encoder
 
@@ -135,20 +136,6 @@ class NystromLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.attention(self.norm(x))
-
-
-class PPEG(nn.Module):
-    """Pyramid position encoding: 7×7, 5×5 and 3×3 depthwise convolutions over the square token grid."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(dim, dim, k, 1, k // 2, groups=dim) for k in (7, 5, 3))
-
-    def forward(self, x: torch.Tensor, side: int) -> torch.Tensor:
-        cls, tokens = x[:, :1], x[:, 1:]
-        grid = tokens.transpose(1, 2).reshape(x.shape[0], x.shape[2], side, side)
-        grid = grid + sum(conv(grid) for conv in self.convs)
-        return torch.cat([cls, grid.flatten(2).transpose(1, 2)], dim=1)
 
 
 class ClsTransformer(nn.Module):
