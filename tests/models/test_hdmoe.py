@@ -70,8 +70,11 @@ def test_loss_terms_decoupling_and_balance():
 
 
 def test_every_routed_expert_and_every_router_receive_gradients_in_a_short_run():
+    # Balance weight 0.1 instead of the paper's 0.01: at this tiny width, top-1 routing over a
+    # patient's single token left one of 8 experts unvisited for 200 steps in 2 of 3 seeds; the
+    # balance loss is what spreads the routing, and at 0.1 every expert is reached in < 35 steps.
     torch.manual_seed(0)
-    model = HDMoE(**TINY).train()
+    model = HDMoE(**TINY, balance_weight=0.1).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     moes = {"omic": model.omic_moe, "path": model.path_moe, "fusion": model.fusion_moe}
     reached = {name: torch.zeros(len(moe.experts), dtype=torch.bool) for name, moe in moes.items()}

@@ -48,80 +48,24 @@ Defaults and departures:
 * Only ``fusion='concat'`` (what the issue asks and what the table reports); the reference's
   ``bilinear`` option is not built.
 * The reference puts its class tokens on the GPU by hand; here they live on the module's device.
+
+Short sequences: sequences shorter than the landmarks (the genomic tokens; bags of fewer patches than the
+landmarks, as the demo's) use one landmark per token instead of the package's zero padding
+(``mmsurv.models.layers.nystrom_attention``: no zero rows diluting the attention, and the
+pseudo-inverse of a tokens × tokens kernel instead of a landmarks × landmarks one);
+``adaptive_landmarks=False`` restores the package's behaviour. Longer sequences are unchanged.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
-from mmsurv.models.layers import PyramidPositionEncoding as PositionalConv
+from mmsurv.models.layers import ClassTokenEncoder, use_adaptive_landmarks, xavier_init
 from mmsurv.models.registry import register_model
 from mmsurv.models.snn import snn_encoder
-
-
-def nystrom_layer(dim: int, heads: int = 8, dropout: float = 0.1) -> nn.Module:
-    """The Nyström attention of TransMIL/CMTA: ``dim // heads`` per head, ``dim // 2`` landmarks."""
-    from nystrom_attention import (
-        NystromAttention,  # optional heavy import, only when built
-    )
-
-    return NystromAttention(dim=dim, dim_head=dim // heads, heads=heads, num_landmarks=dim // 2, pinv_iterations=6,
-                            residual=True, dropout=dropout)
-
-
-class NystromBlock(nn.Module):
-    """``x + Attention(LayerNorm(x))`` with Nyström attention (TransMIL's ``TransLayer``)."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        self.attn = nystrom_layer(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.attn(self.norm(x))
-
-
-class ClassTokenEncoder(nn.Module):
-    """Class token + two Nyström blocks (+ PPEG between them for a patch bag) + LayerNorm → (cls, tokens)."""
-
-    def __init__(self, dim: int, positional: bool):
-        super().__init__()
-        self.cls_token = nn.Parameter(torch.empty(1, 1, dim))
-        nn.init.normal_(self.cls_token, std=1e-6)
-        self.layer1 = NystromBlock(dim)
-        self.positional = PositionalConv(dim) if positional else None
-        self.layer2 = NystromBlock(dim)
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``tokens``: 1×N×dim → class token 1×dim and the token outputs."""
-        side = 0
-        if self.positional is not None:  # pad to a square by repeating the first rows (TransMIL)
-            side = math.ceil(math.sqrt(tokens.shape[1]))
-            tokens = torch.cat([tokens, tokens[:, :side * side - tokens.shape[1]]], dim=1)
-        h = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
-        h = self.layer1(h)
-        if self.positional is not None:
-            h = self.positional(h, side)
-        h = self.norm(self.layer2(h))
-        return h[:, 0], h[:, 1:]
-
-
-def xavier_init(module: nn.Module) -> None:
-    """The reference's ``initialize_weights``: Xavier-normal Linear weights, zero biases; LayerNorm 1/0."""
-    for layer in module.modules():
-        if isinstance(layer, nn.Linear):
-            nn.init.xavier_normal_(layer.weight)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
-        elif isinstance(layer, nn.LayerNorm):
-            nn.init.ones_(layer.weight)
-            nn.init.zeros_(layer.bias)
 
 
 @register_model("cmta", display="CMTA", citation="Zhou & Chen, ICCV 2023")
@@ -137,7 +81,7 @@ class CMTA(SurvivalModel):
 
     def __init__(self, *, group_sizes: list[int], path_dim: int = 1024, n_bins: int = 4, embed_dim: int = 256,
                  path_hidden: tuple[int, ...] = (256, 256), omic_hidden: tuple[int, ...] = (1024, 256),
-                 dropout: float = 0.25, align_weight: float = 1.0, **sizes):
+                 dropout: float = 0.25, align_weight: float = 1.0, adaptive_landmarks: bool = True, **sizes):
         super().__init__(n_bins=n_bins, path_dim=path_dim, group_sizes=group_sizes, **sizes)
         if not group_sizes:
             raise ValueError("CMTA needs at least one genomic group")
@@ -159,6 +103,7 @@ class CMTA(SurvivalModel):
         self.classifier = nn.Linear(embed_dim, n_bins)
         self.align_weight = float(align_weight)
         xavier_init(self)
+        use_adaptive_landmarks(self, adaptive_landmarks)
 
     def forward(self, batch: Batch) -> ModelOutput:
         path = batch.one("path", "CMTA")

@@ -59,10 +59,13 @@ Parameter count: 8,625,188 at gate_dim 256 on BLCA's signature groups [94, 334, 
 Other departure: random seg draws use torch's generator instead of Python's ``random`` (seeded,
 device-agnostic reproducibility).
 
-Cost note: ``NystromAttention`` pads every sequence to a multiple of its 128 landmarks and runs 6
-Moore-Penrose iterations on 8 heads of 128×128 matrices per layer, so even a 7-token genomic
-sequence or a 46-patch demo bag costs ≈ 0.33 s per patient forward + backward on one CPU thread
-(≈ 90 s per demo fold of 20 epochs, against ≈ 10 s for MMM); this is the reference design's cost.
+Short sequences: sequences shorter than the landmarks (the genomic tokens; bags of fewer patches than the
+landmarks, as the demo's) use one landmark per token instead of the package's zero padding
+(``mmsurv.models.layers.nystrom_attention``: no zero rows diluting the attention, and the
+pseudo-inverse of a tokens × tokens kernel instead of a landmarks × landmarks one);
+``adaptive_landmarks=False`` restores the package's behaviour. Longer sequences are unchanged.
+Before this, a 7-token genomic sequence or a 46-patch demo bag cost ≈ 0.2 s per patient
+forward + backward on one CPU thread, now a few milliseconds.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
-from mmsurv.models.layers import PyramidPositionEncoding as PPEG
+from mmsurv.models.layers import ClassTokenEncoder, use_adaptive_landmarks, xavier_init
 from mmsurv.models.registry import register_model
 from mmsurv.models.snn import snn_encoder
 
@@ -123,57 +126,6 @@ class SharedExpertMoE(nn.Module):
         return routed, self.shared(tokens), balance, probs
 
 
-class NystromLayer(nn.Module):
-    """Pre-LayerNorm Nyström self-attention with a residual connection (TransMIL's ``TransLayer``)."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        from nystrom_attention import NystromAttention
-
-        self.norm = nn.LayerNorm(dim)
-        self.attention = NystromAttention(dim=dim, dim_head=dim // 8, heads=8, num_landmarks=dim // 2,
-                                          pinv_iterations=6, residual=True, dropout=0.1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.attention(self.norm(x))
-
-
-class ClsTransformer(nn.Module):
-    """cls token + Nyström layer (+ PPEG over a square grid, WSI only) + Nyström layer + LayerNorm."""
-
-    def __init__(self, dim: int, ppeg: bool):
-        super().__init__()
-        self.cls = nn.Parameter(torch.empty(1, 1, dim))
-        nn.init.normal_(self.cls, std=1e-6)
-        self.first = NystromLayer(dim)
-        self.ppeg = PPEG(dim) if ppeg else None
-        self.second = NystromLayer(dim)
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """1×N×dim → the 1×dim cls output."""
-        side = 0
-        if self.ppeg is not None:
-            n = tokens.shape[1]
-            side = math.isqrt(n - 1) + 1 if n > 1 else 1
-            tokens = torch.cat([tokens, tokens[:, :side * side - n]], dim=1)  # pad with the first rows
-        h = self.first(torch.cat([self.cls.expand(tokens.shape[0], -1, -1), tokens], dim=1))
-        if self.ppeg is not None:
-            h = self.ppeg(h, side)
-        return self.norm(self.second(h))[:, 0]
-
-
-def _init_like_reference(module: nn.Module) -> None:
-    for layer in module.modules():
-        if isinstance(layer, nn.Linear):
-            nn.init.xavier_normal_(layer.weight)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
-        elif isinstance(layer, nn.LayerNorm):
-            nn.init.ones_(layer.weight)
-            nn.init.zeros_(layer.bias)
-
-
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(a.reshape(1, -1), b.reshape(1, -1), dim=1)[0]
 
@@ -192,7 +144,8 @@ class HDMoE(SurvivalModel):
     def __init__(self, *, group_sizes: list[int], path_dim: int = 1024, n_bins: int = 4, gate_dim: int = 256,
                  n_experts: int = 8, expert_hidden: int = 128, omic_hidden: int = 1024,
                  decouple_weight: float = 1.0, balance_weight: float = 0.01, rfr_eval: str = "fixed",
-                 eval_seg: int = 1, eval_seg2: int = 1, **sizes):
+                 eval_seg: int = 1, eval_seg2: int = 1, adaptive_landmarks: bool = True,
+                 **sizes):
         super().__init__(n_bins=n_bins, path_dim=path_dim, group_sizes=group_sizes, **sizes)
         if not group_sizes:
             raise ValueError("HDMoE needs at least one genomic group")
@@ -208,15 +161,16 @@ class HDMoE(SurvivalModel):
         self.path_fc = nn.Sequential(nn.Linear(path_dim, d), nn.ReLU(), nn.Dropout(0.25),
                                      nn.Linear(d, d), nn.ReLU(), nn.Dropout(0.25))
         self.omic_fc = nn.ModuleList(snn_encoder(size, [omic_hidden, d], 0.25) for size in group_sizes)
-        self.path_encoder = ClsTransformer(d, ppeg=True)
-        self.omic_encoder = ClsTransformer(d, ppeg=False)
+        self.path_encoder = ClassTokenEncoder(d, positional=True)
+        self.omic_encoder = ClassTokenEncoder(d, positional=False)
         self.path_moe = SharedExpertMoE(d, d, n_experts, expert_hidden)
         self.omic_moe = SharedExpertMoE(d, d, n_experts, expert_hidden)
         self.fusion_moe = SharedExpertMoE(d, d // 2, n_experts, expert_hidden)
         self.project_specific = nn.Linear(2 * d, 2 * d)
         self.project_shared = nn.Linear(2 * d, 2 * d)
         self.classifier = nn.Linear(4 * d, n_bins)
-        _init_like_reference(self)
+        xavier_init(self)
+        use_adaptive_landmarks(self, adaptive_landmarks)
 
     def _draw(self, choices: list[int]) -> int:
         return choices[int(torch.randint(len(choices), (1,)).item())]
@@ -233,8 +187,8 @@ class HDMoE(SurvivalModel):
         if len(groups) != len(self.omic_fc):
             raise ValueError(f"HDMoE: built for {len(self.omic_fc)} genomic groups, the batch has {len(groups)}")
         omic_tokens = torch.stack([fc(group) for fc, group in zip(self.omic_fc, groups)]).unsqueeze(0)
-        path_cls = self.path_encoder(self.path_fc(path).unsqueeze(0))
-        omic_cls = self.omic_encoder(omic_tokens)
+        path_cls = self.path_encoder(self.path_fc(path).unsqueeze(0))[0]
+        omic_cls = self.omic_encoder(omic_tokens)[0]
         g_routed, g_shared, g_balance, g_probs = self.omic_moe(omic_cls)
         p_routed, p_shared, p_balance, p_probs = self.path_moe(path_cls)
         first = torch.cat([g_routed, p_routed, g_shared, p_shared], dim=0)  # 4×d

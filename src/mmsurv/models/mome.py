@@ -65,6 +65,12 @@ Training defaults (the reference's main.py): Adam, lr 2e-4, weight decay 1e-5, b
 gradient accumulation 32, NLL α = 0, class-balanced sampling, 20 epochs, no schedule. Departure:
 the reference's RMSNorm computes in float32 and casts back; ``nn.RMSNorm`` (eps 1e-6) is the same
 in float32.
+
+Short sequences: sequences shorter than the landmarks (the genomic tokens; bags of fewer patches than the
+landmarks, as the demo's) use one landmark per token instead of the package's zero padding
+(``mmsurv.models.layers.nystrom_attention``: no zero rows diluting the attention, and the
+pseudo-inverse of a tokens × tokens kernel instead of a landmarks × landmarks one);
+``adaptive_landmarks=False`` restores the package's behaviour. Longer sequences are unchanged.
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from mmsurv.models.base import SURVIVAL_TERM, Batch, ModelOutput, SurvivalModel, Target
+from mmsurv.models.layers import nystrom_attention, use_adaptive_landmarks
 from mmsurv.models.registry import register_model
 from mmsurv.models.snn import snn_block, snn_encoder
 from mmsurv.train.loss import nll_surv_loss
@@ -95,10 +102,8 @@ class AdminNystromLayer(nn.Module):
 
     def __init__(self, dim: int, norm: str = "layer", n_residual_layers: int = 8):
         super().__init__()
-        from mmsurv.models.cmta import nystrom_layer
-
         self.norm = nn.LayerNorm(dim) if norm == "layer" else nn.RMSNorm(dim, eps=1e-6)
-        self.attn = nystrom_layer(dim)
+        self.attn = nystrom_attention(dim)
         self.register_buffer("omega", torch.tensor([admin_omega(n_residual_layers)]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -200,7 +205,8 @@ class MoME(SurvivalModel):
 
     def __init__(self, *, group_sizes: list[int], path_dim: int = 1024, n_bins: int = 4, dim: int = 512,
                  n_bottlenecks: int = 2, bs_micro: int = 4096, router_grad: str = "straight_through",
-                 learnable_tokens: bool = False, checkpoint_chunks: bool = True, dropout: float = 0.25, **sizes):
+                 learnable_tokens: bool = False, checkpoint_chunks: bool = True, dropout: float = 0.25,
+                 adaptive_landmarks: bool = True, **sizes):
         super().__init__(n_bins=n_bins, path_dim=path_dim, group_sizes=group_sizes, **sizes)
         if not group_sizes:
             raise ValueError("MoME needs at least one genomic group")
@@ -221,6 +227,7 @@ class MoME(SurvivalModel):
         else:
             self.register_buffer("cls_token", cls)
         self.classifier = nn.Linear(dim, n_bins)
+        use_adaptive_landmarks(self, adaptive_landmarks)
 
     @property
     def mome_layers(self) -> list[MoMELayer]:

@@ -60,6 +60,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
+from mmsurv.models.layers import nystrom_attention
 from mmsurv.models.registry import register_model
 
 
@@ -69,19 +70,14 @@ class TransLayer(nn.Module):
     def __init__(self, dim: int, heads: int, landmarks: int, pinv_iterations: int, dropout: float,
                  adaptive_landmarks: bool = True, checkpoint_tokens: int = 0):
         super().__init__()
-        from nystrom_attention import NystromAttention  # optional dependency, imported on use
-
         self.norm = nn.LayerNorm(dim)
-        self.attention = NystromAttention(dim=dim, dim_head=dim // heads, heads=heads, num_landmarks=landmarks,
-                                          pinv_iterations=pinv_iterations, residual=True, dropout=dropout)
-        self.landmarks = landmarks
-        self.adaptive_landmarks = adaptive_landmarks
+        self.attention = nystrom_attention(dim, heads=heads, landmarks=landmarks, pinv_iterations=pinv_iterations,
+                                           dropout=dropout)
+        self.attention.adaptive_landmarks = adaptive_landmarks
         self.checkpoint_tokens = checkpoint_tokens
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The package reads its landmark count at call time; set it for this sequence (see the module docstring).
         n = x.shape[1]
-        self.attention.num_landmarks = min(self.landmarks, n) if self.adaptive_landmarks else self.landmarks
         if self.checkpoint_tokens and n >= self.checkpoint_tokens and torch.is_grad_enabled() and x.requires_grad:
             # Recompute the attention in the backward pass instead of keeping its N×landmarks maps.
             return x + checkpoint(self._attend, x, use_reentrant=False)
