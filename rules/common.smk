@@ -280,7 +280,9 @@ def train_gpus(wildcards):
 
 
 def train_threads(wildcards):
-    """Genomic-only models run best with one thread (tiny matrix products); others get 2."""
+    """config train_threads, else 1 for genomic-only models (tiny matrix products) and 2 for the others."""
+    if config.get("train_threads"):
+        return config["train_threads"]
     return 1 if model_modality(wildcards.model) == "omic" else 2
 
 

@@ -136,3 +136,32 @@ def test_backbone_label_terms_join_the_loss():
     assert torch.allclose(terms["instance"], output.path_output.logits.mean() * 2)
     plain = build_model("abmil_cat", TINY)
     assert set(plain.loss(plain(plain.example_batch(bag_size=9)), plain.example_target())) == {"surv"}
+
+
+def test_all_six_late_fusion_rows_are_registered():
+    assert {"abmil_cat", "abmil_kp", "clam_mb_cat", "clam_mb_kp", "transmil_cat", "transmil_kp"} <= set(available_models())
+
+
+@pytest.mark.parametrize("backbone, embedding", [("transmil", 512), ("clam_mb", 4 * 512)])
+def test_kp_takes_a_slide_embedding_of_another_size_than_the_genomic_one(backbone, embedding):
+    model = build_model(f"{backbone}_kp", BLCA)
+    assert model.fusion.path_h[0].in_features == embedding and model.fusion.omic_h[0].in_features == 256
+    assert model.fusion.encoder1[0].in_features == 33 * 33
+    # Parameters: the headless backbone + the SNN + the fusion + the head, nothing else.
+    headless, size = build_backbone(backbone, path_dim=1024, n_bins=4, dropout=0.25)
+    assert size == embedding
+    parts = [headless, model.omic_branch, model.fusion, model.classifier]
+    assert n_params(model) == sum(n_params(part) for part in parts)
+
+
+def test_clam_mb_late_fusion_embeds_every_bin_and_keeps_the_instance_term():
+    torch.manual_seed(0)
+    model = build_model("clam_mb_cat", TINY)
+    output = model(model.example_batch(bag_size=20))
+    assert output.path_output.logits.shape == (1, 4 * 512)
+    pooled = output.path_output.attention["path"] @ output.path_output.features  # 4 bins × 512
+    assert torch.allclose(output.path_output.logits, pooled.reshape(1, -1))
+    terms = model.loss(output, model.example_target())
+    assert set(terms) == {"surv", "instance"} and terms["instance"] > 0
+    sum(terms.values()).backward()
+    assert model.path_branch.instance_classifiers[int(model.example_target().label)].weight.grad.abs().sum() > 0

@@ -17,7 +17,8 @@ with gpu_slot():
     model = snakemake.wildcards.model
     config = {
         "data": snakemake.params.data,
-        "training": snakemake.params.training,
+        # torch threads = the job's threads unless the config names them
+        "training": {"num_threads": snakemake.threads, **snakemake.params.training},
         "models": {model: snakemake.params.model},
     }
     metrics = snakemake.output.metrics

@@ -20,6 +20,7 @@ ignores a shift of its row): kept for the count match.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from mmsurv.models.clam_sb import CLAMBase
 from mmsurv.models.registry import register_model
@@ -32,6 +33,14 @@ class CLAMMB(CLAMBase):
     display = "CLAM-MB"
     branches_per_bin = True
 
+    @property
+    def headless_embedding_dim(self) -> int:
+        """Size of the slide embedding a late fusion reads once the bag classifiers are removed."""
+        return self.classifier_in_features * self.n_bins
+
     def bag_logits(self, pooled: torch.Tensor) -> torch.Tensor:
-        """``pooled``: n_bins × hidden (one slide vector per bin) → 1 × n_bins."""
+        """``pooled``: n_bins × hidden (one slide vector per bin) → 1 × n_bins; without the bag
+        classifiers (a late fusion's backbone) the flattened 1 × (n_bins · hidden) embedding."""
+        if not isinstance(self.classifier, nn.Linear):
+            return pooled.reshape(1, -1)
         return ((pooled * self.classifier.weight).sum(dim=1) + self.classifier.bias).unsqueeze(0)

@@ -97,6 +97,7 @@ class CLAMBase(SurvivalModel):
         self.attention = GatedAttention(hidden_dim, attention_dim, dropout, n_outputs=n_bins if self.branches_per_bin else 1)
         self.instance_classifiers = nn.ModuleList(nn.Linear(hidden_dim, 2) for _ in range(n_bins))
         self.classifier = nn.Linear(hidden_dim, n_bins)  # SB: the bag classifier; MB: row c is bin c's own
+        self.classifier_in_features = hidden_dim
 
     def bag_logits(self, pooled: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -48,8 +48,16 @@ the model is built with the fold's ``path_dim`` and ``n_bins`` and its head remo
 :func:`slide_embedding`, the one adapter to adjust when a backbone's slide embedding lives
 elsewhere); the backbone's attention maps and auxiliary terms are passed on, and when it overrides
 ``loss`` (label-dependent terms such as CLAM's instance loss) its terms other than the survival NLL
-join the late-fusion loss. ``clam_mb_cat`` / ``clam_mb_kp`` / ``transmil_cat`` / ``transmil_kp`` are
-registered below only when their backbone modules exist (``importlib.util.find_spec``).
+join the late-fusion loss. Registered: ``abmil_cat``, ``abmil_kp``, ``clam_mb_cat``, ``clam_mb_kp``,
+``transmil_cat``, ``transmil_kp``.
+
+* **TransMIL**: its class token after the final LayerNorm (512-d). For KP the two reductions take
+  different inputs (``Linear(512 → 32)`` and ``Linear(256 → 32)``): the product stays 33 × 33.
+* **CLAM-MB** (our choice; no reference code fuses it): its slide embedding is what its bag
+  classifiers read, one attention-pooled 512-d vector per survival bin, flattened (4 × 512 = 2,048
+  values), so nothing the unimodal model sees is lost. Its instance-clustering term,
+  ``(1 − bag_weight) · CE`` on the bin branch's top/bottom-k patches, joins the loss as above; the
+  fused NLL is not scaled by ``bag_weight``.
 
 **Departures.** ``dropinput`` (default 0 here, PORPOISE's 0.1) drops bag features before the
 backbone; the late-fusion models use MCAT's training settings (Adam, lr 2e-4, weight decay 1e-5,
@@ -84,31 +92,36 @@ def kronecker_product(h_path: torch.Tensor, h_omic: torch.Tensor) -> torch.Tenso
 class BilinearFusion(nn.Module):
     """Pathomic Fusion's (optionally gated) Kronecker fusion, as MCAT's and PORPOISE's ``BilinearFusion``.
 
-    Per modality m ∈ {path, omic} (input ``in_dim`` each): ``h_m = ReLU(Linear(in_dim → d))`` with
-    ``d = reduced_dim`` (or ``in_dim`` when ``reduced_dim`` is None); with its gate on,
-    ``h_m ← sigmoid(Linear(2·in_dim → d)([x_path, x_omic])) ⊙ h_m``; then
+    Per modality m ∈ {path, omic} (inputs ``in_dim`` and ``omic_in_dim``, equal unless given):
+    ``h_m = ReLU(Linear(in_m → d))`` with ``d = reduced_dim`` (or ``in_dim`` when ``reduced_dim`` is
+    None); with its gate on, ``h_m ← sigmoid(Linear(in_path + in_omic → d)([x_path, x_omic])) ⊙ h_m``; then
     ``o_m = Dropout(ReLU(Linear(d → d))(h_m))``. Output: ``ReLU(Linear(256 + skip → out_dim))`` of
     ``ReLU(Linear((d+1)² → 256))(Dropout([o_path, 1] ⊗ [o_omic, 1]))``, where ``skip`` appends the
     two input embeddings (PORPOISE's skip connection).
     """
 
     def __init__(self, in_dim: int = 256, reduced_dim: int | None = 32, out_dim: int = 256, gate_path: bool = True,
-                 gate_omic: bool = True, skip: bool = False, dropout: float = 0.25, hidden_dim: int = 256):
+                 gate_omic: bool = True, skip: bool = False, dropout: float = 0.25, hidden_dim: int = 256,
+                 omic_in_dim: int | None = None):
         super().__init__()
+        omic_in_dim = omic_in_dim or in_dim
+        if reduced_dim is None and omic_in_dim != in_dim:
+            raise ValueError(f"bilinear fusion without reduction needs equal embeddings, got {in_dim} and {omic_in_dim}")
         dim = reduced_dim or in_dim
+        both = in_dim + omic_in_dim
         self.skip = skip
         self.path_h = nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU())
-        self.omic_h = nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU())
-        self.path_gate = nn.Linear(2 * in_dim, dim) if gate_path else None
-        self.omic_gate = nn.Linear(2 * in_dim, dim) if gate_omic else None
+        self.omic_h = nn.Sequential(nn.Linear(omic_in_dim, dim), nn.ReLU())
+        self.path_gate = nn.Linear(both, dim) if gate_path else None
+        self.omic_gate = nn.Linear(both, dim) if gate_omic else None
         self.path_o = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout))
         self.omic_o = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout))
         self.post_dropout = nn.Dropout(dropout)
         self.encoder1 = nn.Sequential(nn.Linear((dim + 1) ** 2, hidden_dim), nn.ReLU())
-        self.encoder2 = nn.Sequential(nn.Linear(hidden_dim + (2 * in_dim if skip else 0), out_dim), nn.ReLU())
+        self.encoder2 = nn.Sequential(nn.Linear(hidden_dim + (both if skip else 0), out_dim), nn.ReLU())
 
     def forward(self, h_path: torch.Tensor, h_omic: torch.Tensor) -> torch.Tensor:
-        """B×in_dim, B×in_dim → B×out_dim."""
+        """B×in_dim, B×omic_in_dim → B×out_dim."""
         both = torch.cat([h_path, h_omic], dim=1)
         a, b = self.path_h(h_path), self.omic_h(h_omic)
         if self.path_gate is not None:
@@ -139,8 +152,9 @@ def build_backbone(name: str, *, path_dim: int, n_bins: int, dropout: float) -> 
     ``embed(batch) -> (B×d embedding, attention dict)`` and ``embed_dim``, or ends with one
     ``nn.Linear`` named ``classifier`` applied to its pooled slide embedding (ABMIL, TransMIL's usual
     layout). In the second case the head is replaced by ``nn.Identity`` (so its parameters are not
-    counted and its forward's ``logits`` are the embedding) and the embedding size is the head's
-    ``in_features``. ``dropout`` is passed when the backbone accepts it.
+    counted and its forward's ``logits`` are the embedding) and the embedding size is the backbone's
+    ``headless_embedding_dim`` when it has one (CLAM-MB: one pooled vector per bin, flattened), else
+    the head's ``in_features``. ``dropout`` is passed when the backbone accepts it.
     """
     from mmsurv.models.registry import model_spec
 
@@ -155,7 +169,7 @@ def build_backbone(name: str, *, path_dim: int, n_bins: int, dropout: float) -> 
         head = getattr(backbone, head_name, None)
         if isinstance(head, nn.Linear):
             setattr(backbone, head_name, nn.Identity())
-            return backbone, head.in_features
+            return backbone, int(getattr(backbone, "headless_embedding_dim", head.in_features))
     raise ValueError(f"late fusion: backbone {name!r} has neither embed()/embed_dim nor a Linear head named "
                      f"{' or '.join(HEAD_NAMES)}; adapt mmsurv.models.late_fusion.build_backbone")
 
@@ -206,15 +220,13 @@ class LateFusion(SurvivalModel):
         self.dropinput = nn.Dropout(dropinput) if dropinput else None
         self.path_branch, path_out = build_backbone(self.backbone_name, path_dim=path_dim, n_bins=n_bins,
                                                     dropout=dropout)
-        if path_out != omic_hidden[-1] and fusion != "concat":
-            raise ValueError(f"late fusion ({fusion}): the slide embedding ({path_out}) and the genomic embedding "
-                             f"({omic_hidden[-1]}) must have the same size")
         self.omic_branch = snn_encoder(omic_dim, omic_hidden, 0.25)
         if fusion == "concat":
             self.fusion = concat_fusion(path_out + omic_hidden[-1], embed_dim)
         else:
             gated = fusion == "bilinear"
             self.fusion = BilinearFusion(path_out, kp_dim, embed_dim, skip=skip, dropout=dropout,
+                                         omic_in_dim=omic_hidden[-1],
                                          gate_path=gated if gate_path is None else gate_path,
                                          gate_omic=gated if gate_omic is None else gate_omic)
         self.classifier = nn.Linear(embed_dim, n_bins)
@@ -274,3 +286,30 @@ class TransMILCat(LateFusion):
     backbone_name = "transmil"
     default_fusion = "concat"
 
+
+
+@register_model("transmil_kp", display="TransMIL (KP)",
+                citation="Shao et al., NeurIPS 2021; Chen et al., IEEE TMI 2020 (Pathomic Fusion's Kronecker fusion)")
+class TransMILKP(LateFusion):
+    """Late fusion of TransMIL's class token and an SNN, Kronecker product."""
+
+    backbone_name = "transmil"
+    default_fusion = "kronecker"
+
+
+@register_model("clam_mb_cat", display="CLAM-MB (Cat)",
+                citation="Lu et al., Nat. Biomed. Eng. 2021; Chen et al., ICCV 2021 (MCAT's late-fusion baselines)")
+class CLAMMBCat(LateFusion):
+    """Late fusion of CLAM-MB's per-bin slide vectors and an SNN, concatenation."""
+
+    backbone_name = "clam_mb"
+    default_fusion = "concat"
+
+
+@register_model("clam_mb_kp", display="CLAM-MB (KP)",
+                citation="Lu et al., Nat. Biomed. Eng. 2021; Chen et al., IEEE TMI 2020 (Pathomic Fusion's Kronecker fusion)")
+class CLAMMBKP(LateFusion):
+    """Late fusion of CLAM-MB's per-bin slide vectors and an SNN, Kronecker product."""
+
+    backbone_name = "clam_mb"
+    default_fusion = "kronecker"
