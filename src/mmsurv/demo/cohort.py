@@ -59,10 +59,10 @@ TRUTH_NAME = "demo_truth.tsv"
 class DemoSpec:
     """What to generate. Defaults give a cohort the whole pipeline handles in minutes on 2 cores."""
 
-    patients: int = 24
+    patients: int = 40
     seed: int = 0
-    width: int = 8000
-    height: int = 6000
+    width: int = 5000
+    height: int = 3500
     second_slide_fraction: float = 0.25  # patients with a second diagnostic slide (DX2)
     genes: int = 120
     informative_genes: int = 24
