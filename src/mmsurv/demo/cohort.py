@@ -5,7 +5,8 @@ patient gets a latent risk ``r ~ N(0, 1)`` that drives three things at once:
 
 * survival: event time ``T ~ Exponential(rate = exp(BETA * r) / BASE_MONTHS)``, independent
   censoring ``C ~ Exponential(mean CENSOR_MONTHS)`` (about half of the patients die), so the risk
-  itself reaches a c-index near 0.75 and any model that recovers it beats 0.5 clearly;
+  itself reaches a c-index near 0.81 (4,000 patients, 56 % events) and any model that recovers it
+  beats 0.5 clearly;
 * genomics: a subset of genes (``informative_genes``) carries ``r`` in their ``_rnaseq``
   z-scores, ``_cnv`` calls and ``_mut`` flags; the rest is heavy-tailed noise, as in the real tables;
 * histology: nucleus density, size and colour of the patient's slides (see
@@ -37,7 +38,7 @@ from mmsurv.io import atomic_path, atomic_write_bytes, md5_file
 
 log = logging.getLogger(__name__)
 
-BETA = 1.0  # log hazard ratio per unit of latent risk
+BETA = 1.5  # log hazard ratio per unit of latent risk (1.0 until the zoo: its borderline models need a clearer signal on 40 patients)
 BASE_MONTHS = 30.0  # mean event time at risk 0
 CENSOR_MONTHS = 40.0  # mean censoring time
 FAMILIES = (
@@ -61,8 +62,8 @@ class DemoSpec:
 
     patients: int = 40
     seed: int = 0
-    width: int = 5000
-    height: int = 3500
+    width: int = 4000
+    height: int = 3000
     second_slide_fraction: float = 0.25  # patients with a second diagnostic slide (DX2)
     genes: int = 120
     informative_genes: int = 24
