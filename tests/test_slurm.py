@@ -31,7 +31,7 @@ def cluster(tmp_path_factory):
 def test_demo_workflow_runs_through_the_slurm_profile(cluster, tmp_path):
     config = {
         "results": "results",
-        "demo": {"outdir": "resources/demo", "patients": 5, "seed": 2, "width": 2048, "height": 1536, "genes": 16},
+        "demo": {"outdir": "resources/demo", "patients": 6, "seed": 2, "width": 2048, "height": 1536, "genes": 16},
         "cohorts": {"demo": {"manifest": "resources/demo/gdc_manifest.txt",
                              "table": "resources/demo/tcga_demo_all_clean.csv.gz",
                              "splits_dir": "resources/demo/splits", "signatures": "resources/demo/signatures.csv",
