@@ -118,6 +118,13 @@ class Batch:
         value = require(self.omic_groups if name == "omic_groups" else self.values.get(name), name, model)
         return [v[0] for v in value] if isinstance(value, list) else value[0]
 
+    def one_groups(self, model: str, expected: int, what: str = "genomic groups") -> list[torch.Tensor]:
+        """The single patient's genomic group tensors, checked against the ``expected`` count the model was built for."""
+        groups = self.one("omic_groups", model)
+        if len(groups) != expected:
+            raise ValueError(f"{model}: built for {expected} {what}, the batch has {len(groups)}")
+        return groups
+
     def to(self, device: torch.device | str) -> Batch:
         def move(value):
             if torch.is_tensor(value):

@@ -107,9 +107,7 @@ class CMTA(SurvivalModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         path = batch.one("path", "CMTA")
-        groups = batch.one("omic_groups", "CMTA")
-        if len(groups) != len(self.omic_encoders):
-            raise ValueError(f"CMTA: built for {len(self.omic_encoders)} genomic groups, the batch has {len(groups)}")
+        groups = batch.one_groups("CMTA", len(self.omic_encoders))
         h_path = self.path_fc(path).unsqueeze(0)  # 1×N×E
         h_omic = torch.stack([encoder(group) for encoder, group in zip(self.omic_encoders, groups)]).unsqueeze(0)
         cls_path, tokens_path = self.path_encoder(h_path)

@@ -183,9 +183,7 @@ class HDMoE(SurvivalModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         path = batch.one("path", "HDMoE")
-        groups = batch.one("omic_groups", "HDMoE")
-        if len(groups) != len(self.omic_fc):
-            raise ValueError(f"HDMoE: built for {len(self.omic_fc)} genomic groups, the batch has {len(groups)}")
+        groups = batch.one_groups("HDMoE", len(self.omic_fc))
         omic_tokens = torch.stack([fc(group) for fc, group in zip(self.omic_fc, groups)]).unsqueeze(0)
         path_cls = self.path_encoder(self.path_fc(path).unsqueeze(0))[0]
         omic_cls = self.omic_encoder(omic_tokens)[0]

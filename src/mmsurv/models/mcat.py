@@ -79,9 +79,7 @@ class MCAT(SurvivalModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         path = batch.one("path", "MCAT")
-        groups = batch.one("omic_groups", "MCAT")
-        if len(groups) != len(self.omic_encoders):
-            raise ValueError(f"MCAT: built for {len(self.omic_encoders)} genomic groups, the batch has {len(groups)}")
+        groups = batch.one_groups("MCAT", len(self.omic_encoders))
         h_path = self.path_fc(path).unsqueeze(0)  # 1×N×E
         h_omic = torch.stack([encoder(group) for encoder, group in zip(self.omic_encoders, groups)]).unsqueeze(0)
         coattended, coattn = self.coattn(h_omic, h_path, h_path)  # 1×G×E, 1×G×N

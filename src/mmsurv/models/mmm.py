@@ -240,9 +240,7 @@ class MMM(SurvivalModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         path = batch.one("path", "MMM")
-        groups = batch.one("omic_groups", "MMM")
-        if len(groups) != len(self.omic_sdl):
-            raise ValueError(f"MMM: built for {len(self.omic_sdl)} genomic groups, the batch has {len(groups)}")
+        groups = batch.one_groups("MMM", len(self.omic_sdl))
         x_img = self.image_sdl(path)  # N×d
         genes = torch.stack([layer(group) for layer, group in zip(self.omic_sdl, groups)])  # G×d
         tiled = tile_tokens(genes, x_img.shape[0])

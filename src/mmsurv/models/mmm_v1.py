@@ -94,9 +94,7 @@ class MMMv1(SurvivalModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         path = batch.one("path", "MMM v1")
-        groups = batch.one("omic_groups", "MMM v1")
-        if len(groups) != len(self.omic_sdl):
-            raise ValueError(f"MMM v1: built for {len(self.omic_sdl)} genomic groups, the batch has {len(groups)}")
+        groups = batch.one_groups("MMM v1", len(self.omic_sdl))
         x_img = self.image_sdl(path)
         genes = torch.stack([layer(group) for layer, group in zip(self.omic_sdl, groups)])
         x_gene = tile_tokens(genes, x_img.shape[0])

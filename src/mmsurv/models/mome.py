@@ -259,9 +259,7 @@ class MoME(SurvivalModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         path = batch.one("path", "MoME")
-        groups = batch.one("omic_groups", "MoME")
-        if len(groups) != len(self.omic_encoders):
-            raise ValueError(f"MoME: built for {len(self.omic_encoders)} genomic groups, the batch has {len(groups)}")
+        groups = batch.one_groups("MoME", len(self.omic_encoders))
         parts = self.chunks(path.shape[0], path.device)
         recompute = self.checkpoint_chunks and len(parts) > 1 and torch.is_grad_enabled()
         chunk_logits, experts = [], []

@@ -158,9 +158,7 @@ class MOTCat(MCAT):
 
     def forward(self, batch: Batch) -> MicroBatchOutput:
         path = batch.one("path", "MOTCat")
-        groups = batch.one("omic_groups", "MOTCat")
-        if len(groups) != len(self.omic_encoders):
-            raise ValueError(f"MOTCat: built for {len(self.omic_encoders)} genomic groups, the batch has {len(groups)}")
+        groups = batch.one_groups("MOTCat", len(self.omic_encoders))
         generator = None if self.training else torch.Generator().manual_seed(self.eval_seed)
         chunks = micro_batches(path.shape[0], self.bs_micro, generator, path.device)
         results = [self.chunk_forward(path[rows], groups) for rows in chunks]

@@ -684,9 +684,7 @@ class SurvMamba(SurvivalModel):
             region_groups(None)  # the clear error
         coords = batch.one("coords", "SurvMamba")
         slide_index = batch.one("slide_index", "SurvMamba") if batch.get("slide_index") is not None else None
-        groups = batch.one("omic_groups", "SurvMamba")
-        if len(groups) != len(self.group_sizes):
-            raise ValueError(f"SurvMamba: built for {len(self.group_sizes)} genomic groups, the batch has {len(groups)}")
+        groups = batch.one_groups("SurvMamba", len(self.group_sizes))
         if coords.shape[0] != path.shape[0]:
             raise ValueError(f"SurvMamba: {coords.shape[0]} coordinates for {path.shape[0]} patches")
         order, region = region_groups(coords, slide_index, self.region_patches, self.region_size)

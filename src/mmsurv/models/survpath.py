@@ -148,9 +148,7 @@ class SurvPath(SurvivalModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         path = batch.one("path", "SurvPath")
-        groups = batch.one("omic_groups", "SurvPath")
-        if len(groups) != self.n_pathways:
-            raise ValueError(f"SurvPath: built for {self.n_pathways} pathways, the batch has {len(groups)}")
+        groups = batch.one_groups("SurvPath", self.n_pathways, "pathways")
         pathway_tokens = torch.stack([encoder(values) for encoder, values in zip(self.pathway_encoders, groups)])
         tokens = torch.cat([pathway_tokens, self.path_projection(path)], dim=0)  # (P+N)×E
         mixed, weights = self.attention(tokens, self.n_pathways)
