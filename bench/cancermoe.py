@@ -23,6 +23,8 @@ import argparse
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from mmsurv.machine import cpu_description
+
 PAPER_PARAMS, PAPER_GFLOPS = 0.446e6, 0.170
 
 
@@ -37,7 +39,13 @@ def forward_flops(model, bag: int, training: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--widths", default="3062", help="genomic widths to tabulate (besides the implied one)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds, not figures: one small width, bags of 3,072 only "
+                             "(the test suite runs it so that the bench keeps running)")
     args = parser.parse_args(argv)
+    print(cpu_description(), flush=True)
+    if args.smoke:
+        args.widths = "64"
     torch.set_num_threads(1)
     from mmsurv.models import ModelInputs, build_model, n_params
 
@@ -57,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             count = n_params(build(width, **params))
             for bag, training, mode in ((3072, True, "one pass (N)"), (50_000, True, "training"),
                                         (50_000, False, "eval, unseen")):
-                if variant != "paper" and bag != 3072:
+                if (variant != "paper" or args.smoke) and bag != 3072:
                     continue
                 flops = forward_flops(build(width, **params), bag, training)  # fresh: no stored scores
                 if variant == "no ACS":  # FlopCounterMode does not count CPU scaled_dot_product_attention

@@ -42,6 +42,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from mmsurv.machine import cpu_description
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -90,7 +92,13 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["all"])
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=2, help="dry runs to time; the median is reported")
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds, not figures: 20 slides, SNN, 2 folds, one dry run "
+                             "(the test suite runs it so that the bench keeps running)")
     args = parser.parse_args()
+    print(cpu_description(), flush=True)
+    if args.smoke:
+        args.slides, args.models, args.folds, args.runs = 20, ["snn"], 2, 1
     with tempfile.TemporaryDirectory(prefix="mmsurv-dag-") as folder:
         root = Path(folder)
         cohort = write_cohort(root, args.slides, args.folds)

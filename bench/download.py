@@ -25,6 +25,7 @@ from pathlib import Path
 from mmsurv.gdc.client import FileSpec, GdcClient, GdcConfig
 from mmsurv.gdc.testserver import GdcTestServer
 from mmsurv.io import md5_file
+from mmsurv.machine import cpu_description
 
 MB = 1024 * 1024
 
@@ -79,7 +80,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8], help="levels (default 1 4 8)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tmp", help="folder for the downloads (default: system temp)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds, not figures: 2 files of 1 MB at concurrency 1 and 2 "
+                             "(the test suite runs it so that the bench keeps running)")
     args = parser.parse_args()
+    print(cpu_description(), flush=True)
+    if args.smoke:
+        args.files, args.size_mb, args.concurrency = 2, 1.0, [1, 2]
 
     size = int(args.size_mb * MB)
     parent, child = multiprocessing.get_context("fork").Pipe()

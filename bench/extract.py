@@ -22,6 +22,7 @@ patches/s measured for CLAM itself).
     python bench/extract.py --patches 512         # every option (~15 min on 2 cores)
     python bench/extract.py --only default clam_like --patches 128
     python bench/extract.py --list
+    python bench/extract.py --smoke               # seconds: does the bench still run? (the tests run it)
 
 In the encoder-processes mode (the CPU default) the ceiling runs the same forked one-thread
 DataLoader workers on batches already in memory. Measured here (2 vCPU Intel Xeon with AMX-BF16,
@@ -47,9 +48,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mmsurv.machine import cpu_description
+
 PATCH = 512
 GRID_OFFSET = (37, 61)          # the patch grid does not start on a tile boundary (as CLAM's)
 SLIDE = dict(width=20000, height=16000, mpp=0.5, app_mag=20, seed=1, tissue_fraction=0.5)
+SMOKE_SLIDE = dict(SLIDE, width=4000, height=3000)  # --smoke: a small slide, seconds to write
+SLIDE_NAME = "bench_20x"        # the slide name recorded in the patch file and checked against it
 JPEG_QUALITY = 70               # TCGA's Aperio slides say "JPEG/RGB Q=70" (the demo's default is 85)
 CLAM_PATCHES_PER_S = 6.0        # CLAM's extractor on this CPU (issue 5)
 
@@ -100,14 +105,15 @@ OPTIONS = [
 # Inputs
 # ------------------------------------------------------------------------------------------------
 
-def prepare_inputs(work: Path, n_patches: int) -> tuple[Path, Path]:
+def prepare_inputs(work: Path, n_patches: int, smoke: bool = False) -> tuple[Path, Path]:
     """The bench slide and a CLAM-style patch h5 with ``n_patches`` tissue patches (made once)."""
     import h5py
 
     from mmsurv.demo.slides import SlideSpec, SyntheticSlide, make_slide
 
-    slide_path, patches = work / f"bench_20x_q{JPEG_QUALITY}.svs", work / f"patches_{n_patches}.h5"
-    spec = SlideSpec(**SLIDE)
+    tag = "_smoke" if smoke else ""
+    slide_path, patches = work / f"bench_20x_q{JPEG_QUALITY}{tag}.svs", work / f"patches_{n_patches}{tag}.h5"
+    spec = SlideSpec(**(SMOKE_SLIDE if smoke else SLIDE))
     synthetic = SyntheticSlide(spec) if slide_path.exists() else make_slide(slide_path, spec,
                                                                             jpeg_quality=JPEG_QUALITY)
     if not patches.exists():
@@ -115,7 +121,7 @@ def prepare_inputs(work: Path, n_patches: int) -> tuple[Path, Path]:
         with h5py.File(patches, "w") as h5:
             dataset = h5.create_dataset("coords", data=coords)
             dataset.attrs.update({"patch_size": PATCH, "patch_level": 0, "downsample": [1.0, 1.0],
-                                  "level_dim": [spec.width, spec.height], "name": "bench_20x",
+                                  "level_dim": [spec.width, spec.height], "name": SLIDE_NAME,
                                   "mpp": spec.mpp, "magnification": 20, "patch_size_level0": PATCH})
     return slide_path, patches
 
@@ -161,7 +167,7 @@ def setup(option: Option, slide_path: Path, patches: Path, cache: Path):
     from mmsurv.features.extract import plan_extraction
 
     settings = ExtractSettings(weights="none", compile_cache_dir=str(cache), device="cpu", **option.extract_kwargs())
-    coords = read_patch_coords(patches, slide_name="bench")
+    coords = read_patch_coords(patches, slide_name=SLIDE_NAME)
     plan = plan_extraction(settings, slide_path, coords)
     return settings, coords, plan, build_encoder(settings.encoder, settings.weights, seed=settings.seed)
 
@@ -183,7 +189,7 @@ def model_ceiling(option: Option, slide_path: Path, patches: Path, cache: Path) 
 
     settings, coords, plan, built = setup(option, slide_path, patches, cache)
     size = built.info.preprocessing.input_size
-    dataset = PatchBatchDataset(slide_path, coords.coords, level=0, size=PATCH, slide_name="bench",
+    dataset = PatchBatchDataset(slide_path, coords.coords, level=0, size=PATCH, slide_name=SLIDE_NAME,
                                 resize_to=size if plan.resize == "worker" else None, reader=plan.reader)
     order = reading_order(coords.coords)
     batches = [dataset[order[i:i + settings.batch_size].tolist()]["pixels"].clone()
@@ -247,7 +253,7 @@ def end_to_end(option: Option, slide_path: Path, patches: Path, work: Path) -> d
 
     t0 = time.perf_counter()
     metadata = extract_slide_features(
-        slide_path, patches, work / "out" / option.name, slide_name="bench", weights="none", device="cpu",
+        slide_path, patches, work / "out" / option.name, slide_name=SLIDE_NAME, weights="none", device="cpu",
         compile_cache_dir=work / "compiled", force=True, **option.extract_kwargs())
     wall = time.perf_counter() - t0
     return {"patches": metadata["n_patches"], "seconds": metadata["seconds_extract"],
@@ -262,7 +268,7 @@ def end_to_end(option: Option, slide_path: Path, patches: Path, work: Path) -> d
 
 def run_child(option: Option, mode: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--child", option.name, mode, "--patches", str(args.patches),
-               "--work-dir", str(args.work_dir), "--threads", str(args.threads)]
+               "--work-dir", str(args.work_dir), "--threads", str(args.threads)] + (["--smoke"] if args.smoke else [])
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
@@ -325,8 +331,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", help="run only these options")
     parser.add_argument("--list", action="store_true", help="list the options and exit")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds, not figures: a 4000x3000 slide, 8 patches, the eager fp32 option only "
+                             "(the test suite runs it so that the bench keeps running)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.patches, args.only = min(args.patches, 8), args.only or ["fp32"]
+        if args.work_dir == parser.get_default("work_dir"):
+            args.work_dir = args.work_dir.with_name(args.work_dir.name + "_smoke")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,13 +350,14 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(f"{o.name}: {o.note} {asdict(o)}" for o in OPTIONS))
         return 0
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    slide_path, patches = prepare_inputs(args.work_dir, args.patches)
+    slide_path, patches = prepare_inputs(args.work_dir, args.patches, args.smoke)
     if args.child:
         name, mode = args.child
         print(json.dumps(measure(options[name], mode, slide_path, patches, args.work_dir, args.threads)))
         return 0
     import torch
 
+    print(cpu_description())
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"{args.threads} threads, {args.patches} patches of {PATCH} px, load {os.getloadavg()}", flush=True)
     rows = []
@@ -353,9 +368,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows[-1]), flush=True)
     print(table(rows, options))
     print("\n".join(summary(rows)))
+    failed = [row for row in rows if "error" in row]
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from mmsurv.machine import cpu_description
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -117,7 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write all figures to this JSON file")
     parser.add_argument("--skip-prep", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds, not figures: 200-patch bags, 1 epoch, 1 repeat "
+                             "(the test suite runs it so that the bench keeps running)")
     args = parser.parse_args(argv)
+    print(cpu_description(), flush=True)
+    if args.smoke:
+        args.bags, args.epochs, args.repeats = "200", 1, 1
     sys.path.insert(0, str(REPO / "src"))
     import torch
 

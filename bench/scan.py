@@ -31,13 +31,14 @@ import argparse
 import json
 import math
 import os
-import platform
 import re
 import resource
 import statistics
 import subprocess
 import sys
 import time
+
+from mmsurv.machine import cpu_description
 
 PAPER_PARAMS = 398_850
 PAPER_FLOPS = 2.51e9
@@ -51,22 +52,6 @@ def rss_mib() -> float:
 
 def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def cpu_description() -> str:
-    model = platform.processor() or "unknown"
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name") and model in ("unknown", "x86_64", ""):
-                    model = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags |= set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{model}; flags: {' '.join(wanted) or 'none of avx2/avx512f/avx512_bf16/amx_bf16'}; cores: {os.cpu_count()}"
 
 
 # ---------------------------------------------------------------------------------------- cases
@@ -203,7 +188,12 @@ def main() -> None:
     parser.add_argument("--skip-scan", action="store_true")
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--skip-size", action="store_true")
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds, not figures: L = 256, one model bag of 256, 1 repeat, no size table "
+                             "(the test suite runs it so that the bench keeps running)")
     args = parser.parse_args()
+    if args.smoke:
+        args.lengths, args.inner, args.bags, args.repeats, args.skip_size = "256", "64", "256", 1, True
 
     if args.case:
         kind, *rest = args.case
@@ -220,7 +210,7 @@ def main() -> None:
 
     threads = args.threads or min(2, os.cpu_count() or 1)
     print(f"# SurvMamba bench ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
-    print(f"CPU: {cpu_description()}")
+    print(cpu_description())
     print(f"torch {torch.__version__}, {threads} thread(s); timings on a shared machine are noisy")
     try:
         import mambapy

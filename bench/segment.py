@@ -32,6 +32,7 @@ import inspect
 import multiprocessing
 import resource
 import sys
+import shutil
 import tempfile
 import time
 import tracemalloc
@@ -39,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mmsurv.machine import cpu_description
 
 REPO = Path(__file__).resolve().parents[1]
 THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3)
@@ -291,7 +294,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clam-dir", type=Path, help="CLAM output folder (patches/{slide}.h5)")
     parser.add_argument("--preset", default="tcga")
     parser.add_argument("--patch-size", type=int, default=512)
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds, not figures: 3000x2000 (20x) and 6000x4000 (40x) slides in a temporary "
+                             "folder (the test suite runs it so that the bench keeps running)")
     args = parser.parse_args(argv)
+    print(cpu_description(), flush=True)
+    if args.smoke:
+        args.size_20x, args.size_40x = (3000, 2000), (6000, 4000)
+        args.cache_dir = Path(tempfile.mkdtemp(prefix="mmsurv-bench-wsi-smoke-"))
 
     jobs: list[dict[str, Any]] = []
     if not args.no_generated:
@@ -309,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"measuring {Path(job['path']).name} ...", flush=True)
             results.append(run_isolated(job))
     print_report(results)
+    if args.smoke:
+        shutil.rmtree(args.cache_dir, ignore_errors=True)
     return 1 if any("error" in r for r in results) else 0
 
 

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "bench"))
 
-from train import cpu_description  # noqa: E402  (bench/train.py: CPU model and flags)
+from mmsurv.machine import cpu_description  # noqa: E402
 
 COMMANDS = {
     "mmsurv --help": ["-m", "mmsurv.cli", "--help"],
@@ -63,7 +63,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--ref", help="git revision to time alongside the working tree (before/after)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds, not figures: one run (the test suite runs it so that the bench keeps running)")
     args = parser.parse_args()
+    if args.smoke:
+        args.runs = 1
     print(cpu_description())
     with tempfile.TemporaryDirectory(prefix="mmsurv-startup-") as folder:
         trees = {"now": REPO}

@@ -60,7 +60,6 @@ stopped computing the L1 norm per patient and the dataset stopped reading pandas
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import multiprocessing
 import os
@@ -70,6 +69,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from mmsurv.machine import cpu_description
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "tcga"
@@ -182,19 +183,6 @@ def run_cost(models: list[str], bags: list[int], patients: int, epochs: int, thr
             for file in features.iterdir():
                 file.unlink()
     return rows
-
-
-def cpu_description() -> str:
-    """CPU model and the vector/matrix extensions that decide which kernels torch runs."""
-    model, flags = "unknown CPU", set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "unknown CPU":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    wanted = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if flag in flags]
-    return f"CPU: {model}, {os.cpu_count()} logical CPUs, flags: {' '.join(wanted) or 'none of avx2/avx512/amx'}"
 
 
 # MCAT's released SNN runs (results/ICCV/SNNsm_nll_surv_a0.0_reg1e-04_5foldcv_gc32_sig/cindex.csv of
@@ -315,7 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-cost", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-fixed", action="store_true", help="skip the per-job fixed cost part")
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds, not figures: SNN and ABMIL, 64-patch bags, 1 epoch, no real tables "
+                             "(the test suite runs it so that the bench keeps running)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.models, args.bags, args.epochs, args.skip_real = "snn,abmil", "64", 1, True
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     sys.path.insert(0, str(REPO / "src"))
     report: dict = {}
