@@ -19,7 +19,8 @@ N_PATCHES = 6
 
 
 def run(slide_path, patches, out_dir, name="slide", **kwargs):
-    options = dict(weights="none", batch_size=4, num_workers=0, compile=False, precision="fp32") | kwargs
+    options = dict(weights="none", batch_size=4, num_workers=0, compile=False, precision="fp32",
+                   compile_min_patches=0) | kwargs
     return extract_slide_features(slide_path, patches, out_dir, slide_name=name, **options)
 
 
@@ -236,6 +237,33 @@ def test_aot_package_matches_eager_and_is_reused(reference, tmp_path, caplog):
         third = run(_slide_of(reference), patches, tmp_path / "aot3", compile=True, compile_cache_dir=cache)
     assert third["compile"] == "aot" and "AOT" not in caplog.text
     np.testing.assert_array_equal(read_outputs(tmp_path / "aot2")[0], compiled.numpy())
+    extract._FORWARDS.clear()  # a package already built is loaded however few patches the job has
+    fourth = run(_slide_of(reference), patches, tmp_path / "aot4", compile=True, compile_cache_dir=cache,
+                 compile_min_patches=10**6)
+    assert fourth["compile"] == "aot"
+
+
+def test_small_job_does_not_compile(slide, patches_h5, tmp_path, caplog):
+    """Compile only when it pays: a job under compile_min_patches runs eagerly and builds nothing."""
+    patches, _ = patches_h5(3)
+    cache = tmp_path / "cache"
+    with caplog.at_level(logging.INFO, logger="mmsurv.features.extract"):
+        metadata = run(slide[0], patches, tmp_path / "features", compile=True, compile_cache_dir=cache,
+                       compile_min_patches=100)
+    assert metadata["compile"] == "none" and not list(cache.rglob("*.pt2"))
+    assert "3 patches in this job < compile_min_patches 100" in caplog.text
+
+
+def test_batch_decides_on_the_patches_of_the_whole_job(slide, patches_h5, tmp_path, monkeypatch):
+    from mmsurv.features import extract
+    from mmsurv.features.batch import extract_features_batch
+
+    seen = []
+    monkeypatch.setattr(extract, "compile_pays", lambda settings, graph, example, identity, n: seen.append(n))
+    patches, _ = patches_h5(3)
+    extract_features_batch([(slide[0], patches, "slide")], tmp_path / "features", weights="none", batch_size=4,
+                           num_workers=0, compile=True, precision="fp32", compile_cache_dir=tmp_path / "cache")
+    assert seen == [3]
 
 
 def test_jit_compile_failure_falls_back_to_eager(slide, patches_h5, tmp_path, monkeypatch, caplog):

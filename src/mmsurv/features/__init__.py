@@ -44,6 +44,14 @@ class ExtractSettings:
     # encoder with a reader process, whose thread team stalls whenever the reader takes a core);
     # 0 = encode in the main process with torch threads. Always 0 on CUDA.
     encoder_processes: int | None = None
+    # Compile only when it pays: a job builds the AOT package (or runs torch.compile) only when it has
+    # at least this many patches to encode; a package already built for these settings is always
+    # loaded (~0.3 s). Measured (bench/extract.py, 256 patches; Xeon with AMX, bf16): the build takes
+    # 18.5 s and saves 1/39 - 1/78 = 0.013 s per patch end to end, so it pays from ~1,400 patches; on an
+    # AVX2-only EPYC (fp32) the build took ~70 s for 15.9 against ~6-8 patches/s eager, i.e. ~1,000+
+    # patches. 2,000 is on the safe side of both: the demo's jobs (~160 patches each) run eagerly, a
+    # real TCGA job (10 slides of thousands of patches) compiles. 0 = always compile.
+    compile_min_patches: int = 2000
 
 
 DEFAULTS = ExtractSettings()

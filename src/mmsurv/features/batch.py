@@ -23,5 +23,19 @@ def extract_features_batch(slides: Sequence[tuple[str | os.PathLike, str | os.Pa
     """Extract every ``(slide_path, patches_h5, slide_name)`` into ``out_dir``; raise ``BatchError``
     naming the slides that failed, after all others are done."""
     jobs = {name: (slide, patches) for slide, patches, name in slides}
+    job_patches = sum(patch_count(patches) for _, patches in jobs.values())
     return run_batch("extract_features", list(jobs),
-                     lambda name: extract_slide_features(*jobs[name], out_dir, slide_name=name, **settings))
+                     lambda name: extract_slide_features(*jobs[name], out_dir, slide_name=name,
+                                                         job_patches=job_patches, **settings))
+
+
+def patch_count(patches_h5: str | os.PathLike) -> int:
+    """Patches listed in a CLAM-style patch file (0 when it cannot be read: that slide's own
+    extraction then reports the problem, naming it)."""
+    import h5py
+
+    try:
+        with h5py.File(patches_h5, "r") as h5:
+            return int(h5["coords"].shape[0])
+    except (OSError, KeyError):
+        return 0

@@ -94,7 +94,7 @@ from mmsurv.features.dataset import (
     worker_init,
 )
 from mmsurv.features.encoders import Encoder, build_encoder
-from mmsurv.features.inference import build_graph, compiled_graph
+from mmsurv.features.inference import build_graph, compiled_graph, package_path
 from mmsurv.features.regions import choose_reader
 from mmsurv.io import atomic_path
 from mmsurv.naming import slide_stem
@@ -144,17 +144,22 @@ def extract_slide_features(
     reader: str = DEFAULTS.reader,
     seed: int = DEFAULTS.seed,
     encoder_processes: int | None = DEFAULTS.encoder_processes,
+    compile_min_patches: int = DEFAULTS.compile_min_patches,
     force: bool = False,
+    job_patches: int | None = None,
 ) -> dict[str, Any]:
     """Extract one slide's patch features into ``out_dir`` (h5 + pt + json); return the metadata.
 
     A valid existing output is kept (``force=False``) and its metadata returned with ``skipped``.
     Raises ``PatchReadError`` (naming the slide and coordinates) when a patch cannot be read.
+    ``job_patches``: the patches the whole job encodes (a batch of slides), which decides whether
+    compiling pays (``compile_min_patches``); default: this slide's.
     """
     settings = ExtractSettings(encoder, os.fspath(weights), int(batch_size), int(num_workers), device,
                                precision, bool(channels_last), bool(compile), compile_mode,
                                None if compile_cache_dir is None else os.fspath(compile_cache_dir), resize,
-                               reader, seed, None if encoder_processes is None else int(encoder_processes))
+                               reader, seed, None if encoder_processes is None else int(encoder_processes),
+                               int(compile_min_patches))
     _check_settings(settings, slide_name)
     started = time.perf_counter()
     paths = FeaturePaths.of(out_dir, slide_name)
@@ -174,7 +179,7 @@ def extract_slide_features(
     plan = plan_extraction(settings, slide_path, patches)
     built = shared_encoder(settings)
     t0 = time.perf_counter()
-    forward = shared_forward(built, plan, settings, patches)
+    forward = shared_forward(built, plan, settings, patches, len(patches) if job_patches is None else job_patches)
     prepare_s = time.perf_counter() - t0
     log.info("slide %s: %d patches (%d px at level %d) -> %s, device %s, %s, batch %d, %s, "
              "channels_last=%s, compile=%s (%.1f s), resize in %s, reader %s", slide_name, len(patches),
@@ -364,8 +369,8 @@ def shared_encoder(settings: ExtractSettings) -> Encoder:
     return _ENCODERS[key]
 
 
-def shared_forward(built: Encoder, plan: ExtractionPlan, settings: ExtractSettings, patches: PatchCoords
-                   ) -> BatchForward:
+def shared_forward(built: Encoder, plan: ExtractionPlan, settings: ExtractSettings, patches: PatchCoords,
+                   job_patches: int | None = None) -> BatchForward:
     """:func:`make_forward`, once per process and settings: the next slide of a batch reuses the
     compiled graph. An eager stand-in for a compilation that did not happen (another job was
     building the package) is not kept, so a later slide of the batch loads the package."""
@@ -373,15 +378,16 @@ def shared_forward(built: Encoder, plan: ExtractionPlan, settings: ExtractSettin
            settings.compile_mode, settings.compile_cache_dir, input_shape(built, plan, patches, settings.batch_size))
     if key in _FORWARDS:
         return _FORWARDS[key]
-    forward = make_forward(built, plan, settings, patches)
-    if len(patches) and (forward.compiled != "none" or not settings.compile):
+    forward = make_forward(built, plan, settings, patches, job_patches)
+    if len(patches) and (forward.compiled != "none" or not settings.compile or forward.compile_skipped):
         _FORWARDS[key] = forward
     return forward
 
 
-def make_forward(built: Encoder, plan: ExtractionPlan, settings: ExtractSettings, patches: PatchCoords
-                 ) -> BatchForward:
-    """The eager graph, compiled when asked (and when there is anything to encode)."""
+def make_forward(built: Encoder, plan: ExtractionPlan, settings: ExtractSettings, patches: PatchCoords,
+                 job_patches: int | None = None) -> BatchForward:
+    """The eager graph, compiled when asked, when there is anything to encode and when it pays
+    (:func:`compile_pays`; ``job_patches``: the patches of the whole job, default this slide's)."""
     configure_backends(plan.precision, plan.device)
     graph = build_graph(built, plan.device, precision=plan.precision, channels_last=settings.channels_last,
                         resize=plan.resize == "device")
@@ -390,9 +396,30 @@ def make_forward(built: Encoder, plan: ExtractionPlan, settings: ExtractSettings
     example = torch.zeros(input_shape(built, plan, patches, settings.batch_size), dtype=torch.uint8,
                           device=plan.device).contiguous(memory_format=torch.channels_last)
     identity = {"encoder": built.info.name, "weights": built.info.weights_detail}
+    if not compile_pays(settings, graph, example, identity, len(patches) if job_patches is None else job_patches):
+        forward = BatchForward(graph, plan.device, settings.batch_size, compiled="none")
+        forward.compile_skipped = True
+        return forward
     run, compiled = compiled_graph(graph, example, mode=settings.compile_mode, identity=identity,
                                    cache_dir=settings.compile_cache_dir)
     return BatchForward(run, plan.device, settings.batch_size, compiled=compiled, fallback=graph)
+
+
+def compile_pays(settings: ExtractSettings, graph, example: torch.Tensor, identity: dict, job_patches: int) -> bool:
+    """Whether this job compiles: always when an AOT package of these settings is already built
+    (loading it costs ~0.3 s), else only from ``compile_min_patches`` patches in the job (a build
+    costs 20-70 s, see :class:`~mmsurv.features.ExtractSettings`). The decision and its numbers are logged."""
+    if settings.compile_mode == "aot" and package_path(graph, example, identity, settings.compile_cache_dir).exists():
+        log.info("compile: the %s package for these settings is built; loading it", settings.compile_mode)
+        return True
+    if job_patches >= settings.compile_min_patches:
+        log.info("compile: %d patches in this job >= compile_min_patches %d: compiling (%s) pays",
+                 job_patches, settings.compile_min_patches, settings.compile_mode)
+        return True
+    log.info("compile: %d patches in this job < compile_min_patches %d: a %s build (~20-70 s) would cost more "
+             "than it saves (~0.01 s per patch); encoding eagerly", job_patches, settings.compile_min_patches,
+             settings.compile_mode)
+    return False
 
 
 class BatchForward:
@@ -407,6 +434,7 @@ class BatchForward:
                  compiled: str, fallback: nn.Module | None = None):
         self.run, self.device, self.batch_size = run, device, batch_size
         self.compiled, self.fallback = compiled, fallback
+        self.compile_skipped = False  # compiling was asked for but did not pay (compile_pays)
 
     def __call__(self, pixels: torch.Tensor) -> np.ndarray:
         x = pixels.to(self.device, non_blocking=self.device.type == "cuda")

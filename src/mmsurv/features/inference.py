@@ -135,11 +135,18 @@ def package_key(graph: InferenceGraph, example: torch.Tensor, identity: dict) ->
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:24]
 
 
+def package_path(graph: InferenceGraph, example: torch.Tensor, identity: dict,
+                 cache_dir: str | os.PathLike | None) -> Path:
+    """Where the AOT package of ``graph`` on inputs like ``example`` is (or would be) kept."""
+    cache = Path(cache_dir).resolve() if cache_dir is not None else DEFAULT_CACHE
+    return cache / "aoti" / f"{package_key(graph, example, identity)}.pt2"
+
+
 def aot_package(graph: InferenceGraph, example: torch.Tensor, identity: dict, cache: Path
                 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """Load ``<cache>/aoti/<key>.pt2``, building it first (under a file lock) when it is missing;
     :class:`PackageBusy` when another process holds the lock (it is building the package)."""
-    package = cache / "aoti" / f"{package_key(graph, example, identity)}.pt2"
+    package = package_path(graph, example, identity, cache)
     package.parent.mkdir(parents=True, exist_ok=True)
     if package.exists():  # written atomically: a package that exists is complete
         try:
