@@ -35,7 +35,7 @@ FIXTURES = [p for p in sorted(GOLDEN_DIR.glob("*.json")) if "dropout" in load_fi
 
 @contextmanager
 def traced_dropout():
-    """Record ``[function, p, numel, last dim]`` of every dropout call made inside the block (p > 0, non-empty input)."""
+    """Record ``[function, p, numel, last dim]`` of the dropout calls made inside the block (p > 0, input not empty)."""
     calls: list[list] = []
     originals = {name: getattr(F, name) for name in DROPOUT_FUNCTIONS}
 
