@@ -198,15 +198,15 @@ def micro_batch_output(chunk_logits: torch.Tensor, **fields: Any) -> MicroBatchO
                             chunk_logits=chunk_logits, **fields)
 
 
-class MicroBatchLoss:
-    """Mixin before a :class:`SurvivalModel` base: the loss of a :class:`MicroBatchOutput` is the mean
-    over its chunks of the base's loss (MCAT's NLL; the references' ``loss / cnt``), plus ``output.aux``."""
-
-    def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
-        chunk_logits = getattr(output, "chunk_logits", None)
-        if chunk_logits is None:
-            return super().loss(output, target)
-        count = chunk_logits.shape[0]
-        chunks = ModelOutput(logits=chunk_logits, aux=output.aux)
-        expanded = Target(target.label.expand(count), target.censorship.expand(count), target.time.expand(count))
-        return super().loss(chunks, expanded)
+def micro_batch_loss(base_loss: Callable[[ModelOutput, Target], dict[str, torch.Tensor]], output: ModelOutput,
+                     target: Target) -> dict[str, torch.Tensor]:
+    """A model's loss over micro-batches: ``base_loss`` (its base class's, MCAT's NLL) on the chunks of a
+    :class:`MicroBatchOutput` — the mean over chunks, the references' ``loss / cnt`` — plus ``output.aux``;
+    on any other output, ``base_loss`` itself. Use: ``def loss(self, o, t): return micro_batch_loss(super().loss, o, t)``."""
+    chunk_logits = getattr(output, "chunk_logits", None)
+    if chunk_logits is None:
+        return base_loss(output, target)
+    count = chunk_logits.shape[0]
+    chunks = ModelOutput(logits=chunk_logits, aux=output.aux)
+    return base_loss(chunks, Target(target.label.expand(count), target.censorship.expand(count),
+                                    target.time.expand(count)))

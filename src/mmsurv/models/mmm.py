@@ -103,11 +103,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmsurv.models.base import Batch, SurvivalModel
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel, Target
 from mmsurv.models.layers import (
-    MicroBatchLoss,
     MicroBatchOutput,
     chunk_generator,
+    micro_batch_loss,
     micro_batch_output,
     run_micro_batches,
 )
@@ -245,7 +245,7 @@ class GME(nn.Module):
 
 
 @register_model("mmm", display="MMM", citation="Anonymous authors, MMM (jermmy19998/MMM), 2025")
-class MMM(MicroBatchLoss, SurvivalModel):
+class MMM(SurvivalModel):
     """Multi-expert Mutual Mixer: SDL encoders, φ_o, GME, DAM, GME, image ⊗ genomics product."""
 
     inputs = ("path", "omic_groups")
@@ -308,3 +308,6 @@ class MMM(MicroBatchLoss, SurvivalModel):
         attention = {key: torch.stack([info[key] for _, _, info in results]) for key in results[0][2]}
         return micro_batch_output(torch.cat([logits for logits, _, _ in results]), aux=aux, attention=attention)
 
+    def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
+        """The mean over micro-batches of MCAT's NLL (the reference's ``loss / cnt``) plus ``output.aux``."""
+        return micro_batch_loss(super().loss, output, target)

@@ -51,8 +51,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmsurv.models.base import Batch, SurvivalModel
-from mmsurv.models.layers import MicroBatchLoss, MicroBatchOutput, chunk_generator, micro_batch_output, run_micro_batches
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel, Target
+from mmsurv.models.layers import (
+    MicroBatchOutput,
+    chunk_generator,
+    micro_batch_loss,
+    micro_batch_output,
+    run_micro_batches,
+)
 from mmsurv.models.mmm import DAM, MMM, check_bs_micro, sdl, tile_tokens
 from mmsurv.models.registry import register_model
 
@@ -86,7 +92,7 @@ class MiT(nn.Module):
 
 @register_model("mmm_v1", display="MMM v1",
                 citation="Anonymous authors, MMM first release (jermmy19998/MMM history), 2025")
-class MMMv1(MicroBatchLoss, SurvivalModel):
+class MMMv1(SurvivalModel):
     """The released first MMM: SDL encoders, φ, MiT, DAM, MiT, image ⊗ genomics product."""
 
     inputs = ("path", "omic_groups")
@@ -129,3 +135,7 @@ class MMMv1(MicroBatchLoss, SurvivalModel):
         _, chunk_logits = run_micro_batches(self.forward_chunk, path, self.bs_micro,
                                             chunk_generator(self.training, self.eval_seed), *groups)
         return micro_batch_output(torch.cat(chunk_logits))
+
+    def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
+        """The mean over micro-batches of MCAT's NLL (the reference's ``loss / cnt``) plus ``output.aux``."""
+        return micro_batch_loss(super().loss, output, target)

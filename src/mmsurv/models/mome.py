@@ -91,12 +91,12 @@ import math
 import torch
 from torch import nn
 
-from mmsurv.models.base import Batch, SurvivalModel
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel, Target
 from mmsurv.models.layers import (
-    MicroBatchLoss,
     MicroBatchOutput,
     chunk_generator,
     mean_chunk_risk,
+    micro_batch_loss,
     nystrom_attention,
     run_micro_batches,
     use_adaptive_landmarks,
@@ -202,7 +202,7 @@ class MoMELayer(nn.Module):
 
 
 @register_model("mome", display="MoME", citation="Xiong et al., MICCAI 2024")
-class MoME(MicroBatchLoss, SurvivalModel):
+class MoME(SurvivalModel):
     """Mixture of multimodal experts: four hard-routed fusion layers between patches and genomic groups."""
 
     inputs = ("path", "omic_groups")
@@ -268,3 +268,7 @@ class MoME(MicroBatchLoss, SurvivalModel):
         experts = torch.stack([chosen for _, chosen in results])
         return MicroBatchOutput(logits=chunk_logits.mean(dim=0, keepdim=True), risk_score=mean_chunk_risk(chunk_logits),
                                 attention={"experts": experts}, chunk_logits=chunk_logits)
+
+    def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
+        """The mean over micro-batches of MCAT's NLL (the reference's ``loss / cnt``) plus ``output.aux``."""
+        return micro_batch_loss(super().loss, output, target)

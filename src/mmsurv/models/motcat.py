@@ -57,11 +57,11 @@ import warnings
 
 import torch
 
-from mmsurv.models.base import Batch
+from mmsurv.models.base import Batch, ModelOutput, Target
 from mmsurv.models.layers import (
-    MicroBatchLoss,
     MicroBatchOutput,
     chunk_generator,
+    micro_batch_loss,
     micro_batch_output,
     run_micro_batches,
 )
@@ -100,7 +100,7 @@ def uot_plan(cost: torch.Tensor, reg: float = 0.1, reg_m: float = 0.5, n_iter: i
 
 
 @register_model("motcat", display="MOTCat", citation="Xu & Chen, ICCV 2023")
-class MOTCat(MicroBatchLoss, MCAT):
+class MOTCat(MCAT):
     """MCAT with optimal-transport co-attention over micro-batches of patches."""
 
     inputs = ("path", "omic_groups")
@@ -149,3 +149,7 @@ class MOTCat(MicroBatchLoss, MCAT):
         attention = {"coattn": coattn, "path": torch.stack([maps["path"].detach() for _, maps in results]),
                      "omic": torch.stack([maps["omic"].detach() for _, maps in results])}
         return micro_batch_output(chunk_logits, attention=attention)
+
+    def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
+        """The mean over micro-batches of MCAT's NLL (the reference's ``loss / cnt``) plus ``output.aux``."""
+        return micro_batch_loss(super().loss, output, target)
