@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
                  ("mmm_v1", 5000, {"bs_micro": None}), ("mmm_v1", 5000, {})]
     for name, patches, params in runs:
         ms = step_ms(name, patches, params, args.repeats, args.warmup)
-        print(json.dumps({"model": name, "patches": patches, "params": params, "ms_per_step": round(ms, 1)}), flush=True)
+        row = {"model": name, "patches": patches, "params": params, "ms_per_step": round(ms, 1)}
+        print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

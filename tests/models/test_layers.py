@@ -119,7 +119,8 @@ def test_micro_batch_output_and_loss_are_means_over_chunks():
     output = micro_batch_output(chunk_logits, aux={"extra": torch.tensor(0.5)})
     risks = -torch.cumprod(torch.sigmoid(-chunk_logits), dim=1).sum(dim=1)
     torch.testing.assert_close(output.risk, risks.mean().reshape(1))
-    torch.testing.assert_close(output.survival, torch.cumprod(torch.sigmoid(-chunk_logits), dim=1).mean(0, keepdim=True))
+    mean_curve = torch.cumprod(torch.sigmoid(-chunk_logits), dim=1).mean(0, keepdim=True)
+    torch.testing.assert_close(output.survival, mean_curve)
     target = Target(torch.tensor([2]), torch.tensor([0.0]), torch.tensor([10.0]))
     terms = Chunked().loss(output, target)
     per_chunk = [nll_surv_loss(torch.sigmoid(row[None]), torch.cumprod(torch.sigmoid(-row[None]), dim=1),

@@ -202,7 +202,8 @@ def micro_batch_loss(base_loss: Callable[[ModelOutput, Target], dict[str, torch.
                      target: Target) -> dict[str, torch.Tensor]:
     """A model's loss over micro-batches: ``base_loss`` (its base class's, MCAT's NLL) on the chunks of a
     :class:`MicroBatchOutput` — the mean over chunks, the references' ``loss / cnt`` — plus ``output.aux``;
-    on any other output, ``base_loss`` itself. Use: ``def loss(self, o, t): return micro_batch_loss(super().loss, o, t)``."""
+    on any other output, ``base_loss`` itself. A model's ``loss`` returns
+    ``micro_batch_loss(super().loss, output, target)``."""
     chunk_logits = getattr(output, "chunk_logits", None)
     if chunk_logits is None:
         return base_loss(output, target)
