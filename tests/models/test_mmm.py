@@ -1,4 +1,5 @@
-"""MMM (published design) and MMM v1: parameter counts, Gaussian bias, DAM, straight-through router, ablations."""
+"""MMM (published design) and MMM v1: parameter counts, Gaussian bias, DAM, straight-through router, ablations,
+the release's micro-batches and constant learning rate."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import torch
 from mmsurv.models import ModelInputs, build_model, n_params
 from mmsurv.models.mmm import DAM, GME, MMM, GaussianCrossAttention, gaussian_bias, positions, tile_tokens
 from mmsurv.models.mmm_v1 import MMMv1
+from mmsurv.models.layers import micro_batches
 from mmsurv.models.registry import resolve_model
+from mmsurv.train.loss import nll_surv_loss
 
 BLCA = ModelInputs(omic_dim=3392, group_sizes=[94, 334, 521, 468, 1496, 479])
 TINY = dict(group_sizes=[3, 5, 4], path_dim=16, n_bins=4, dim=32, dim2=16, attn_dim=8)
@@ -145,3 +148,83 @@ def test_product_normalisation_options():
         assert not torch.allclose(released(batch).logits, averaged(batch).logits)
     with pytest.raises(ValueError, match="product_norm"):
         MMM(**TINY, product_norm="max")
+
+
+def tiny(name: str, **params):
+    torch.manual_seed(0)
+    if name == "mmm":
+        return MMM(**TINY, **params)
+    return MMMv1(group_sizes=[3, 5, 4], path_dim=16, dim=32, dim2=16, **params)
+
+
+def chunk_logits_of(model, path, groups, rows) -> torch.Tensor:
+    result = model.forward_chunk(path[rows], *groups)
+    return result[0] if isinstance(result, tuple) else result
+
+
+@pytest.mark.parametrize("name", ["mmm", "mmm_v1"])
+def test_a_10000_patch_bag_runs_as_three_micro_batches_whose_loss_and_risk_are_averaged(name):
+    # the release's trainer/mb_trainer.py: N // 4096 + 1 chunks of a shuffle, the whole model on each,
+    # loss = mean of the chunks' NLLs, risk = mean of the chunks' -sum(S), in training and validation
+    model = tiny(name).eval()
+    batch, target = model.example_batch(bag_size=10_000), model.example_target()
+    path, groups = batch.one("path"), batch.one_groups("test", 3)
+    with torch.no_grad():
+        output = model(batch)
+        chunks = micro_batches(10_000, 4096, torch.Generator().manual_seed(model.eval_seed))
+        expected = torch.cat([chunk_logits_of(model, path, groups, rows) for rows in chunks])
+    assert [len(rows) for rows in chunks] == [3334, 3333, 3333]
+    assert output.chunk_logits.shape == (3, 4)
+    torch.testing.assert_close(output.chunk_logits, expected)
+    survival = torch.cumprod(torch.sigmoid(-expected), dim=1)
+    torch.testing.assert_close(output.risk, -survival.sum(dim=1).mean().reshape(1))
+    per_chunk = [nll_surv_loss(torch.sigmoid(row[None]), survival[i:i + 1], target.label, target.censorship)
+                 for i, row in enumerate(expected)]
+    torch.testing.assert_close(model.loss(output, target)["surv"], torch.stack(per_chunk).mean())
+    # training draws its chunks from the run's seeded generator: same seed, same numbers
+    model.train()
+    losses = []
+    for seed in (7, 7, 8):
+        torch.manual_seed(seed)
+        out = model(batch)
+        assert out.chunk_logits.shape == (3, 4)
+        losses.append(sum(model.loss(out, target).values()).detach())
+    assert torch.equal(losses[0], losses[1]) and not torch.equal(losses[0], losses[2])
+
+
+@pytest.mark.parametrize("name", ["mmm", "mmm_v1"])
+def test_a_bag_under_4096_patches_is_one_shuffled_chunk_and_none_runs_the_whole_bag(name):
+    model = tiny(name).eval()
+    batch = model.example_batch(bag_size=4095)
+    path, groups = batch.one("path"), batch.one_groups("test", 3)
+    with torch.no_grad():
+        output = model(batch)
+        assert output.chunk_logits.shape == (1, 4)
+        torch.testing.assert_close(output.logits, output.chunk_logits)  # one chunk: its own curve
+        (rows,) = micro_batches(4095, 4096, torch.Generator().manual_seed(0))
+        torch.testing.assert_close(output.logits, chunk_logits_of(model, path, groups, rows))
+        assert model(model.example_batch(bag_size=4096)).chunk_logits.shape == (2, 4)  # 4096 // 4096 + 1
+        model.bs_micro = None
+        whole = model(batch)
+        torch.testing.assert_close(whole.logits, chunk_logits_of(model, path, groups, torch.arange(4095)))
+    with pytest.raises(ValueError, match="bs_micro"):
+        tiny(name, bs_micro=0)
+
+
+@pytest.mark.parametrize("name", ["mmm", "mmm_v1"])
+def test_the_resolved_settings_give_the_releases_constant_learning_rate(name):
+    # the release parses --lr_scheduler cosine but never calls get_lr_scheduler: lr 5e-4 for 100 epochs
+    from mmsurv.train.loop import make_scheduler
+    from mmsurv.train.settings import resolve_settings
+
+    _, training, _, _ = resolve_settings(None, name)
+    assert training.lr == 5e-4 and training.epochs == 100 and training.scheduler == "none"
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=training.lr)
+    scheduler = make_scheduler(optimizer, training)
+    rates = []
+    for _ in range(training.epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    assert rates == [5e-4] * training.epochs

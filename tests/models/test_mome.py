@@ -51,10 +51,15 @@ def test_router_learns_with_straight_through():
     batch, target = model.example_batch(bag_size=40), model.example_target()
     sum(model.loss(model(batch), target).values()).backward()
     assert all(norm > 0 for norm in router_grad_norms(model))
-    # and an optimiser step moves the routers' weights (they stay fixed with "none")
-    before = [router.classifier.weight.detach().clone() for router in model.routers]
-    torch.optim.SGD(model.parameters(), lr=0.1).step()
-    assert all(not torch.equal(b, router.classifier.weight) for b, router in zip(before, model.routers))
+    # down to each router's last layer (its gradients can be ~1e-9 at initialisation: too small for
+    # one SGD step to move float32 weights, so the gradient itself is what is asserted)
+    assert all(router.classifier.weight.grad.abs().sum() > 0 for router in model.routers)
+
+
+def test_defaults_are_the_public_codes_router_and_landmarks():
+    model = small()
+    assert all(layer.router_grad == "none" for layer in model.mome_layers)
+    assert all(not m.adaptive_landmarks for m in model.modules() if hasattr(m, "max_landmarks"))
 
 
 def test_straight_through_keeps_the_hard_routing_forward():

@@ -10,7 +10,8 @@ from torch import nn
 
 from mmsurv.models import ModelInputs, build_model, n_params
 from mmsurv.models.base import Target
-from mmsurv.models.motcat import mean_curve_logits, micro_batches, transport_cost, uot_plan
+from mmsurv.models.layers import mean_curve_logits, micro_batches
+from mmsurv.models.motcat import transport_cost, uot_plan
 from mmsurv.train.loss import nll_surv_loss
 
 BLCA_GROUPS = [94, 334, 521, 468, 1496, 479]

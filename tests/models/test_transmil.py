@@ -88,16 +88,16 @@ def test_patch_order_matters_through_the_ppeg_grid():
         assert not torch.allclose(reference, model(batch).logits)
 
 
-def test_short_sequences_use_one_landmark_per_token_long_ones_the_reference_count():
+def test_landmarks_are_the_references_by_default_and_adaptive_ones_are_an_option():
     model = small()  # dim 32: 16 landmarks
     batch = model.example_batch(bag_size=8)  # 1 + 9 tokens
     model(batch)
-    assert model.layer1.attention.num_landmarks == 10 and model.layer2.attention.num_landmarks == 10
-    model(model.example_batch(bag_size=40))  # 1 + 49 tokens
-    assert model.layer1.attention.num_landmarks == 16
-    fixed = TransMIL(path_dim=16, dim=32, heads=4, adaptive_landmarks=False)
-    fixed(batch)
-    assert fixed.layer1.attention.num_landmarks == 16
+    assert model.layer1.attention.num_landmarks == 16 and model.layer2.attention.num_landmarks == 16
+    adaptive = TransMIL(path_dim=16, dim=32, heads=4, adaptive_landmarks=True)
+    adaptive(batch)
+    assert adaptive.layer1.attention.num_landmarks == 10 and adaptive.layer2.attention.num_landmarks == 10
+    adaptive(adaptive.example_batch(bag_size=40))  # 1 + 49 tokens: the reference count
+    assert adaptive.layer1.attention.num_landmarks == 16
 
 
 def test_checkpointed_layers_give_the_same_output_and_gradients():

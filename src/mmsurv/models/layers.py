@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from mmsurv.models.base import ModelOutput, Target
+
+LOGIT_CLAMP = 1e-7
 
 
 class PyramidPositionEncoding(nn.Module):
@@ -24,19 +32,23 @@ class PyramidPositionEncoding(nn.Module):
 
 
 def nystrom_attention(dim: int, heads: int = 8, landmarks: int | None = None, pinv_iterations: int = 6,
-                      dropout: float = 0.1) -> nn.Module:
+                      dropout: float = 0.1, adaptive: bool = False) -> nn.Module:
     """``nystrom_attention.NystromAttention`` as TransMIL, CMTA, HDMoE and MoME build it: ``dim // heads``
     per head, ``dim // 2`` landmarks unless given, 6 Moore–Penrose iterations, value residual convolution.
+    By default (``adaptive=False``) it computes exactly what the package (the references' own layer) does.
 
-    **Adaptive landmarks** (on by default; :func:`use_adaptive_landmarks` switches it per model). The
-    package pads a sequence at the front with zero tokens to a multiple of its landmarks, unmasked, and
-    always inverts a heads × landmarks × landmarks kernel. For a sequence shorter than the landmarks —
-    a 7-token genomic sequence, a demo bag of ~40 patches — that pads 7 tokens to 128 or 256, lets the
+    **Adaptive landmarks** (our improvement, an option, OFF by default: ``adaptive=True`` here, or
+    :func:`use_adaptive_landmarks` / a model's ``adaptive_landmarks=True``). The package pads a
+    sequence at the front with zero tokens to a multiple of its landmarks, unmasked, and always
+    inverts a heads × landmarks × landmarks kernel. For a sequence shorter than the landmarks — a
+    7-token genomic sequence, a demo bag of ~24 patches — that pads it to 128 or 256 tokens, lets the
     zero rows dilute the attention, and costs the same ~6 GFLOP of pseudo-inverse products per layer
-    whatever the sequence (≈ 0.2–1 s per patient forward + backward on one CPU thread for CMTA, HDMoE
-    and MoME at demo sizes). Adaptive, a layer uses ``min(landmarks, tokens)`` landmarks: a short
-    sequence is its own landmark set (one token per landmark, no padding: full softmax attention up to the
-    iterative pseudo-inverse's error, ~1e-2 after 6 iterations, ~1e-6 after 20; tested). Sequences of at least ``landmarks`` tokens are computed exactly as the package
+    whatever the sequence (one CPU thread, forward + backward at 24 patches, off → on: CMTA 384 → 63
+    ms, HDMoE 178 → 32, MoME 1,389 → 50, TransMIL 543 → 14; ``bench/step_cost.py``). Adaptive, a
+    layer uses ``min(landmarks, tokens)`` landmarks: a short sequence is its own landmark set (one
+    token per landmark, no padding: full softmax attention up to the iterative pseudo-inverse's
+    error, ~1e-2 after 6 iterations, ~1e-6 after 20; tested). It changes the output of every short
+    sequence. Sequences of at least ``landmarks`` tokens are computed exactly as the package
     does. No parameter depends on it."""
     from nystrom_attention import (
         NystromAttention,  # imported when a model is built, not at discovery
@@ -45,7 +57,7 @@ def nystrom_attention(dim: int, heads: int = 8, landmarks: int | None = None, pi
     attention = NystromAttention(dim=dim, dim_head=dim // heads, heads=heads, num_landmarks=landmarks or dim // 2,
                                  pinv_iterations=pinv_iterations, residual=True, dropout=dropout)
     attention.max_landmarks = attention.num_landmarks
-    attention.adaptive_landmarks = True
+    attention.adaptive_landmarks = adaptive
     attention.register_forward_pre_hook(_fit_landmarks)
     return attention
 
@@ -113,3 +125,89 @@ def xavier_init(module: nn.Module) -> None:
         elif isinstance(layer, nn.LayerNorm):
             nn.init.ones_(layer.weight)
             nn.init.zeros_(layer.bias)
+
+
+# Micro-batches: the training and validation loops of MOTCat's trainer/mb_trainer.py, which MoME's
+# and MMM's releases reuse (``split_chunk_list``): a bag is shuffled and split into
+# ``N // size + 1`` near-equal chunks, the whole model runs on each chunk with the same genomic input,
+# the loss is the mean of the chunks' losses and the risk the mean of the chunks' −Σ_k S_k.
+
+def micro_batches(n: int, size: int, generator: torch.Generator | None = None,
+                  device: torch.device | str | None = None) -> list[torch.Tensor]:
+    """Row indices of a shuffle of ``n`` rows split into ``n // size + 1`` near-equal chunks, the larger
+    ones first (``np.array_split`` of the references' ``split_chunk_list``); empty chunks are dropped.
+
+    The shuffle draws from ``generator``, or from torch's global generator (seeded by the run) when None."""
+    if size < 1:
+        raise ValueError(f"micro-batch size must be at least 1, got {size}")
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.randperm(n)
+    return [chunk.to(device) for chunk in torch.tensor_split(order, n // size + 1) if chunk.numel()]
+
+
+def chunk_generator(training: bool, eval_seed: int) -> torch.Generator | None:
+    """None in training (the global generator); in evaluation a generator seeded with ``eval_seed``, so a
+    model gives the same risk for the same bag (the references reshuffle at every validation)."""
+    return None if training else torch.Generator().manual_seed(eval_seed)
+
+
+def run_micro_batches(chunk_forward: Callable[..., Any], path: torch.Tensor, size: int | None,
+                      generator: torch.Generator | None, *args: Any, recompute: bool = False,
+                      ) -> tuple[list[torch.Tensor], list[Any]]:
+    """``chunk_forward(rows of path, *args)`` on every micro-batch: (the chunks' row indices, their results).
+    ``size=None``: one chunk, the whole bag in its order (no shuffle).
+
+    ``recompute`` (with more than one chunk, gradients on) checkpoints each chunk: recomputed in the
+    backward pass with the same random state, so the gradients are the same and memory holds one chunk."""
+    if size is None:
+        return [torch.arange(path.shape[0], device=path.device)], [chunk_forward(path, *args)]
+    chunks = micro_batches(path.shape[0], size, generator, path.device)
+    recompute = recompute and len(chunks) > 1 and torch.is_grad_enabled()
+    results = []
+    for rows in chunks:
+        part = path.index_select(0, rows)
+        results.append(checkpoint(chunk_forward, part, *args, use_reentrant=False) if recompute
+                       else chunk_forward(part, *args))
+    return chunks, results
+
+
+def mean_chunk_risk(chunk_logits: torch.Tensor) -> torch.Tensor:
+    """The mean over the C chunks (C×K logits) of MCAT's risk −Σ_k S_k, shape (1,)."""
+    return -torch.cumprod(torch.sigmoid(-chunk_logits), dim=1).sum(dim=1).mean().reshape(1)
+
+
+def mean_curve_logits(chunk_logits: torch.Tensor) -> torch.Tensor:
+    """1×K hazard logits whose survival curve is the mean of the C chunks' curves (C×K)."""
+    if chunk_logits.shape[0] == 1:
+        return chunk_logits
+    survival = torch.cumprod(torch.sigmoid(-chunk_logits), dim=1).mean(dim=0, keepdim=True)
+    before = torch.cat([survival.new_ones(1, 1), survival[:, :-1]], dim=1)
+    hazard = (1 - survival / before.clamp_min(LOGIT_CLAMP)).clamp(LOGIT_CLAMP, 1 - LOGIT_CLAMP)
+    return torch.logit(hazard)
+
+
+@dataclass
+class MicroBatchOutput(ModelOutput):
+    """A :class:`ModelOutput` that also carries each micro-batch's logits (C×K) for the loss."""
+
+    chunk_logits: torch.Tensor | None = None
+
+
+def micro_batch_output(chunk_logits: torch.Tensor, **fields: Any) -> MicroBatchOutput:
+    """The output of C chunks' logits (C×K): mean survival curve, mean risk, the chunks for the loss."""
+    return MicroBatchOutput(logits=mean_curve_logits(chunk_logits), risk_score=mean_chunk_risk(chunk_logits),
+                            chunk_logits=chunk_logits, **fields)
+
+
+def micro_batch_loss(base_loss: Callable[[ModelOutput, Target], dict[str, torch.Tensor]], output: ModelOutput,
+                     target: Target) -> dict[str, torch.Tensor]:
+    """A model's loss over micro-batches: ``base_loss`` (its base class's, MCAT's NLL) on the chunks of a
+    :class:`MicroBatchOutput` — the mean over chunks, the references' ``loss / cnt`` — plus ``output.aux``;
+    on any other output, ``base_loss`` itself. A model's ``loss`` returns
+    ``micro_batch_loss(super().loss, output, target)``."""
+    chunk_logits = getattr(output, "chunk_logits", None)
+    if chunk_logits is None:
+        return base_loss(output, target)
+    count = chunk_logits.shape[0]
+    chunks = ModelOutput(logits=chunk_logits, aux=output.aux)
+    return base_loss(chunks, Target(target.label.expand(count), target.censorship.expand(count),
+                                    target.time.expand(count)))

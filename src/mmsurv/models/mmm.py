@@ -61,11 +61,38 @@ Ablations (constructor flags, so config variants train them): ``rounds=0`` (GME 
 communication rounds), ``dam=False`` (no DAM: the SDLs are chained), ``gaussian=False`` (cross-
 attention without the position bias).
 
-Defaults (the released version's training, its README and ``main.py``): AdamW, lr 5e-4, weight
-decay 1e-5, gradient accumulation 32, cosine schedule, 100 epochs (``--max_epochs`` default), batch
-1, 512 px patches at extraction (a feature-extraction setting, not a training one, so not in
-``defaults``). Parameters on BLCA's signature groups [94, 334, 521, 468, 1496, 479], 4 bins:
-1,877,496 (MMM v1: 1,856,516; MoME 21.7 M: 11.6× fewer, the paper says "about 12×").
+Defaults (the released version's training: ``main.py``, ``utils/utils.py`` and the README's command, at
+commit 344f4de; the repository's HEAD holds no code): AdamW, lr 5e-4, weight decay 1e-5, gradient
+accumulation 32, 100 epochs (``--max_epochs`` default), batch 1, class-balanced sampling, NLL α = 0,
+and a **constant learning rate**: ``main.py`` parses ``--lr_scheduler cosine`` and ``utils.py``
+defines ``get_lr_scheduler``, but nothing calls it, so the lr stays 5e-4 for every epoch
+(``scheduler: none``; tested). 512 px patches at extraction (a feature-extraction setting, not a
+training one, so not in ``defaults``). Parameters on BLCA's signature groups [94, 334, 521, 468,
+1496, 479], 4 bins: 1,877,496 (MMM v1: 1,856,516; MoME 21.7 M: 11.6× fewer, the paper says "about
+12×").
+
+**Micro-batches** (``bs_micro = 4096``), the released trainer's training AND validation loops
+(``trainer/mb_trainer.py`` at 344f4de, MOTCat's, run for ``--model_type mmm``; the shared helpers
+of :mod:`mmsurv.models.layers`): the bag is shuffled and split into ``N // 4096 + 1`` near-equal
+chunks (a bag of up to 4,095 patches is one chunk in shuffled order; 4,096 patches make two, as
+there), the whole model runs on each chunk with the same genomic input, the loss is the mean of the
+chunks' NLLs and the risk the mean of the chunks' −Σ_k S_k. Since every step sees shuffled patches,
+the Gaussian positions are positions in the chunk's shuffled order. ``bs_micro=None`` runs the whole
+bag at once, in its order (one forward pass, e.g. to compare with a reference's single call).
+Cost at 5,000 patches, forward + backward on one CPU thread: 908 ms in two chunks, 1,232 ms whole
+(``bench/step_cost.py``).
+
+Departures, with reasons:
+
+* the published design's code was never released: everything beyond the released version's
+  skeleton (SDLs, DAM, the normalised product) is our reading of the abstract and figure (the
+  choices listed above, each with its reason);
+* evaluation splits the bag with a fixed permutation (``eval_seed``, default 0) where the release
+  reshuffles with Python's ``random`` at every validation pass: a model gives the same risk for the
+  same bag; training shuffles with torch's global generator (seeded by the run), not Python's;
+* the balance term (ours, above) is averaged over the chunks like the NLL; ``logits`` are those of
+  the chunks' mean survival curve (the release averages loss and risk only; the logits only feed the
+  reported survival curves, and equal the chunk's logits for a one-chunk bag).
 """
 
 from __future__ import annotations
@@ -76,7 +103,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel, Target
+from mmsurv.models.layers import (
+    MicroBatchOutput,
+    chunk_generator,
+    micro_batch_loss,
+    micro_batch_output,
+    run_micro_batches,
+)
 from mmsurv.models.registry import register_model
 from mmsurv.models.snn import snn_block
 
@@ -106,6 +140,12 @@ class DAM(nn.Module):
         a_img, b_img = self.image(x_img).chunk(2, dim=-1)
         a_gene, b_gene = self.gene(x_gene).chunk(2, dim=-1)
         return b_img * (1 + a_gene) + a_gene, b_gene * (1 + a_img) + a_img
+
+
+def check_bs_micro(bs_micro: int | None, model: str) -> int | None:
+    if bs_micro is not None and bs_micro < 1:
+        raise ValueError(f"{model}: bs_micro must be at least 1 (or None: the whole bag), got {bs_micro}")
+    return bs_micro
 
 
 def positions(n: int, device=None) -> torch.Tensor:
@@ -212,13 +252,13 @@ class MMM(SurvivalModel):
     defaults = {
         "data": {"groups": "signatures"},
         "training": {"optimizer": "adamw", "lr": 5e-4, "weight_decay": 1e-5, "grad_accum": 32,
-                     "scheduler": "cosine", "epochs": 100, "batch_size": 1},
+                     "scheduler": "none", "epochs": 100, "batch_size": 1},
     }
 
     def __init__(self, *, group_sizes: list[int], path_dim: int = 1024, n_bins: int = 4, dim: int = 256,
                  dim2: int = 128, n_experts: int = 4, rounds: int = 2, dam: bool = True, gaussian: bool = True,
                  sigma: float = 0.2, attn_dim: int = 64, key_segments: int = 64, balance_weight: float = 0.01,
-                 product_norm: str = "l2", **sizes):
+                 product_norm: str = "l2", bs_micro: int | None = 4096, eval_seed: int = 0, **sizes):
         super().__init__(n_bins=n_bins, path_dim=path_dim, group_sizes=group_sizes, **sizes)
         if not group_sizes:
             raise ValueError("MMM needs at least one genomic group")
@@ -227,6 +267,7 @@ class MMM(SurvivalModel):
         if product_norm not in ("mean", "l2"):
             raise ValueError(f"MMM: product_norm must be 'mean' or 'l2', got {product_norm!r}")
         self.balance_weight, self.product_norm = balance_weight, product_norm
+        self.bs_micro, self.eval_seed = check_bs_micro(bs_micro, "MMM"), eval_seed
         self.image_sdl = sdl(path_dim, dim, 0.2)
         self.omic_sdl = nn.ModuleList(sdl(size, dim, 0.2) for size in group_sizes)
         self.phi_conv = nn.Conv1d(dim, dim, 3, padding=1, groups=dim)
@@ -238,24 +279,35 @@ class MMM(SurvivalModel):
         self.gme2 = GME(dim2, **gme)
         self.classifier = nn.Linear(dim2, n_bins)
 
-    def forward(self, batch: Batch) -> ModelOutput:
-        path = batch.one("path", "MMM")
-        groups = batch.one_groups("MMM", len(self.omic_sdl))
-        x_img = self.image_sdl(path)  # N×d
+    def forward_chunk(self, path: torch.Tensor, *groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """The whole model on one micro-batch of n patches: 1×K logits, the balance term, the gates."""
+        x_img = self.image_sdl(path)  # n×d
         genes = torch.stack([layer(group) for layer, group in zip(self.omic_sdl, groups)])  # G×d
         tiled = tile_tokens(genes, x_img.shape[0])
-        x_gene = self.phi(self.phi_conv(tiled.t().unsqueeze(0))[0].t())  # N×d
+        x_gene = self.phi(self.phi_conv(tiled.t().unsqueeze(0))[0].t())  # n×d
         x_img, x_gene, balance1, info1 = self.gme1(x_img, x_gene)
         x_img, x_gene = self.image_down(x_img), self.gene_down(x_gene)
         if self.dam is not None:
             x_img, x_gene = self.dam(x_img, x_gene)
         x_img, x_gene = self.image_mid(x_img), self.gene_mid(x_gene)
         x_img, x_gene, balance2, info2 = self.gme2(x_img, x_gene)
-        mixed = x_img.t() @ x_gene  # d2×d2: Σ over the N aligned token pairs
+        mixed = x_img.t() @ x_gene  # d2×d2: Σ over the n aligned token pairs
         mixed = F.normalize(mixed, dim=0) if self.product_norm == "l2" else mixed / x_img.shape[0]
         logits = self.classifier(mixed.mean(dim=0)).unsqueeze(0)
+        info = {f"gme1_{k}": v for k, v in info1.items()} | {f"gme2_{k}": v for k, v in info2.items()}
+        return logits, balance1 + balance2, info
+
+    def forward(self, batch: Batch) -> MicroBatchOutput:
+        path = batch.one("path", "MMM")
+        groups = batch.one_groups("MMM", len(self.omic_sdl))
+        _, results = run_micro_batches(self.forward_chunk, path, self.bs_micro,
+                                       chunk_generator(self.training, self.eval_seed), *groups)
         aux = {}
         if self.training and self.balance_weight and self.gme1.rounds:
-            aux["balance"] = self.balance_weight * (balance1 + balance2)
-        attention = {f"gme1_{k}": v for k, v in info1.items()} | {f"gme2_{k}": v for k, v in info2.items()}
-        return ModelOutput(logits=logits, aux=aux, attention=attention)
+            aux["balance"] = self.balance_weight * torch.stack([balance for _, balance, _ in results]).mean()
+        attention = {key: torch.stack([info[key] for _, _, info in results]) for key in results[0][2]}
+        return micro_batch_output(torch.cat([logits for logits, _, _ in results]), aux=aux, attention=attention)
+
+    def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
+        """The mean over micro-batches of MCAT's NLL (the reference's ``loss / cnt``) plus ``output.aux``."""
+        return micro_batch_loss(super().loss, output, target)

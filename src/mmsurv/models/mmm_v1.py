@@ -21,13 +21,28 @@ PyTorch default initialisation (the released code does not re-initialise). Param
 BLCA's signature groups [94, 334, 521, 468, 1496, 479], 4 bins: 1,856,516, the released code's
 (asserted in tests/models/test_mmm.py).
 
-Departure: the released φ shuffles the repeated genomic tokens in evaluation too, so a validation
-score changes from pass to pass; here the shuffle is drawn in training only and evaluation uses the
-plain cyclic order (``shuffle_eval=True`` restores the released behaviour). The permutation is drawn
-on the input's device from torch's generator (seeded runs repeat).
+**Micro-batches** (``bs_micro = 4096``), as the released trainer (``trainer/mb_trainer.py``, its
+training and validation loops for ``--model_type mmm``): the bag is shuffled and split into
+``N // 4096 + 1`` near-equal chunks (one chunk, in shuffled order, up to 4,095 patches), the
+released model runs on each chunk with the same genomic input (its own φ shuffle per chunk), the
+loss is the mean of the chunks' NLLs and the risk the mean of the chunks' −Σ_k S_k
+(:class:`mmsurv.models.mmm.MMM` for the details). ``forward_chunk`` is the released model's forward
+on one chunk; ``bs_micro=None`` runs it once on the whole bag in its order.
 
-Defaults as the released ``main.py``: AdamW, lr 5e-4, weight decay 1e-5, gradient accumulation 32,
-cosine schedule, 100 epochs, batch 1.
+Defaults as the released ``main.py`` (:attr:`MMM.defaults`): AdamW, lr 5e-4, weight decay 1e-5,
+gradient accumulation 32, 100 epochs, batch 1, and a constant learning rate (the release parses
+``--lr_scheduler cosine`` but never calls its scheduler).
+
+Departures, with reasons:
+
+* the released φ shuffles the repeated genomic tokens in evaluation too, so a validation score
+  changes from pass to pass; here the shuffle is drawn in training only and evaluation uses the
+  plain cyclic order (``shuffle_eval=True`` restores the released behaviour). The permutation is
+  drawn on the input's device from torch's generator (seeded runs repeat);
+* evaluation splits the bag with a fixed permutation (``eval_seed``, default 0) where the release
+  reshuffles with Python's ``random`` at every validation pass (same reason); training shuffles
+  with torch's global generator (seeded by the run);
+* ``logits`` are those of the chunks' mean survival curve (the release averages loss and risk only).
 """
 
 from __future__ import annotations
@@ -36,8 +51,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
-from mmsurv.models.mmm import DAM, MMM, sdl, tile_tokens
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel, Target
+from mmsurv.models.layers import (
+    MicroBatchOutput,
+    chunk_generator,
+    micro_batch_loss,
+    micro_batch_output,
+    run_micro_batches,
+)
+from mmsurv.models.mmm import DAM, MMM, check_bs_micro, sdl, tile_tokens
 from mmsurv.models.registry import register_model
 
 
@@ -77,11 +99,13 @@ class MMMv1(SurvivalModel):
     defaults = MMM.defaults
 
     def __init__(self, *, group_sizes: list[int], path_dim: int = 1024, n_bins: int = 4, dim: int = 256,
-                 dim2: int = 128, shuffle_eval: bool = False, **sizes):
+                 dim2: int = 128, shuffle_eval: bool = False, bs_micro: int | None = 4096, eval_seed: int = 0,
+                 **sizes):
         super().__init__(n_bins=n_bins, path_dim=path_dim, group_sizes=group_sizes, **sizes)
         if not group_sizes:
             raise ValueError("MMM v1 needs at least one genomic group")
         self.shuffle_eval = shuffle_eval
+        self.bs_micro, self.eval_seed = check_bs_micro(bs_micro, "MMM v1"), eval_seed
         self.image_sdl = sdl(path_dim, dim, 0.2)
         self.omic_sdl = nn.ModuleList(sdl(size, dim, 0.2) for size in group_sizes)
         self.phi = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(0.25))
@@ -92,9 +116,8 @@ class MMMv1(SurvivalModel):
         self.mit2 = MiT(dim2, 0.35)
         self.classifier = nn.Linear(dim2, n_bins)
 
-    def forward(self, batch: Batch) -> ModelOutput:
-        path = batch.one("path", "MMM v1")
-        groups = batch.one_groups("MMM v1", len(self.omic_sdl))
+    def forward_chunk(self, path: torch.Tensor, *groups: torch.Tensor) -> torch.Tensor:
+        """The released model's forward on one micro-batch of n patches → 1×K logits."""
         x_img = self.image_sdl(path)
         genes = torch.stack([layer(group) for layer, group in zip(self.omic_sdl, groups)])
         x_gene = tile_tokens(genes, x_img.shape[0])
@@ -104,4 +127,15 @@ class MMMv1(SurvivalModel):
         x_img, x_gene = self.dam(self.image_down(x_img), self.gene_down(x_gene))
         x_img, x_gene = self.mit2(self.image_mid(x_img), self.gene_mid(x_gene))
         mixed = F.normalize(x_img.t() @ x_gene, dim=0)
-        return ModelOutput(logits=self.classifier(mixed.mean(dim=0)).unsqueeze(0))
+        return self.classifier(mixed.mean(dim=0)).unsqueeze(0)
+
+    def forward(self, batch: Batch) -> MicroBatchOutput:
+        path = batch.one("path", "MMM v1")
+        groups = batch.one_groups("MMM v1", len(self.omic_sdl))
+        _, chunk_logits = run_micro_batches(self.forward_chunk, path, self.bs_micro,
+                                            chunk_generator(self.training, self.eval_seed), *groups)
+        return micro_batch_output(torch.cat(chunk_logits))
+
+    def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
+        """The mean over micro-batches of MCAT's NLL (the reference's ``loss / cnt``) plus ``output.aux``."""
+        return micro_batch_loss(super().loss, output, target)

@@ -29,26 +29,27 @@ Architecture (width 512):
 3. a class token, the path tokens and the genomic tokens through one more Nyström transformer
    layer (LayerNorm); the class token's output → ``Linear(512 → n_bins)``.
 
-**Micro-batches** (``bs_micro = 4096``, the reference's training and validation loops): the bag is
-shuffled and split into ``N // bs_micro + 1`` near-equal chunks; each chunk runs through the WHOLE
-model with the same genomic input; the loss is the mean of the chunks' NLLs and the risk the mean
-of the chunks' ``−Σ S`` (``ModelOutput.risk_score``); ``logits`` is the mean of the chunks' logits
-(it only feeds the reported survival curves). Training shuffles with the global generator (seeded
-by the run); evaluation uses a fixed permutation (seed 0) so that a model gives the same risk for
-the same bag. With more than one chunk in training each chunk is gradient-checkpointed (recomputed
-in the backward pass with the same random state: numerically the same gradients), so memory stays
-at one chunk's activations: 50,000 patches fit in a few GB on CPU.
+**Micro-batches** (``bs_micro = 4096``, the reference's training and validation loops, through the
+shared helpers of :mod:`mmsurv.models.layers`): the bag is shuffled and split into
+``N // bs_micro + 1`` near-equal chunks; each chunk runs through the WHOLE model with the same
+genomic input; the loss is the mean of the chunks' NLLs and the risk the mean of the chunks' ``−Σ S``
+(``ModelOutput.risk_score``), as there; ``logits`` is the mean of the chunks' logits (it only feeds
+the reported survival curves). Training shuffles with the global generator (seeded by the run).
+With more than one chunk in training each chunk is gradient-checkpointed (recomputed in the
+backward pass with the same random state: numerically the same gradients), so memory stays at one
+chunk's activations: 50,000 patches fit in a few GB on CPU.
 
 **The router's gradient** (``router_grad``). In the public code the router's forward is called as
 ``routing_network(x1, x2, hard)`` whose third positional argument is the softmax temperature, so
 it returns soft probabilities; the layer then takes their argmax and runs that expert, whose output
 is not multiplied by anything from the router: the four routers (2,113,552 parameters) never
-receive a gradient and stay at their initialisation. ``router_grad="none"`` reproduces that.
-``router_grad="straight_through"`` (default) multiplies the selected expert's output by
-``1 − p.detach() + p`` (p the selected probability: exactly 1 in the forward pass, the
-straight-through estimator the reference's ``DiffSoftmax(hard=True)`` implements but never calls),
-so the router learns while the forward output stays that of hard routing. Tested in
-``tests/models/test_mome.py``.
+receive a gradient and stay at their initialisation. ``router_grad="none"`` (default) reproduces
+that. ``router_grad="straight_through"`` (an option, ours; e.g. the config variant
+``mome_st: {model: mome, router_grad: straight_through}``) multiplies
+the selected expert's output by ``1 − p.detach() + p`` (p the selected probability: exactly 1 in the
+forward pass, the straight-through estimator the reference's ``DiffSoftmax(hard=True)`` implements
+but never calls), so the router learns while the forward output stays that of hard routing. Tested
+in ``tests/models/test_mome.py``.
 
 **Fixed random tokens** (``learnable_tokens``). The reference's bottleneck tokens (2 per MoME
 layer) and multimodal class token are ``torch.rand`` tensors created at construction, neither
@@ -62,31 +63,46 @@ routers' 2,113,552 get no gradient with ``router_grad="none"``, and the unused `
 ``BottleneckTransFusion`` (4 × 512, built but never called in the reference) never gets one.
 
 Training defaults (the reference's main.py): Adam, lr 2e-4, weight decay 1e-5, batch 1 with
-gradient accumulation 32, NLL α = 0, class-balanced sampling, 20 epochs, no schedule. Departure:
-the reference's RMSNorm computes in float32 and casts back; ``nn.RMSNorm`` (eps 1e-6) is the same
-in float32.
+gradient accumulation 32, NLL α = 0, class-balanced sampling, 20 epochs, no schedule.
 
-Short sequences: sequences shorter than the landmarks (the genomic tokens; bags of fewer patches than the
-landmarks, as the demo's) use one landmark per token instead of the package's zero padding
-(``mmsurv.models.layers.nystrom_attention``: no zero rows diluting the attention, and the
-pseudo-inverse of a tokens × tokens kernel instead of a landmarks × landmarks one);
-``adaptive_landmarks=False`` restores the package's behaviour. Longer sequences are unchanged.
+**Nyström landmarks as the reference.** Every Nyström layer has 256 landmarks and, as the package
+the reference uses, zero-pads a shorter sequence at the front to 256 tokens, unmasked (the
+bottleneck and genomic sequences always; the fused sequences of bags under ~250 patches).
+``adaptive_landmarks=True`` (our improvement, an option, OFF by default) gives a short sequence one
+landmark per token instead (``mmsurv.models.layers.nystrom_attention``: no zero rows diluting the
+attention, a tokens × tokens pseudo-inverse): it changes every patient's output and is much cheaper
+on small bags: at 24 patches, one CPU thread, forward + backward 1,389 ms off, 50 ms on
+(``bench/step_cost.py``). No parameter depends on it.
+
+Departures, with reasons:
+
+* evaluation splits the bag with a fixed permutation (``torch.Generator`` seeded 0) where the
+  reference reshuffles at every validation pass, so that a model gives the same risk for the same
+  bag (for a bag of one chunk only the row order changes);
+* the reference's RMSNorm computes in float32 and casts back; ``nn.RMSNorm`` (eps 1e-6) is the same
+  in float32;
+* its random tokens are buffers (above), so checkpoints restore them.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from mmsurv.models.base import SURVIVAL_TERM, Batch, ModelOutput, SurvivalModel, Target
-from mmsurv.models.layers import nystrom_attention, use_adaptive_landmarks
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel, Target
+from mmsurv.models.layers import (
+    MicroBatchOutput,
+    chunk_generator,
+    mean_chunk_risk,
+    micro_batch_loss,
+    nystrom_attention,
+    run_micro_batches,
+    use_adaptive_landmarks,
+)
 from mmsurv.models.registry import register_model
 from mmsurv.models.snn import snn_block, snn_encoder
-from mmsurv.train.loss import nll_surv_loss
 
 ROUTER_GRADS = ("straight_through", "none")
 EVAL_PERMUTATION_SEED = 0
@@ -185,13 +201,6 @@ class MoMELayer(nn.Module):
         return out, chosen
 
 
-@dataclass
-class MicroBatchOutput(ModelOutput):
-    """:class:`ModelOutput` plus the logits of each micro-batch (chunks × K) for the loss."""
-
-    chunk_logits: torch.Tensor | None = None
-
-
 @register_model("mome", display="MoME", citation="Xiong et al., MICCAI 2024")
 class MoME(SurvivalModel):
     """Mixture of multimodal experts: four hard-routed fusion layers between patches and genomic groups."""
@@ -204,9 +213,9 @@ class MoME(SurvivalModel):
     }
 
     def __init__(self, *, group_sizes: list[int], path_dim: int = 1024, n_bins: int = 4, dim: int = 512,
-                 n_bottlenecks: int = 2, bs_micro: int = 4096, router_grad: str = "straight_through",
+                 n_bottlenecks: int = 2, bs_micro: int = 4096, router_grad: str = "none",
                  learnable_tokens: bool = False, checkpoint_chunks: bool = True, dropout: float = 0.25,
-                 adaptive_landmarks: bool = True, **sizes):
+                 adaptive_landmarks: bool = False, **sizes):
         super().__init__(n_bins=n_bins, path_dim=path_dim, group_sizes=group_sizes, **sizes)
         if not group_sizes:
             raise ValueError("MoME needs at least one genomic group")
@@ -237,14 +246,6 @@ class MoME(SurvivalModel):
     def routers(self) -> list[Router]:
         return [layer.router for layer in self.mome_layers]
 
-    def chunks(self, n: int, device: torch.device) -> list[torch.Tensor]:
-        """Row indices of the micro-batches: a shuffle split into ``n // bs_micro + 1`` near-equal parts."""
-        if self.training:
-            order = torch.randperm(n)
-        else:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(EVAL_PERMUTATION_SEED))
-        return [part.to(device) for part in torch.tensor_split(order, n // self.bs_micro + 1) if len(part)]
-
     def forward_chunk(self, path: torch.Tensor, *groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One micro-batch (n×D patches) through the whole model → 1×K logits and the 4 chosen experts."""
         h_path = self.path_fc(path).unsqueeze(0)
@@ -257,29 +258,17 @@ class MoME(SurvivalModel):
         logits = self.classifier(self.multimodal_layer(tokens)[:, 0])
         return logits, torch.tensor([e1, e2, e3, e4])
 
-    def forward(self, batch: Batch) -> ModelOutput:
+    def forward(self, batch: Batch) -> MicroBatchOutput:
         path = batch.one("path", "MoME")
         groups = batch.one_groups("MoME", len(self.omic_encoders))
-        parts = self.chunks(path.shape[0], path.device)
-        recompute = self.checkpoint_chunks and len(parts) > 1 and torch.is_grad_enabled()
-        chunk_logits, experts = [], []
-        for index in parts:
-            rows = path.index_select(0, index)
-            if recompute:
-                logits, chosen = checkpoint(self.forward_chunk, rows, *groups, use_reentrant=False)
-            else:
-                logits, chosen = self.forward_chunk(rows, *groups)
-            chunk_logits.append(logits)
-            experts.append(chosen)
-        chunk_logits = torch.cat(chunk_logits)  # chunks×K
-        chunk_risk = -torch.cumprod(torch.sigmoid(-chunk_logits), dim=1).sum(dim=1)
-        return MicroBatchOutput(logits=chunk_logits.mean(dim=0, keepdim=True), risk_score=chunk_risk.mean().reshape(1),
-                                attention={"experts": torch.stack(experts)}, chunk_logits=chunk_logits)
+        _, results = run_micro_batches(self.forward_chunk, path, self.bs_micro,
+                                       chunk_generator(self.training, EVAL_PERMUTATION_SEED), *groups,
+                                       recompute=self.checkpoint_chunks)
+        chunk_logits = torch.cat([logits for logits, _ in results])  # chunks×K
+        experts = torch.stack([chosen for _, chosen in results])
+        return MicroBatchOutput(logits=chunk_logits.mean(dim=0, keepdim=True), risk_score=mean_chunk_risk(chunk_logits),
+                                attention={"experts": experts}, chunk_logits=chunk_logits)
 
     def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
-        """The mean over micro-batches of MCAT's NLL (the reference's micro-batch loop) plus ``output.aux``."""
-        logits = output.logits if getattr(output, "chunk_logits", None) is None else output.chunk_logits
-        n = logits.shape[0]
-        nll = nll_surv_loss(torch.sigmoid(logits), torch.cumprod(torch.sigmoid(-logits), dim=1),
-                            target.label.expand(n), target.censorship.expand(n), alpha=self.nll_alpha)
-        return {SURVIVAL_TERM: nll, **output.aux}
+        """The mean over micro-batches of MCAT's NLL (the reference's ``loss / cnt``) plus ``output.aux``."""
+        return micro_batch_loss(super().loss, output, target)

@@ -54,17 +54,21 @@ Training settings: the reference's ``main.py`` (Adam, lr 2e-4, weight decay 1e-5
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import torch
 
-from mmsurv.models.base import SURVIVAL_TERM, Batch, ModelOutput, Target
+from mmsurv.models.base import Batch, ModelOutput, Target
+from mmsurv.models.layers import (
+    MicroBatchOutput,
+    chunk_generator,
+    micro_batch_loss,
+    micro_batch_output,
+    run_micro_batches,
+)
 from mmsurv.models.mcat import MCAT
 from mmsurv.models.registry import register_model
-from mmsurv.train.loss import nll_surv_loss
 
 COST_FLOOR = 1e-12
-LOGIT_CLAMP = 1e-7
 
 
 def shift_to_min(x: torch.Tensor) -> torch.Tensor:
@@ -93,29 +97,6 @@ def uot_plan(cost: torch.Tensor, reg: float = 0.1, reg_m: float = 0.5, n_iter: i
         plan = ot.unbalanced.sinkhorn_knopp_unbalanced(a, b, cost64, reg, reg_m, reg_type="entropy",
                                                        numItermax=n_iter, stopThr=tol)
     return plan.to(cost.dtype)
-
-
-def micro_batches(n: int, size: int, generator: torch.Generator | None, device: torch.device) -> list[torch.Tensor]:
-    """Row indices shuffled and split into ``n // size + 1`` near-equal chunks (the reference's split)."""
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.randperm(n)
-    return [chunk.to(device) for chunk in torch.tensor_split(order, n // size + 1) if chunk.numel()]
-
-
-def mean_curve_logits(chunk_logits: torch.Tensor) -> torch.Tensor:
-    """1×K hazard logits whose survival curve is the mean of the C chunks' curves (C×K)."""
-    if chunk_logits.shape[0] == 1:
-        return chunk_logits
-    survival = torch.cumprod(torch.sigmoid(-chunk_logits), dim=1).mean(dim=0, keepdim=True)
-    before = torch.cat([survival.new_ones(1, 1), survival[:, :-1]], dim=1)
-    hazard = (1 - survival / before.clamp_min(LOGIT_CLAMP)).clamp(LOGIT_CLAMP, 1 - LOGIT_CLAMP)
-    return torch.logit(hazard)
-
-
-@dataclass
-class MicroBatchOutput(ModelOutput):
-    """A :class:`ModelOutput` that also carries each micro-batch's logits (C×K) for the loss."""
-
-    chunk_logits: torch.Tensor | None = None
 
 
 @register_model("motcat", display="MOTCat", citation="Xu & Chen, ICCV 2023")
@@ -159,25 +140,16 @@ class MOTCat(MCAT):
     def forward(self, batch: Batch) -> MicroBatchOutput:
         path = batch.one("path", "MOTCat")
         groups = batch.one_groups("MOTCat", len(self.omic_encoders))
-        generator = None if self.training else torch.Generator().manual_seed(self.eval_seed)
-        chunks = micro_batches(path.shape[0], self.bs_micro, generator, path.device)
-        results = [self.chunk_forward(path[rows], groups) for rows in chunks]
+        chunks, results = run_micro_batches(self.chunk_forward, path, self.bs_micro,
+                                            chunk_generator(self.training, self.eval_seed), groups)
         chunk_logits = torch.cat([logits for logits, _ in results])  # C×K
-        risk = -torch.cumprod(torch.sigmoid(-chunk_logits), dim=1).sum(dim=1).mean().reshape(1)
         coattn = path.new_zeros(len(groups), path.shape[0])
         for rows, (_, maps) in zip(chunks, results):
             coattn[:, rows] = maps["coattn"].detach()
         attention = {"coattn": coattn, "path": torch.stack([maps["path"].detach() for _, maps in results]),
                      "omic": torch.stack([maps["omic"].detach() for _, maps in results])}
-        return MicroBatchOutput(logits=mean_curve_logits(chunk_logits), attention=attention, risk_score=risk,
-                                chunk_logits=chunk_logits)
+        return micro_batch_output(chunk_logits, attention=attention)
 
     def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
-        """The mean over micro-batches of MCAT's NLL (the reference's ``loss / cnt``), plus ``output.aux``."""
-        chunk_logits = getattr(output, "chunk_logits", None)
-        if chunk_logits is None:
-            return super().loss(output, target)
-        count = chunk_logits.shape[0]
-        nll = nll_surv_loss(torch.sigmoid(chunk_logits), torch.cumprod(torch.sigmoid(-chunk_logits), dim=1),
-                            target.label.expand(count), target.censorship.expand(count), alpha=self.nll_alpha)
-        return {SURVIVAL_TERM: nll, **output.aux}
+        """The mean over micro-batches of MCAT's NLL (the reference's ``loss / cnt``) plus ``output.aux``."""
+        return micro_batch_loss(super().loss, output, target)

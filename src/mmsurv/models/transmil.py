@@ -21,7 +21,7 @@ code's count with ``n_classes = 4`` (tested). PyTorch default initialisation; th
 N(0, 1) as the reference's ``torch.randn``.
 
 Defaults: ``dim=512``, ``heads=8``, ``landmarks=256``, ``pinv_iterations=6``, ``attn_dropout=0.1``,
-``adaptive_landmarks=True``, ``checkpoint_tokens=8192`` (see Cost).
+``adaptive_landmarks=False`` (the reference's zero padding; see below), ``checkpoint_tokens=8192`` (see Cost).
 Training defaults: the paper trains with Lookahead(RAdam), lr 2e-4, weight decay 1e-5, batch 1;
 we set RAdam with the same lr and weight decay (the training loop has no Lookahead wrapper).
 
@@ -31,17 +31,20 @@ Departures, with reasons:
 * the reference moves the class token to the GPU by hand; here it lives on the module's device;
 * the reference pads with ``h[:, :add_length]``, which needs ``add_length ≤ N`` (always true for
   ``N ≥ 1``, since ``⌈√N⌉² − N ≤ N``); we index ``i mod N``, identical where the reference works;
-* Nyström attention pads the sequence at the front to a multiple of the landmarks with zero rows
-  and no mask (package behaviour, as the reference): kept for sequences longer than the landmarks;
-* **sequences shorter than the 256 landmarks** (bags of fewer than 255 patches, e.g. the demo's
-  ~40–100): the reference pads them with zero tokens up to 256 and runs the 6 Moore–Penrose
-  iterations on a 8×256×256 landmark kernel whatever N, which dominates the CPU cost (≈ 4 s per
-  forward + backward at N = 45, 73 % in those products) and lets the zero rows dilute the
-  attention. With ``adaptive_landmarks`` (default) a layer uses ``min(256, tokens)`` landmarks, so
-  a short sequence is its own landmark set (each landmark one token, no zero padding: the Nyström
-  approximation of full softmax attention with every point a landmark), ≈ 40 ms at N = 45.
-  Sequences of 256 tokens or more are computed exactly as the reference. ``adaptive_landmarks=False``
-  restores the reference behaviour for short bags. No parameter depends on it.
+* the checkpointing of long bags (see Cost) changes memory, not values.
+
+The attention is the package's, as the reference's: Nyström attention pads the sequence at the
+front to a multiple of the 256 landmarks with zero rows and no mask, for every bag, including bags
+of fewer than 255 patches (the demo's ~24), which it pads up to 256 tokens.
+
+**Adaptive landmarks** (``adaptive_landmarks=True``; our improvement, an option, OFF by default):
+for sequences shorter than the 256 landmarks the reference runs the 6 Moore–Penrose iterations on
+an 8×256×256 landmark kernel whatever N, which dominates the CPU cost, and lets the zero rows dilute
+the attention. With the option a layer uses ``min(256, tokens)`` landmarks, so a short sequence is
+its own landmark set (each landmark one token, no zero padding: the Nyström approximation of full
+softmax attention with every point a landmark). At 24 patches, one CPU thread, forward + backward:
+543 ms off, 14 ms on (``bench/step_cost.py``). Sequences of 256 tokens or more are computed exactly
+as the reference either way. No parameter depends on it.
 
 Cost: Nyström attention is linear in N, but each layer keeps several heads × N × 256 maps for the
 backward pass (≈ 0.11 MB per patch for the model, measured at 2k–5k patches: ≈ 6 GB at 50,000).
@@ -68,12 +71,11 @@ class TransLayer(nn.Module):
     """Pre-norm Nyström self-attention with a residual connection (no feed-forward, as the paper)."""
 
     def __init__(self, dim: int, heads: int, landmarks: int, pinv_iterations: int, dropout: float,
-                 adaptive_landmarks: bool = True, checkpoint_tokens: int = 0):
+                 adaptive_landmarks: bool = False, checkpoint_tokens: int = 0):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.attention = nystrom_attention(dim, heads=heads, landmarks=landmarks, pinv_iterations=pinv_iterations,
-                                           dropout=dropout)
-        self.attention.adaptive_landmarks = adaptive_landmarks
+                                           dropout=dropout, adaptive=adaptive_landmarks)
         self.checkpoint_tokens = checkpoint_tokens
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,7 +127,7 @@ class TransMIL(SurvivalModel):
 
     def __init__(self, *, path_dim: int = 1024, n_bins: int = 4, dim: int = 512, heads: int = 8,
                  landmarks: int | None = None, pinv_iterations: int = 6, attn_dropout: float = 0.1,
-                 adaptive_landmarks: bool = True, checkpoint_tokens: int = 8192, **sizes):
+                 adaptive_landmarks: bool = False, checkpoint_tokens: int = 8192, **sizes):
         super().__init__(n_bins=n_bins, path_dim=path_dim, **sizes)
         landmarks = landmarks or dim // 2
         self.fc = nn.Sequential(nn.Linear(path_dim, dim), nn.ReLU())
