@@ -1,33 +1,68 @@
-"""Milliseconds per patient step (forward + backward, one CPU thread) of a model under settings.
+"""Milliseconds per patient training step of every model, beside the FLOP-bound floor on this CPU.
 
-Two questions of issue 24: what switching adaptive Nyström landmarks off (the references' zero
-padding to the landmarks, now the default) costs at a demo-sized bag, and what MMM's micro-batches
-cost against the whole bag. Models are built at their defaults on BLCA's signature groups with
-1024-d features; the bag is standard-normal noise; the median of ``--repeats`` timed steps after
-``--warmup`` untimed ones (dropout on, as in training).
+For whoever tunes a model's speed (issue 26: per-step overhead of small bags; issue 24: the cost of
+the references' zero-padded Nyström landmarks and of MMM's micro-batches). One CPU thread; models
+built at their defaults on BLCA's signature groups with 1024-d features; the bag is standard-normal
+noise; a step is forward + loss + backward (dropout on, as in training), the median of
+``--repeats`` timed steps after ``--warmup`` untimed ones. Each (model, bag) runs in a fresh process.
 
-    python bench/step_cost.py                                   # both questions
-    python bench/step_cost.py --models cmta hdmoe --patches 24 --params '{"adaptive_landmarks": true}'
+The floor is what the arithmetic alone would take: 3 × the forward's FLOPs (forward + backward ≈ 3
+forwards; ``torch.utils.flop_counter``, matrix products only) divided by this CPU's one-thread
+matrix-product rate (a 1024³ fp32 matmul, measured first). ``overhead`` = step − floor: Python,
+small kernels, allocation — what batching patients and fewer tiny ops can remove.
+
+    python bench/step_cost.py                                  # every model at 24 and 4,096 patches
+    python bench/step_cost.py --bags 24,4096,50000 --models abmil transmil
+    python bench/step_cost.py --models cmta hdmoe --bags 24 --params '{"adaptive_landmarks": true}'
+    python bench/step_cost.py --smoke                          # seconds: SNN and ABMIL at 24 patches
+
+Measured (Xeon with AMX, 2 vCPUs, 1 thread; helper run of issue 24, median of 5): at 24 patches
+CMTA 384 ms (63 with adaptive landmarks), MoME 1,389 (50), HDMoE 178 (32), TransMIL 543 (14); at
+5,000 patches MMM 1,232 whole bag against 908 in its release's micro-batches, MMM v1 575 against 460.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
+from mmsurv.machine import cpu_description
+
 BLCA_GROUPS = [94, 334, 521, 468, 1496, 479]
-LANDMARK_MODELS = ("cmta", "mome", "hdmoe", "transmil")
 
 
-def step_ms(model_name: str, patches: int, params: dict, repeats: int, warmup: int) -> float:
+def matmul_gflops() -> float:
+    """One thread's fp32 matrix-product rate (GFLOP/s) on 1024³, best of 5."""
     import torch
 
-    from mmsurv.models import ModelInputs, build_model
+    torch.set_num_threads(1)
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(5))
+    return 2 * 1024**3 / best / 1e9
 
+
+def _timed(step) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def measure(model_name: str, patches: int, params: dict, repeats: int, warmup: int) -> dict:
+    """ms per step and forward FLOPs of one model at one bag size (run in a child process)."""
+    import torch
+
+    from mmsurv.models import ModelInputs, build_model, count_flops
+
+    torch.set_num_threads(1)
     torch.manual_seed(0)
-    inputs = ModelInputs(omic_dim=sum(BLCA_GROUPS), group_sizes=BLCA_GROUPS, path_dim=1024)
+    inputs = ModelInputs(omic_dim=sum(BLCA_GROUPS), group_sizes=BLCA_GROUPS, path_dim=1024,
+                         group_names=[f"g{i}" for i in range(len(BLCA_GROUPS))])
     model = build_model(model_name, inputs, params).train()
     batch, target = model.example_batch(bag_size=patches), model.example_target()
     times = []
@@ -37,31 +72,65 @@ def step_ms(model_name: str, patches: int, params: dict, repeats: int, warmup: i
         sum(model.loss(model(batch), target).values()).backward()
         if index >= warmup:
             times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+    flops = count_flops(model, batch=batch)
+    return {"ms_per_step": statistics.median(times), "forward_flops": flops}
 
 
-def main(argv: list[str] | None = None) -> None:
+def run_child(name: str, patches: int, params: dict, repeats: int, warmup: int) -> dict:
+    command = [sys.executable, __file__, "--child", name, str(patches), json.dumps(params), str(repeats), str(warmup)]
+    done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1][:200]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", help="run only these models with --params at --patches")
-    parser.add_argument("--patches", type=int, default=24)
-    parser.add_argument("--params", default="{}", help="JSON model hyper-parameters")
+    parser.add_argument("--models", nargs="*", help="registered names (default: every model)")
+    parser.add_argument("--bags", default="24,4096", help="bag sizes, comma-separated (50000 takes minutes per model)")
+    parser.add_argument("--params", default="{}", help="JSON model hyper-parameters for every model run")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds, not figures: SNN and ABMIL at 24 patches, 1 repeat "
+                             "(the test suite runs it so that the bench keeps running)")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    import torch
+    if args.child:
+        name, patches, params, repeats, warmup = args.child
+        print(json.dumps(measure(name, int(patches), json.loads(params), int(repeats), int(warmup))))
+        return 0
+    if args.smoke:
+        args.models, args.bags, args.repeats, args.warmup = ["snn", "abmil"], "24", 1, 1
+    if not args.models:
+        from mmsurv.models import available_models
 
-    torch.set_num_threads(1)
-    if args.models:
-        runs = [(name, args.patches, json.loads(args.params)) for name in args.models]
-    else:
-        runs = [(name, 24, {"adaptive_landmarks": adaptive}) for name in LANDMARK_MODELS for adaptive in (True, False)]
-        runs += [("mmm", 5000, {"bs_micro": None}), ("mmm", 5000, {}),
-                 ("mmm_v1", 5000, {"bs_micro": None}), ("mmm_v1", 5000, {})]
-    for name, patches, params in runs:
-        ms = step_ms(name, patches, params, args.repeats, args.warmup)
-        row = {"model": name, "patches": patches, "params": params, "ms_per_step": round(ms, 1)}
-        print(json.dumps(row), flush=True)
+        args.models = available_models()
+    print(cpu_description(), flush=True)
+    peak = matmul_gflops()
+    print(f"one-thread fp32 matmul: {peak:.1f} GFLOP/s; floor = 3 x forward FLOPs / that rate", flush=True)
+    params = json.loads(args.params)
+    print(f"{'model':16s} {'patches':>7s} {'ms/step':>9s} {'floor ms':>9s} {'overhead ms':>11s} {'fwd GFLOP':>9s}")
+    rows, failed = [], False
+    for name in args.models:
+        for patches in (int(b) for b in args.bags.split(",")):
+            row = {"model": name, "patches": patches, "params": params,
+                   **run_child(name, patches, params, args.repeats, args.warmup)}
+            rows.append(row)
+            if "error" in row:
+                failed = True
+                print(f"{name:16s} {patches:>7d} error: {row['error']}", flush=True)
+                continue
+            floor = 3 * row["forward_flops"] / (peak * 1e9) * 1000
+            row.update(floor_ms=floor, overhead_ms=row["ms_per_step"] - floor)
+            print(f"{name:16s} {patches:>7d} {row['ms_per_step']:>9.1f} {floor:>9.1f} {row['overhead_ms']:>11.1f} "
+                  f"{row['forward_flops'] / 1e9:>9.2f}", flush=True)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"cpu": cpu_description(), "matmul_gflops": peak, "rows": rows}, handle, indent=2)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
