@@ -118,6 +118,11 @@ def test_the_model_reports_the_regions_it_used():
     assert model.region_report() == [{"region_level0_px": 8192.0, "grid_step_level0_px": 512,
                                       "patches_per_side": 16.0, "patches_per_region": 256.0,
                                       "source": "magnification", "magnification": 40.0, "slides": 2}]
+    empty = Batch(values={**batch.values, "path": torch.zeros(1, 1, 8), "coords": torch.zeros(1, 1, 2),
+                          "slide_magnification": torch.zeros(1, 1), "slide_index": torch.zeros(1, 1, dtype=torch.long)})
+    with torch.no_grad():
+        model(empty)  # a patient without features: one zero row, no grid, nothing reported
+    assert len(model.region_report()) == 1
 
 
 def test_regions_never_mix_slides():

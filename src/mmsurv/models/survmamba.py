@@ -14,7 +14,7 @@ below are ours and say so.
   so 16 × 16 = 256 patches per region). A region is ``region_px`` (4096) px at
   ``region_magnification`` (20×) whatever the patch size: 4,096 level-0 px on a 20× scan, 8,192 on a
   40× scan; 256 px patches at 20× give 16 × 16 patches per region, the project's default 512 px
-  patches 8 × 8 = 64 (set ``wsi.patch_size: 256`` to cut the paper's patches). Each slide's level-0
+  patches 8 × 8 = 64 (``patching.patch_size: 256`` cuts the paper's patches). Each slide's level-0
   magnification is the input ``slide_magnification``, read from the attributes its ``h5_files`` carry
   (mmsurv's patching records it; :func:`mmsurv.data.dataset.recorded_magnification`). For a slide
   whose files do not record it (CLAM's own ``h5_files``) the coordinate grid step (GCD of the
@@ -501,6 +501,7 @@ class RegionGeometry:
     grid_step: int  # patch grid step of the slide's coordinates, level-0 px
     source: str  # "magnification" (recorded), "region_size" (set) or "grid" (fallback_patch_px assumed)
     magnification: float  # level-0 magnification used (NaN for "region_size"/"grid")
+    patches: int = 0  # rows of the slide in the bag
 
     @property
     def patches_per_side(self) -> float:
@@ -567,7 +568,7 @@ def region_groups(coords: torch.Tensor, slide_index: torch.Tensor | None = None,
         side, source = region_side(level0, step, **sizes)
         region[rows] = np.floor((offsets + step / 2) / side).astype(np.int64)
         geometry.append(RegionGeometry(int(slide), side, step, source, level0 if source == "magnification"
-                                       else float("nan")))
+                                       else float("nan"), int(rows.sum())))
     order = np.lexsort((xy[:, 0], xy[:, 1], region[:, 0], region[:, 1], slides))
     keys = np.stack([slides[order], region[order, 1], region[order, 0]], axis=1)
     new = np.ones(len(order), dtype=bool)
@@ -792,9 +793,12 @@ class SurvMamba(SurvivalModel):
         return tokens, coarse(masked_mean(padded, lengths).unsqueeze(0))[0]
 
     def _note_regions(self, geometry: list[RegionGeometry]) -> None:
-        """Log each new region geometry once (the fold's log says which regions were used)."""
+        """Log each new region geometry once (the fold's log says which regions were used); one-patch
+        slides (e.g. the zero row of a patient without features) have no grid and are left out."""
         px, at = self.region_sizes["region_px"], self.region_sizes["region_magnification"]
         for g in geometry:
+            if g.patches < 2:
+                continue
             known = not math.isnan(g.magnification)
             key = (round(g.side_level0, 3), g.grid_step, g.source, g.magnification if known else None)
             if key not in self.regions_seen:
