@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mmsurv.data.cohort import CohortError, read_cohort_table
-from mmsurv.data.dataset import BagOptions, build_fold_data
-from mmsurv.data.inputs import input_loader, known_inputs, loader_for
+from mmsurv.data.dataset import BagOptions, build_fold_data, recorded_magnification
+from mmsurv.data.inputs import collate, input_loader, known_inputs, loader_for
 from mmsurv.data.splits import Split
 from mmsurv.data.survival import fit_bin_edges
 from mmsurv.naming import slide_stem
@@ -19,8 +19,9 @@ from test_data_dataset import CASES, write_table
 DIM = 8
 
 
-def write_bags(root, *, with_h5=True, skew_slide=None):
-    """Per slide: features whose first column encodes (slide, row) and coords encoding the same."""
+def write_bags(root, *, with_h5=True, skew_slide=None, attrs=None):
+    """Per slide: features whose first column encodes (slide, row) and coords encoding the same;
+    ``attrs(slide)`` → attributes written on that slide's ``coords``."""
     pt, h5 = root / "pt_files", root / "h5_files"
     pt.mkdir(parents=True)
     h5.mkdir()
@@ -38,6 +39,8 @@ def write_bags(root, *, with_h5=True, skew_slide=None):
                     coords = coords[:-1]
                 with h5py.File(h5 / f"{slide_stem(slide)}.h5", "w") as handle:
                     handle["coords"] = coords
+                    for key, value in (attrs(slide) if attrs else {}).items():
+                        handle["coords"].attrs[key] = value
     return pt
 
 
@@ -100,3 +103,37 @@ def test_adding_a_loader_is_one_function(tmp_path):
         inputs._LOADERS.pop("n_slides")
     with pytest.raises(ValueError, match="no loader for model input 'nope'"):
         loader_for("nope")
+
+
+def test_slide_magnification_follows_the_rows_from_each_slides_patch_attributes(tmp_path):
+    def attrs(slide):  # case 0: mmsurv's attributes (40x); case 1: a 20x and a CLAM-style slide; others: derived
+        if slide.startswith(CASES[1]):
+            return ({"slide_magnification": 20.0, "patch_size_level0": 512, "output_patch_size": 512}
+                    if "DX1" in slide else {"patch_size": 256, "patch_level": 0, "downsample": [1.0, 1.0]})
+        if slide.startswith(CASES[0]):
+            return {"slide_magnification": 40.0, "magnification": 20, "patch_size_level0": 1024,
+                    "output_patch_size": 512}
+        return {"magnification": 20, "patch_size_level0": 1024, "output_patch_size": 512, "slide_magnification": ""}
+
+    inputs = ("path", "coords", "slide_index", "slide_magnification")
+    data = fold(write_table(tmp_path / "t.csv"), write_bags(tmp_path, attrs=attrs), inputs)
+    two = data.train[data.train.case_ids.index(CASES[1])]
+    magnification = two.inputs["slide_magnification"]
+    assert magnification.dtype == torch.float32 and magnification.shape == (13,)
+    assert magnification[:5].tolist() == [20.0] * 5 and torch.isnan(magnification[5:]).all()  # CLAM: unknown
+    assert data.train[data.train.case_ids.index(CASES[0])].inputs["slide_magnification"].tolist() == [40.0] * 4
+    assert data.train[data.train.case_ids.index(CASES[2])].inputs["slide_magnification"].tolist() == [40.0] * 6
+    capped = fold(write_table(tmp_path / "t.csv"), tmp_path / "pt_files", inputs, max_patches=6)
+    sample = capped.train[capped.train.case_ids.index(CASES[1])]
+    known = ~torch.isnan(sample.inputs["slide_magnification"])
+    assert torch.equal(known, sample.inputs["slide_index"] == 0)  # still row for row after the cap
+    batch, _ = collate([capped.train[0], sample])  # padded with the other row inputs
+    assert batch["slide_magnification"].shape == batch.mask.shape == batch.coords.shape[:2]
+
+
+def test_recorded_magnification_reads_the_level0_value_or_derives_it():
+    assert recorded_magnification({"slide_magnification": 40.0}) == 40.0
+    assert recorded_magnification({"magnification": 20, "patch_size_level0": 1042, "output_patch_size": 512}) \
+        == pytest.approx(40.703125)
+    assert np.isnan(recorded_magnification({"patch_size": 256, "patch_level": 0}))
+    assert np.isnan(recorded_magnification({"slide_magnification": "", "magnification": 20}))

@@ -6,11 +6,14 @@ import csv
 
 import pytest
 import torch
+import yaml
 
 from mmsurv.data.pathways import read_gene_sets
 from mmsurv.models import Batch, ModelInputs, build_model, n_params
-from mmsurv.models.survmamba import (DEFAULT_HIERARCHY, BiMamba, build_hierarchy, function_processes, linear_scan,
-                                     read_hierarchy, region_groups, selective_scan, selective_scan_reference)
+from mmsurv.models.registry import resolve_model
+from mmsurv.models.survmamba import (DEFAULT_HIERARCHY, BiMamba, InteractionFusionMamba, build_hierarchy,
+                                     function_processes, linear_scan, read_hierarchy, region_groups, selective_scan,
+                                     selective_scan_reference)
 from mmsurv.resources import default_pathways
 from mmsurv.train.run import resolve_settings
 
@@ -68,24 +71,64 @@ def grid(x0, y0, nx, ny, step=512):
     return torch.tensor([[x0 + i * step, y0 + j * step] for j in range(ny) for i in range(nx)])
 
 
-def test_one_4096px_region_is_one_group_and_neighbours_split():
-    coords = grid(8192, 4096, 8, 8)  # exactly one 4096 px region of 512 px patches
-    order, group = region_groups(coords[torch.randperm(64)])
-    assert group.tolist() == [0] * 64
-    two = torch.cat([grid(0, 0, 8, 8), grid(4096, 0, 8, 8)])
-    order, group = region_groups(two)
-    assert torch.bincount(group).tolist() == [64, 64]
-    assert set(order[group == 0].tolist()) == set(range(64))
-    at_40x = grid(0, 0, 8, 8, step=1024)  # 1024 px footprints of a 40x slide: the same 8 x 8 region
-    assert region_groups(at_40x)[1].unique().tolist() == [0]
-    rows = region_groups(grid(0, 0, 16, 8))
-    assert torch.bincount(rows[1]).tolist() == [64, 64]
+def region_sizes(coords, magnification=None, **sizes):
+    mags = None if magnification is None else torch.full((len(coords),), float(magnification))
+    order, group, geometry = region_groups(coords, None, mags, **sizes)
+    return torch.bincount(group).tolist(), geometry
+
+
+@pytest.mark.parametrize("patch_px, scan, per_region", [
+    (256, 20, 256), (512, 20, 64),  # the paper's 256 px patches: 16 x 16 per 4096 px region; 512 px: 8 x 8
+    (256, 40, 256), (512, 40, 64)])  # a 40x scan: footprints of 2 x patch_px level-0 px, regions of 8192
+def test_a_region_is_4096_px_at_20x_whatever_the_patch_size_and_scan(patch_px, scan, per_region):
+    step = patch_px * scan // 20  # level-0 footprint
+    side = int(per_region ** 0.5)
+    coords = grid(3 * step, 5 * step, 2 * side, 2 * side, step=step)  # 2 x 2 regions
+    counts, geometry = region_sizes(coords[torch.randperm(len(coords))], scan)
+    assert counts == [per_region] * 4
+    assert geometry[0].side_level0 == 4096 * scan / 20 and geometry[0].grid_step == step
+    assert geometry[0].patches_per_side == side and geometry[0].source == "magnification"
+
+
+def test_region_assignment_does_not_drift_when_the_side_is_not_a_whole_number_of_steps():
+    # mpp 0.2457 ("40.7x"): 512 px at 20x is round(512 x 40.7 / 20) = 1042 level-0 px, a region 8335.4
+    counts, geometry = region_sizes(grid(0, 0, 160, 8, step=1042), 40.7)
+    assert counts == [64] * 20 and geometry[0].patches_per_side == pytest.approx(7.9994, abs=1e-4)
+
+
+def test_unknown_magnification_falls_back_on_the_grid_and_region_size_overrides():
+    counts, geometry = region_sizes(grid(0, 0, 32, 16, step=256))  # CLAM's files: grid step = 256 px at 20x
+    assert counts == [256, 256] and geometry[0].source == "grid" and geometry[0].side_level0 == 4096
+    counts, _ = region_sizes(grid(0, 0, 32, 16, step=256), fallback_patch_px=512)
+    assert counts == [64] * 8
+    counts, geometry = region_sizes(grid(0, 0, 32, 16, step=256), 20, region_size=2048)
+    assert counts == [64] * 8 and geometry[0].source == "region_size"
+    with pytest.raises(ValueError, match="different magnifications"):
+        region_groups(grid(0, 0, 2, 1), None, torch.tensor([20.0, 40.0]))
+
+
+def test_the_model_reports_the_regions_it_used():
+    model = build_model("survmamba", ModelInputs(group_sizes=[3, 4], path_dim=8), TINY).eval()
+    batch = model.example_batch(bag_size=512)
+    batch.values["coords"] = grid(0, 0, 32, 16, step=512).unsqueeze(0)  # 256 px patches on a 40x scan
+    batch.values["slide_magnification"] = torch.full((1, 512), 40.0)
+    with torch.no_grad():
+        model(batch)
+        model(batch)
+    assert model.region_report() == [{"region_level0_px": 8192.0, "grid_step_level0_px": 512,
+                                      "patches_per_side": 16.0, "patches_per_region": 256.0,
+                                      "source": "magnification", "magnification": 40.0, "slides": 2}]
+    empty = Batch(values={**batch.values, "path": torch.zeros(1, 1, 8), "coords": torch.zeros(1, 1, 2),
+                          "slide_magnification": torch.zeros(1, 1), "slide_index": torch.zeros(1, 1, dtype=torch.long)})
+    with torch.no_grad():
+        model(empty)  # a patient without features: one zero row, no grid, nothing reported
+    assert len(model.region_report()) == 1
 
 
 def test_regions_never_mix_slides():
     coords = torch.cat([grid(0, 0, 4, 4), grid(0, 0, 4, 4)])  # the same positions on two slides
     slides = torch.tensor([0] * 16 + [1] * 16)
-    order, group = region_groups(coords, slides)
+    order, group, _ = region_groups(coords, slides)
     assert torch.bincount(group).tolist() == [16, 16]
     for g in (0, 1):
         assert slides[order[group == g]].unique().numel() == 1
@@ -163,19 +206,58 @@ def test_parameter_count_at_the_blca_setting_without_names():
     assert model.n_processes == 3
 
 
-def test_variants_build_train_and_differ_in_size():
-    inputs = ModelInputs(group_sizes=[3, 7, 5], path_dim=32)
-    sizes = {}
-    for name, flags in {"full": {}, "uni": {"bidirectional": False}, "no_him": {"use_him": False},
-                        "no_ifm": {"use_ifm": False}, "fine": {"levels": "fine"}, "coarse": {"levels": "coarse"}}.items():
+TABLE3 = {"survmamba_a": ("none", "none"), "survmamba_b": ("fine", "none"), "survmamba_c": ("multi", "none"),
+          "survmamba_d": ("multi", "fine"), "survmamba_e": ("multi", "coarse"), "survmamba_f": ("multi", "both")}
+
+
+def test_table3_variants_of_the_paper_file_resolve_build_and_train(repo):
+    models = yaml.safe_load((repo / "config" / "papers" / "survmamba.yaml").read_text())["train"]["models"]
+    assert set(TABLE3) | {"survmamba_uni"} == set(models)
+    inputs = ModelInputs(group_sizes=[3, 7, 5, 2], path_dim=32)
+    built = {}
+    for name in models:
+        resolved = resolve_model(name, models)
+        assert resolved.spec.name == "survmamba"
         torch.manual_seed(0)
-        model = build_model("survmamba", inputs, {**TINY, **flags}).train()
-        output = model(model.example_batch(bag_size=70))
+        model = build_model("survmamba", inputs, {**TINY, **resolved.params}).train()
+        output = model(model.example_batch(bag_size=150))
         sum(model.loss(output, model.example_target()).values()).backward()
-        assert torch.isfinite(output.logits).all()
-        sizes[name] = n_params(model)
-    assert sizes["full"] > sizes["uni"] and sizes["full"] > sizes["no_him"] and sizes["full"] > sizes["no_ifm"]
-    assert sizes["full"] > sizes["fine"] and sizes["fine"] == sizes["coarse"]
+        assert torch.isfinite(output.logits).all() and output.logits.shape == (1, 4)
+        assert all(p.grad is not None for p in model.parameters())  # every module of the variant is used
+        built[name] = model
+    for name, (him, ifm) in TABLE3.items():
+        model = built[name]
+        assert (model.him, model.ifm) == (him, ifm)
+        assert hasattr(model, "path_coarse") == (him == "multi") == (model.alpha_logit is not None)
+        fused_by_ifm = {level for level, module in model.fusion.items() if isinstance(module, InteractionFusionMamba)}
+        assert fused_by_ifm == {"none": set(), "fine": {"fine"}, "coarse": {"coarse"}, "both": {"fine", "coarse"}}[ifm]
+    assert built["survmamba_a"].n_processes == 1 and built["survmamba_b"].n_processes == 2
+    assert built["survmamba_uni"].path_fine.backward_ssm is None and built["survmamba_f"].path_fine.backward_ssm
+    sizes = {name: n_params(model) for name, model in built.items()}
+    assert sizes["survmamba_a"] == sizes["survmamba_b"] < sizes["survmamba_c"] < sizes["survmamba_d"]
+    assert sizes["survmamba_d"] == sizes["survmamba_e"] < sizes["survmamba_f"] == n_params(
+        build_model("survmamba", inputs, TINY))
+
+
+def test_model_a_has_no_regions_and_model_b_does():
+    inputs = ModelInputs(group_sizes=[3, 7, 5], path_dim=8)
+    for him, depends in (("none", False), ("fine", True)):
+        torch.manual_seed(0)
+        model = build_model("survmamba", inputs, {**TINY, "him": him, "ifm": "none"}).eval()
+        batch = model.example_batch(bag_size=300)
+        with torch.no_grad():
+            default = model(batch).logits
+            model.region_sizes["region_size"] = 1024  # 2 x 2 patches per region instead of 8 x 8
+            smaller = model(batch).logits
+        assert torch.allclose(default, smaller, atol=1e-6) != depends
+
+
+def test_ablation_options_are_checked():
+    inputs = ModelInputs(group_sizes=[3, 4], path_dim=8)
+    with pytest.raises(ValueError, match="coarse level, which only him 'multi' has"):
+        build_model("survmamba", inputs, {**TINY, "him": "fine", "ifm": "both"})
+    with pytest.raises(ValueError, match="him must be one of"):
+        build_model("survmamba", inputs, {**TINY, "him": "flat"})
 
 
 def test_paper_defaults_and_a_config_variant_resolve():

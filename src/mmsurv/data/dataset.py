@@ -6,7 +6,8 @@ without its extension, :func:`mmsurv.naming.slide_stem`; float32 N×1024, CLAM/M
 concatenated in table order, plus the patient's genomic vector and its groups. A sample holds only
 the inputs its model declares (:mod:`mmsurv.data.inputs`): ``coords`` come from the CLAM-format
 ``h5_files/{slide}.h5`` beside ``pt_files`` (or ``BagOptions.h5_dir``), row for row with the
-features.
+features, and ``slide_magnification`` (each row's slide's level-0 magnification) from the attributes
+of the same dataset (:func:`recorded_magnification`).
 
 Decisions (all configurable through :class:`BagOptions` and :func:`build_fold_data`):
 
@@ -73,6 +74,25 @@ class BagOptions:
     h5_dir: Path | None = None  # CLAM h5_files with the coords (default: features_dir/../h5_files)
 
 
+def recorded_magnification(attrs: Mapping[str, Any]) -> float:
+    """The level-0 magnification (objective power) a patch file's ``coords`` attributes record, else NaN.
+
+    mmsurv's patching writes ``slide_magnification`` (:mod:`mmsurv.wsi.outputs`); without it, the
+    footprint ratio ``patch_size_level0 / output_patch_size`` times the target ``magnification``
+    gives the same number. CLAM's own files record neither (NaN: the model decides what to assume)."""
+    def number(key: str) -> float:
+        try:
+            value = float(np.asarray(attrs[key]).reshape(-1)[0])
+        except (KeyError, TypeError, ValueError, IndexError):
+            return float("nan")
+        return value if np.isfinite(value) and value > 0 else float("nan")
+
+    level0 = number("slide_magnification")
+    if np.isfinite(level0):
+        return level0
+    return number("patch_size_level0") / number("output_patch_size") * number("magnification")
+
+
 class BagLoader:
     """Loads and concatenates the feature files of a case's slides."""
 
@@ -87,6 +107,7 @@ class BagLoader:
         self._cache: dict[str, torch.Tensor] = {}
         self._coords_cache: dict[str, torch.Tensor] = {}
         self._rows: dict[str, int] = {}
+        self._magnification: dict[str, float] = {}
         self._standardization: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def fit_standardization(self, cases: Mapping[str, Sequence[str]]) -> None:
@@ -151,19 +172,42 @@ class BagLoader:
         counts = [self.row_count(slide) for slide in self.available(slide_ids)]
         return torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts, dtype=torch.long))
 
+    def load_magnification(self, case_id: str, slide_ids: Sequence[str]) -> torch.Tensor:
+        """For each bag row, the level-0 magnification of its slide as its ``h5_files`` record it (NaN if not)."""
+        slides = self.available(slide_ids)
+        values = torch.tensor([self.slide_magnification(slide) for slide in slides], dtype=torch.float32)
+        return torch.repeat_interleave(values, torch.tensor([self.row_count(s) for s in slides], dtype=torch.long))
+
+    def slide_magnification(self, slide_id: str) -> float:
+        """The level-0 magnification recorded on the slide's ``coords`` (:func:`recorded_magnification`)."""
+        if slide_id not in self._magnification:
+            import h5py
+
+            path = self._coords_path(slide_id)
+            try:
+                with h5py.File(path, "r") as handle:
+                    self._magnification[slide_id] = recorded_magnification(handle["coords"].attrs)
+            except (OSError, KeyError) as error:
+                raise CohortError(f"{path}: cannot read dataset 'coords' ({error})") from error
+        return self._magnification[slide_id]
+
     def row_count(self, slide_id: str) -> int:
         if slide_id not in self._rows:
             self._rows[slide_id] = int(self._load_file(self.feature_file(slide_id)).shape[0])
         return self._rows[slide_id]
 
-    def _read_coords(self, slide_id: str) -> torch.Tensor:
-        import h5py
-
+    def _coords_path(self, slide_id: str) -> Path:
         path = self.coords_file(slide_id)
         if not path.is_file():
             raise CohortError(f"{path}: no coordinates for slide {slide_id} (the model reads 'coords', which come "
                               f"from CLAM-format h5_files beside {self.features_dir}; a features folder with pt_files "
                               "only cannot feed it)")
+        return path
+
+    def _read_coords(self, slide_id: str) -> torch.Tensor:
+        import h5py
+
+        path = self._coords_path(slide_id)
         try:
             with h5py.File(path, "r") as handle:
                 coords = np.asarray(handle["coords"][()])
@@ -306,6 +350,9 @@ class SurvivalDataset(Dataset):
 
     def slide_index(self, index: int) -> torch.Tensor:
         return self.bags.slide_index(self._case_ids[index], self._slides(index))
+
+    def slide_magnification(self, index: int) -> torch.Tensor:
+        return self.bags.load_magnification(self._case_ids[index], self._slides(index))
 
     def _cap_rows(self, values: dict[str, Any], index: int) -> int:
         """Row inputs: same random subset under the cap; an empty bag becomes one zero row. → N before capping."""

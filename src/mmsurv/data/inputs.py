@@ -9,7 +9,7 @@ genomic groups, the bag loader with features and coordinates) and the patient's 
         return ...  # a tensor (or a list of tensors) for this one patient
 
 ``rows=True`` marks inputs aligned row for row with the patch bag (``path``, ``coords``,
-``slide_index``): they are capped to the same rows and padded together by :func:`collate`.
+``slide_index``, ``slide_magnification``): they are capped to the same rows and padded together by :func:`collate`.
 ``needs_bags=True`` says the loader reads the per-slide files (the dataset then opens them).
 Models declare the names they read (``SurvivalModel.inputs``); only those loaders run.
 """
@@ -75,6 +75,12 @@ def _slide_index(dataset, index: int, name: str) -> torch.Tensor:
     return dataset.slide_index(index)
 
 
+@input_loader("slide_magnification", rows=True, needs_bags=True)
+def _slide_magnification(dataset, index: int, name: str) -> torch.Tensor:
+    """Level-0 magnification of each row's slide, from its ``h5_files`` attributes (NaN when not recorded)."""
+    return dataset.slide_magnification(index)
+
+
 @input_loader("omic")
 def _omic(dataset, index: int, name: str) -> torch.Tensor:
     return dataset.omic[index]
@@ -85,9 +91,13 @@ def _omic_groups(dataset, index: int, name: str) -> list[torch.Tensor]:
     return [matrix[index] for matrix in dataset.group_omic[name]]
 
 
-def collate(samples: Sequence[Any], row_inputs: Sequence[str] = ("path", "coords", "slide_index")) -> tuple[Batch, Target]:
-    """Patients → one :class:`Batch` (bags zero-padded to the longest, with a mask) and its :class:`Target`."""
+def collate(samples: Sequence[Any], row_inputs: Sequence[str] | None = None) -> tuple[Batch, Target]:
+    """Patients → one :class:`Batch` (bags zero-padded to the longest, with a mask) and its :class:`Target`.
+
+    ``row_inputs`` (default: the inputs whose loader says ``rows=True``) are padded together."""
     names = list(samples[0].inputs)
+    if row_inputs is None:
+        row_inputs = [name for name in names if loader_for(name).rows]
     values: dict[str, Any] = {}
     mask = None
     lengths = [next((s.inputs[n].shape[0] for n in names if n in row_inputs), 0) for s in samples]

@@ -10,15 +10,17 @@ subclass of :class:`SurvivalModel` registered with ``@register_model`` (see
 * ``path``: the patient's bag of patch features, B×N×D (all slides of the case, table order);
 * ``coords``: N×2 level-0 (x, y) coordinates of the same rows, B×N×2 (from ``h5_files``);
 * ``slide_index``: which of the patient's slides each row comes from, B×N (0, 1, …);
+* ``slide_magnification``: the level-0 magnification (objective power, e.g. 40.0) of each row's
+  slide, B×N float, as its ``h5_files`` record it; NaN when they do not (CLAM's own files);
 * ``omic``: every genomic column, scaled on the training fold, B×G;
 * ``omic_groups``: one scaled vector per genomic group, a list of B×s_i tensors; the grouping is
   the model's ``data.groups`` setting (``signatures`` or ``pathways``); ``omic_groups:signatures``
   or ``omic_groups:pathways`` fix the grouping whatever the setting.
 
-Row-aligned inputs (``path``, ``coords``, ``slide_index``) are capped together (same rows kept) and
-padded together; ``Batch.mask`` (B×N, True for real rows) says which rows are padding when a batch
-holds several patients. The table label of a model (``genomic`` / ``pathology`` / ``multimodal``)
-is derived from its inputs (:func:`modality_of`).
+Row-aligned inputs (``path``, ``coords``, ``slide_index``, ``slide_magnification``) are capped
+together (same rows kept) and padded together; ``Batch.mask`` (B×N, True for real rows) says which
+rows are padding when a batch holds several patients. The table label of a model (``genomic`` /
+``pathology`` / ``multimodal``) is derived from its inputs (:func:`modality_of`).
 
 **Batches.** Every tensor has a leading patient dimension B. Models that take bags of different
 sizes one patient at a time (``batchable = False``, the default and what MCAT does) get B = 1 and
@@ -54,7 +56,7 @@ from mmsurv.models.catalog import GROUP_KINDS, PATH_INPUTS, group_kind, modality
 from mmsurv.train.loss import nll_surv_loss
 
 SURVIVAL_TERM = "surv"
-ROW_INPUTS = ("path", "coords", "slide_index")
+ROW_INPUTS = ("path", "coords", "slide_index", "slide_magnification")
 
 
 @dataclass
@@ -208,7 +210,7 @@ class SurvivalModel(nn.Module):
                       seed: int = 0) -> Batch:
         """A random batch of the inputs this model reads (FLOP counts, benchmarks, contract tests).
 
-        Coordinates lie on a 512 px grid of one slide, row-major, as a patching run gives them."""
+        Coordinates lie on a 512 px grid of one 20x slide, row-major, as a patching run gives them."""
         generator = torch.Generator().manual_seed(seed)
         values: dict[str, Any] = {}
         side = max(1, int(bag_size ** 0.5 + 0.999))
@@ -221,6 +223,8 @@ class SurvivalModel(nn.Module):
                 values[name] = xy.unsqueeze(0).expand(batch_size, -1, -1).clone()
             elif name == "slide_index":
                 values[name] = torch.zeros(batch_size, bag_size, dtype=torch.long)
+            elif name == "slide_magnification":  # a 20x scan: the 512 px grid is 512 px patches at 20x
+                values[name] = torch.full((batch_size, bag_size), 20.0)
             elif name == "omic":
                 values[name] = torch.randn(batch_size, self.omic_dim, generator=generator)
             elif group_kind(name, "signatures") is not None:

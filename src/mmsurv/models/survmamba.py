@@ -2,72 +2,111 @@
 
 Pure PyTorch (no ``mamba_ssm`` / ``causal-conv1d`` CUDA kernels), device-agnostic, exact.
 
+**Official code.** None was found (code index searched for SurvMamba and the authors' group, 2026-12-03).
+The same group's later CancerMul (``XJJ-student/Cancermul`` at 51174c1: three modalities, several
+tasks) is a different model (e.g. one Mamba stack used at both hierarchy levels, LayerNorm-Linear-
+LayerNorm genomic encoders); none of its numerics are taken. Where the paper is silent, the choices
+below are ours and say so.
+
 **The paper's design, as implemented.**
 
-* *Hierarchy.* WSI → regions of 4096 × 4096 px at 20× → patches; transcriptomics → processes →
-  functions → genes. Regions come from the patch coordinates (input ``coords``, with
-  ``slide_index`` so that regions never mix slides): a region is ``region_patches × region_patches``
-  grid steps (8 × 8 by default). The grid step of each slide is inferred from its coordinates (GCD
-  of the offsets from the slide's smallest x and y), so a 20× slide patched at 512 px and a 40× slide
-  patched with 1024 px footprints both give 8 × 8 patches per region (4096 px at 20×);
-  ``region_size`` (level-0 px) overrides the inference. The region grid is anchored at each slide's
-  smallest coordinate; tokens are ordered by (slide, region row, region column) and, inside a
-  region, row-major (y, then x): the scan order.
-  Genomic *functions* are the pathways of the project's gene sets (input ``omic_groups:pathways``;
-  the paper's 352 KEGG functions cannot be shipped). *Processes* group functions: by default the
-  versioned resource ``resources/hierarchy/combine_signatures_processes.v1.csv`` (SurvPath's 331
-  pathways in 42 processes, the paper's process count, built deterministically by gene overlap with
+* *Regions* (paper §3.3, §4.1: regions of 4,096 × 4,096 px at 20×, cut into 256 × 256 px patches,
+  so 16 × 16 = 256 patches per region). A region is ``region_px`` (4096) px at
+  ``region_magnification`` (20×) whatever the patch size: 4,096 level-0 px on a 20× scan, 8,192 on a
+  40× scan; 256 px patches at 20× give 16 × 16 patches per region, the project's default 512 px
+  patches 8 × 8 = 64 (``patching.patch_size: 256`` cuts the paper's patches). Each slide's level-0
+  magnification is the input ``slide_magnification``, read from the attributes its ``h5_files`` carry
+  (mmsurv's patching records it; :func:`mmsurv.data.dataset.recorded_magnification`). For a slide
+  whose files do not record it (CLAM's own ``h5_files``) the coordinate grid step (GCD of the
+  offsets) is taken as ``fallback_patch_px`` (256, the paper's patch) px at 20×, i.e. a region of
+  16 × 16 grid steps, with a warning in the log; ``region_size`` (level-0 px) fixes the side for
+  every slide. Regions come from the coordinates (``coords``, with ``slide_index`` so that regions
+  never mix slides), anchored at each slide's smallest x and y (the paper does not say where its
+  grid starts); a patch belongs to the region holding the centre of its grid cell. Tokens are ordered
+  by (slide, region row, region column) and, inside a region, row-major (y, then x): the scan order
+  (the paper gives none). Each new region geometry is logged once per run (side in level-0 px,
+  grid step, patches per region, where the side came from) and :meth:`SurvMamba.region_report`
+  returns them.
+* *Genomic hierarchy.* Genes → *functions* → *processes*. Functions are the pathways of the
+  project's gene sets (input ``omic_groups:pathways``): the paper's 352 KEGG functions in 42 KEGG
+  processes cannot be shipped. *Processes*: by default the versioned resource
+  ``resources/hierarchy/combine_signatures_processes.v1.csv`` (SurvPath's 331 pathways in 42
+  processes, the paper's process count, built deterministically by gene overlap with
   :func:`build_hierarchy`; see its README). ``hierarchy`` may name a user's two-level CSV
   (columns ``process,function``) or ``"index"``. Functions the hierarchy does not list (and every
   function when the model is built without ``group_names``) are grouped **by index**: consecutive
   runs of functions in group order, ``ceil(sqrt(F'))`` processes of near-equal size for the F'
   unlisted functions (e.g. the demo's 16 synthetic pathways → 4 processes of 4; BLCA's 6 MCAT
   signature groups → 3 processes of 2).
-* *Encoders.* Pathology: ``Linear(path_dim → D)`` (paper: 768 → 512; here 1024 → 512 for the
-  project's features). Genomics: one two-layer feed-forward encoder per function,
-  ``s_f → D → D`` with ELU and AlphaDropout (SurvPath's per-pathway SNN blocks; the paper says
-  "two-layer FFN" without the activation), computed for all functions at once (:class:`GroupedFFN`:
-  one segment sum and one batched product instead of F small modules; same parameters).
-  ``dropout`` (0.25, paper silent) follows both encoders.
+* *Encoders.* Pathology: ``Linear(path_dim → D)`` (paper: 768-d TransPath features → 512; here the
+  project's 1024-d ResNet50 features → 512). Genomics: one two-layer feed-forward encoder per
+  function, ``s_f → D → D`` (the paper: "two-layer feed-forward network", 512-d tokens; hidden width,
+  activation and dropout not stated: ours are D, ELU and AlphaDropout, SurvPath's per-pathway SNN
+  blocks), computed for all functions at once (:class:`GroupedFFN`: one segment sum and one batched
+  product instead of F small modules; same parameters). ``dropout`` (0.25) after both encoders:
+  the paper states no dropout; 0.25 is the value of the MCAT family it compares with.
 * *Bi-Mamba* (paper Algorithm 1, :class:`BiMamba`): LayerNorm → ``Linear^x``, ``Linear^z``; for the
   forward and the backward direction its own causal depthwise Conv1d + SiLU, input-dependent B, C
-  and Δ = softplus(Linear(x') + bias), Ā = exp(Δ ⊗ A) (zero-order hold), B̄ = Δ ⊗ B, the selective
-  scan and Mamba's skip D; both outputs gated by SiLU(z), summed, ``Linear`` back to D, residual.
-  Mamba's internal sizes and initialisation (the paper gives none): ``d_state`` N = 16,
+  and Δ = softplus(Linear(x') + bias), Ā = exp(Δ ⊗ A), B̄ = Δ ⊗ B (Algorithm 1's form, as in Mamba's
+  code; not eq. 2's zero-order-hold B̄), the selective scan with Mamba's skip D; both outputs gated
+  by SiLU(z), summed, ``Linear`` back to D, residual. The backward direction scans the reversed
+  sequence and its output is reversed back (the paper names Vision Mamba [39] as its model). Mamba's
+  internal sizes and initialisation (the paper gives none; Mamba's defaults): ``d_state`` N = 16,
   ``expand`` 2 (E = 2D), ``d_conv`` 4, ``dt_rank`` ceil(D/16), A = −(1…N), Δ bias so that
   softplus(bias) is log-uniform in [1e-3, 1e-1], no bias in the in/out projections. With padding
   (regions of unequal size) the backward direction reverses each region's real tokens only, so
   padding never reaches a real token.
-* *HIM.* Level 1: one Bi-Mamba shared by all regions (over their patch tokens) and one shared by all
-  processes (over their function tokens); masked mean per group; level 2: a Bi-Mamba over the region
-  tokens and one over the process tokens. Fine-grained features = level-1 patch and function tokens;
-  coarse-grained = level-2 region and process tokens.
+* *HIM* (eqs. 5-6). Level 1: one Bi-Mamba shared by all regions (over their patch tokens) and one
+  shared by all processes (over their function tokens); Pool = the mean over a group's tokens (the
+  paper does not name the pooling); level 2: a Bi-Mamba over the region tokens and one over the
+  process tokens. One Bi-Mamba layer each, not shared between levels or modalities (the paper
+  gives no depth and writes "Bi-Mamba" for all four). Fine-grained features = level-1 patch and
+  function tokens; coarse-grained = level-2 region and process tokens.
 * *IFM* (paper Algorithm 2, :class:`InteractionFusionMamba`) at the fine and at the coarse level:
-  per modality LayerNorm → ``Linear^x``, ``Linear^z``, causal Conv1d + SiLU, selective scan; each
-  branch gated by SiLU of the OTHER modality's z. The two token sequences have different lengths
-  (patches vs functions), so the gate is the token mean of SiLU(z_other) (the paper does not say how
-  lengths are matched); each gated branch is mean-pooled over its tokens, the two vectors are
-  concatenated and projected (``Linear(2E → D)``). H = αH_f + (1 − α)H_c with α = sigmoid(a),
-  a learnable (α starts at 0.5; the sigmoid keeps it in [0, 1]); ``Linear(D → n_bins)`` hazards;
-  the NLL survival loss (the contract's default).
-* *Training defaults* (``defaults``): RAdam, lr 2e-4, weight decay 5e-3, batch 1 (one patient per
-  optimiser step: ``grad_accum`` 1, since the paper states batch 1 and no accumulation).
+  per modality LayerNorm → ``Linear^x``, ``Linear^z``, causal Conv1d + SiLU, selective scan (one
+  direction, as Algorithm 2); each branch gated by SiLU of the OTHER modality's z. Algorithm 2 types
+  both sequences with the same length M, but patches and functions differ in number, so the gate is
+  the token mean of SiLU(z_other) and each gated branch is mean-pooled over its tokens before the two
+  vectors are concatenated and projected (``Linear(2E → D)``): our reading, the paper does not say how
+  the lengths are matched. H = αH_f + (1 − α)H_c (eq. 8) with α = sigmoid(a), a learnable (α starts
+  at 0.5; the paper calls α a learned hyper-parameter without saying how it is kept in [0, 1]);
+  ``Linear(D → n_bins)`` hazards; the NLL survival loss of eq. 9 (MCAT's implementation, the
+  contract's default).
+* *Training defaults* (``defaults``, paper §4.1): RAdam, lr 2e-4, weight decay 5e-3 (applied as the
+  project's ``radam`` optimizer applies it; the paper does not say coupled or decoupled), batch 1
+  (one patient per optimiser step: ``grad_accum`` 1; the paper states batch 1 and no accumulation);
+  no patch cap (the paper states none). Epochs and schedule: not stated (the package defaults apply).
+* *Demo.* ``config/config.yaml`` trains the demo at ``dim: 64`` and 5 epochs (at 512 the model has
+  17.9 M parameters and takes minutes per demo fold on 2 cores; the reason is in that file); real
+  runs keep the paper's width 512.
 
-**Variants** (constructor flags, so ablations are config variants, e.g.
-``train.models.survmamba_uni: {model: survmamba, bidirectional: false}``): ``bidirectional``
-(False: forward scans only), ``use_him`` (False: no Mamba in the hierarchy, fine = encoded tokens,
-coarse = group means), ``use_ifm`` (False: each level fused by ``Linear(2D → D)`` of the mean-pooled
-tokens), ``levels`` (``both`` / ``fine`` / ``coarse``). The letters of the paper's Table 3 (models
-A–F) are not mapped to flags: the paper's full text was not available while writing this, so which
-flag set each letter denotes could not be checked; every ablation axis the paper names (HIM, IFM,
-fine/coarse granularity, bi- vs unidirectional) is a flag.
+**Table 3 ablations** (paper §4.3; constructor options, so each is a config variant; the named
+variants are in ``config/papers/survmamba.yaml``):
+
+* ``him``: ``multi`` (default; models C-F: both HIM levels, H = αH_f + (1 − α)H_c), ``fine``
+  (model B: the shared level-1 Bi-Mamba within regions / processes, no coarse level, H = H_f),
+  ``none`` (model A: "all fine-grained features are fed as an input vector into the Bi-Mamba
+  block": each modality's whole sequence through one Bi-Mamba, no regions or processes; patches in
+  (slide, y, x) order, functions in group order, our choice; H = H_f).
+* ``ifm``: ``both`` (default; F), ``fine`` (D: IFM at the fine level only), ``coarse`` (E),
+  ``none`` (A-C). A level without IFM concatenates the two modalities' mean-pooled tokens and
+  projects them with ``Linear(2D → D)`` (the paper: "concatenated to predict survival outcomes";
+  the pooling and the projection are ours, so that H_f and H_c are D-dimensional as with IFM).
+* ``bidirectional`` (False: forward scans only; Figure 3's unidirectional model).
+
+**Remaining departures, in one place** (each explained above): 1024-d ResNet50 features instead of
+TransPath's 768-d; the project's pathways and overlap-built processes instead of KEGG's 352/42;
+512 px patches by default (8 × 8 per 4,096 px region; 256 px gives the paper's 16 × 16); regions
+anchored at each slide's tissue and the scan order ours; the genomic encoder's activation, hidden
+width and the 0.25 dropouts ours; mean pooling, the IFM's length matching and α = sigmoid(a) our
+readings; the magnification fallback for files that do not record it; the demo's width 64.
 
 **The selective scan** (:func:`selective_scan`): h_t = exp(Δ_t A) ⊙ h_{t−1} + (Δ_t x_t) ⊗ B_t,
 y_t = C_t · h_t, in plain PyTorch and exact (no division by cumulative decays, so no overflow
 whatever Δ): :func:`linear_scan` cuts a long sequence into ~√L chunks, scans every chunk from a zero
 state with all chunks in parallel (√L vectorised steps), scans the chunk carries the same way one
 level up (recursively) and adds each chunk's incoming state times its cumulative decay; short or
-very wide sequences (HIM level 1: many regions of ≤ 64 patches at once) run token by token, which
+very wide sequences (HIM level 1: many regions of ≤ 256 patches at once) run token by token, which
 is then cheaper. Work is linear, Python steps O(√L). A hand-written backward
 (:class:`_SelectiveScan`) recomputes the states tile by tile (tiles of ≤ ``TILE_ELEMENTS`` state
 entries) instead of storing the L × E × N states, and runs the adjoint as the same scan backwards.
@@ -83,7 +122,8 @@ the bag (a 50,000-patch bag: see ``bench/scan.py``).
 
 **Size and cost** (``bench/scan.py``). On the BLCA signature groups [94, 334, 521, 468, 1496, 479]
 without group names (path_dim 1024, D 512, 3 processes by index): 17,896,965 parameters
-(14,581,253 outside the genomic encoders), 7.25 GFLOPs = 3.62 GMACs at 1,000 patches by
+(14,581,253 outside the genomic encoders), 7.25 GFLOPs = 3.62 GMACs at 1,000 patches (a 512 px grid
+at 20×: 64 patches per region) by
 ``torch.utils.flop_counter`` (2 FLOPs per multiply-add, matrix products and convolutions only; the
 scan's element-wise 3·E·N multiply-adds per token and direction add 0.15 GMACs). On SurvPath's 331
 pathways (42 processes): 106,679,301 parameters, the 331 function encoders ``s_f → 512 → 512``
@@ -103,6 +143,7 @@ import functools
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +163,11 @@ IFM_BLOCK = 1024  # pathology tokens per recomputed IFM block (long bags while t
 PARALLEL_STEP_MAX = 1 << 16  # ... and so do scans whose every step has this many state entries
 HIERARCHY_DIR = Path(__file__).resolve().parent.parent / "resources" / "hierarchy"
 DEFAULT_HIERARCHY = HIERARCHY_DIR / "combine_signatures_processes.v1.csv"
-LEVELS = ("both", "fine", "coarse")
+HIM_MODES = ("none", "fine", "multi")  # Table 3: A / B / C-F
+IFM_MODES = ("none", "fine", "coarse", "both")  # Table 3: A-C / D / E / F
+REGION_PX = 4096  # region side at REGION_MAGNIFICATION (paper, section 4.1)
+REGION_MAGNIFICATION = 20.0
+FALLBACK_PATCH_PX = 256  # the paper's patch side at 20x: the grid step assumed when a slide's magnification is unknown
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,13 +492,51 @@ def grid_step(offsets: np.ndarray) -> int:
     return int(functools.reduce(math.gcd, values.tolist(), 0)) or 1
 
 
-def region_groups(coords: torch.Tensor, slide_index: torch.Tensor | None = None, region_patches: int = 8,
-                  region_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows ordered by (slide, region row, region column, y, x) and the region id of each ordered row.
+@dataclass(frozen=True)
+class RegionGeometry:
+    """How one slide was cut into regions: side in level-0 px, patch grid step, where the side came from."""
 
-    A region is ``region_size`` level-0 px (default ``region_patches`` × the slide's grid step) square,
-    anchored at the slide's smallest x and y; regions of different slides are different regions.
-    Returns (order, group): ``order`` a permutation of the N rows, ``group`` (N,) ids 0…R−1, non-decreasing."""
+    slide: int
+    side_level0: float  # region side, level-0 px
+    grid_step: int  # patch grid step of the slide's coordinates, level-0 px
+    source: str  # "magnification" (recorded), "region_size" (set) or "grid" (fallback_patch_px assumed)
+    magnification: float  # level-0 magnification used (NaN for "region_size"/"grid")
+    patches: int = 0  # rows of the slide in the bag
+
+    @property
+    def patches_per_side(self) -> float:
+        return self.side_level0 / self.grid_step
+
+
+def region_side(magnification: float, grid_step: int, *, region_px: int = REGION_PX,
+                region_magnification: float = REGION_MAGNIFICATION, region_size: float | None = None,
+                fallback_patch_px: int = FALLBACK_PATCH_PX) -> tuple[float, str]:
+    """Region side in level-0 px of one slide and its source (see :class:`RegionGeometry`).
+
+    ``region_px`` px at ``region_magnification`` is ``region_px × magnification / region_magnification``
+    level-0 px (4096 px at 20x: 4096 on a 20x scan, 8192 on a 40x scan); ``region_size`` (level-0 px)
+    overrides it; a slide whose magnification is unknown takes its grid step as ``fallback_patch_px``
+    px at ``region_magnification``, i.e. ``region_px / fallback_patch_px`` grid steps."""
+    if region_size:
+        return float(region_size), "region_size"
+    if math.isfinite(magnification) and magnification > 0:
+        return region_px * magnification / region_magnification, "magnification"
+    return grid_step * region_px / fallback_patch_px, "grid"
+
+
+def region_groups(coords: torch.Tensor, slide_index: torch.Tensor | None = None,
+                  magnification: torch.Tensor | None = None, **sizes) -> tuple[torch.Tensor, torch.Tensor,
+                                                                               list[RegionGeometry]]:
+    """Rows ordered by (slide, region row, region column, y, x), the region id of each ordered row,
+    and each slide's :class:`RegionGeometry`.
+
+    Regions are squares of :func:`region_side` level-0 px (``sizes``: its keyword arguments), anchored
+    at the slide's smallest x and y; a patch belongs to the region holding the centre of its grid cell
+    (top-left + half the grid step: the same as its top-left when the side is a whole number of grid
+    steps, and no drift when it is not); regions of different slides are different regions.
+    ``magnification`` (N,): each row's slide's level-0 magnification (NaN or absent: unknown).
+    Returns (order, group, geometry): ``order`` a permutation of the N rows, ``group`` (N,) ids 0…R−1,
+    non-decreasing."""
     if coords is None:
         raise ValueError("SurvMamba: the batch has no patch coordinates ('coords'); regions of 4096 px are built "
                          "from them (give the h5_files with coordinates beside the patch features)")
@@ -467,19 +550,41 @@ def region_groups(coords: torch.Tensor, slide_index: torch.Tensor | None = None,
               else slide_index.detach().cpu().numpy().astype(np.int64).reshape(-1))
     if len(slides) != len(xy):
         raise ValueError(f"SurvMamba: slide_index has {len(slides)} rows, coords {len(xy)}")
+    magnifications = (np.full(len(xy), np.nan) if magnification is None
+                      else magnification.detach().cpu().numpy().astype(np.float64).reshape(-1))
+    if len(magnifications) != len(xy):
+        raise ValueError(f"SurvMamba: slide_magnification has {len(magnifications)} rows, coords {len(xy)}")
     region = np.zeros_like(xy)
+    geometry = []
     for slide in np.unique(slides):
         rows = slides == slide
         offsets = xy[rows] - xy[rows].min(axis=0)
-        size = region_size or region_patches * grid_step(offsets)
-        region[rows] = offsets // size
+        step = grid_step(offsets)
+        values = np.unique(magnifications[rows][np.isfinite(magnifications[rows]) & (magnifications[rows] > 0)])
+        if len(values) > 1:
+            raise ValueError(f"SurvMamba: slide {int(slide)} of the patient has rows of different magnifications "
+                             f"{values.tolist()}")
+        level0 = float(values[0]) if len(values) else float("nan")
+        side, source = region_side(level0, step, **sizes)
+        region[rows] = np.floor((offsets + step / 2) / side).astype(np.int64)
+        geometry.append(RegionGeometry(int(slide), side, step, source, level0 if source == "magnification"
+                                       else float("nan"), int(rows.sum())))
     order = np.lexsort((xy[:, 0], xy[:, 1], region[:, 0], region[:, 1], slides))
     keys = np.stack([slides[order], region[order, 1], region[order, 0]], axis=1)
     new = np.ones(len(order), dtype=bool)
     new[1:] = (keys[1:] != keys[:-1]).any(axis=1)
     group = np.cumsum(new) - 1
     device = coords.device
-    return torch.from_numpy(order).to(device), torch.from_numpy(group).to(device)
+    return torch.from_numpy(order).to(device), torch.from_numpy(group).to(device), geometry
+
+
+def raster_order(coords: torch.Tensor, slide_index: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows ordered by (slide, y, x): the scan order without regions (Table 3's model A)."""
+    if coords is None:
+        region_groups(None)  # the clear error
+    xy = coords.detach().cpu().numpy()
+    slides = (np.zeros(len(xy)) if slide_index is None else slide_index.detach().cpu().numpy().reshape(-1))
+    return torch.from_numpy(np.lexsort((xy[:, 0], xy[:, 1], slides))).to(coords.device)
 
 
 def padded_layout(group: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -610,7 +715,7 @@ def masked_mean(padded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 class SurvMamba(SurvivalModel):
     """Hierarchical (patch→region, function→process) bidirectional Mamba with multi-grained Mamba fusion."""
 
-    inputs = ("path", "coords", "slide_index", "omic_groups:pathways")
+    inputs = ("path", "coords", "slide_index", "slide_magnification", "omic_groups:pathways")
     defaults = {"data": {"groups": "pathways"},
                 "training": {"optimizer": "radam", "lr": 2e-4, "weight_decay": 5e-3, "batch_size": 1,
                              "grad_accum": 1}}
@@ -618,18 +723,32 @@ class SurvMamba(SurvivalModel):
     def __init__(self, *, group_sizes: list[int], path_dim: int = 1024, n_bins: int = 4,
                  group_names: list[str] | None = None, dim: int = 512, d_state: int = 16, expand: int = 2,
                  d_conv: int = 4, dt_rank: int | None = None, dropout: float = 0.25, bidirectional: bool = True,
-                 use_him: bool = True, use_ifm: bool = True, levels: str = "both", region_patches: int = 8,
-                 region_size: int | None = None, hierarchy: str = "default", checkpoint_tokens: int = 4096,
-                 **sizes):
+                 him: str = "multi", ifm: str = "both", region_px: int = 4096, region_magnification: float = 20.0,
+                 region_size: float | None = None, fallback_patch_px: int = 256, hierarchy: str = "default",
+                 checkpoint_tokens: int = 4096, **sizes):
         super().__init__(n_bins=n_bins, path_dim=path_dim, group_sizes=group_sizes, group_names=group_names, **sizes)
         if not group_sizes:
             raise ValueError("SurvMamba needs at least one genomic group (function)")
-        if levels not in LEVELS:
-            raise ValueError(f"SurvMamba: levels must be one of {', '.join(LEVELS)}, got {levels!r}")
-        self.use_him, self.use_ifm, self.levels = use_him, use_ifm, levels
-        self.region_patches, self.region_size = region_patches, region_size
+        if him not in HIM_MODES:
+            raise ValueError(f"SurvMamba: him must be one of {', '.join(HIM_MODES)}, got {him!r}")
+        if ifm not in IFM_MODES:
+            raise ValueError(f"SurvMamba: ifm must be one of {', '.join(IFM_MODES)}, got {ifm!r}")
+        levels = ("fine", "coarse") if him == "multi" else ("fine",)
+        if ifm in ("coarse", "both") and him != "multi":
+            raise ValueError(f"SurvMamba: ifm {ifm!r} fuses the coarse level, which only him 'multi' has (him {him!r})")
+        if region_px <= 0 or region_magnification <= 0 or fallback_patch_px <= 0 or (region_size is not None
+                                                                                      and region_size <= 0):
+            raise ValueError("SurvMamba: region_px, region_magnification, fallback_patch_px and region_size "
+                             "must be positive")
+        self.him, self.ifm = him, ifm
+        self.region_sizes = dict(region_px=region_px, region_magnification=region_magnification,
+                                 region_size=region_size, fallback_patch_px=fallback_patch_px)
+        self.regions_seen: dict[tuple, int] = {}  # (side, grid step, source, magnification) → slides seen
         self.checkpoint_tokens = checkpoint_tokens
-        processes = function_processes(self.group_names, len(group_sizes), hierarchy)
+        if him == "none":  # model A: no processes, the functions in group order form one sequence
+            processes = [0] * len(group_sizes)
+        else:
+            processes = function_processes(self.group_names, len(group_sizes), hierarchy)
         order = sorted(range(len(processes)), key=lambda f: (processes[f], f))
         self.register_buffer("function_order", torch.tensor(order, dtype=torch.long), persistent=False)
         process_sorted = torch.tensor([processes[f] for f in order], dtype=torch.long)
@@ -642,41 +761,63 @@ class SurvMamba(SurvivalModel):
         self.path_fc = nn.Linear(path_dim, dim)
         self.omic_encoder = GroupedFFN(group_sizes, dim, dim, dropout)
         self.dropout = nn.Dropout(dropout)
-        if use_him:
-            self.path_fine = BiMamba(dim, bidirectional=bidirectional, **mamba)
-            self.path_coarse = BiMamba(dim, bidirectional=bidirectional, **mamba)
-            self.omic_fine = BiMamba(dim, bidirectional=bidirectional, **mamba)
-            self.omic_coarse = BiMamba(dim, bidirectional=bidirectional, **mamba)
-        wanted = ("fine", "coarse") if levels == "both" else (levels,)
-        if use_ifm:
-            self.fusion = nn.ModuleDict({level: InteractionFusionMamba(dim, **mamba) for level in wanted})
-        else:
-            self.fusion = nn.ModuleDict({level: nn.Linear(2 * dim, dim) for level in wanted})
-        self.alpha_logit = nn.Parameter(torch.zeros(())) if levels == "both" else None
+        for modality in ("path", "omic"):  # (creation order: the weights a seed gives stay those of earlier versions)
+            setattr(self, f"{modality}_fine", BiMamba(dim, bidirectional=bidirectional, **mamba))
+            if him == "multi":
+                setattr(self, f"{modality}_coarse", BiMamba(dim, bidirectional=bidirectional, **mamba))
+        fused_by_ifm = {"none": (), "fine": ("fine",), "coarse": ("coarse",), "both": ("fine", "coarse")}[ifm]
+        self.fusion = nn.ModuleDict({level: InteractionFusionMamba(dim, **mamba) if level in fused_by_ifm
+                                     else nn.Linear(2 * dim, dim) for level in levels})
+        self.alpha_logit = nn.Parameter(torch.zeros(())) if him == "multi" else None
         self.classifier = nn.Linear(dim, n_bins)
 
     def _remat(self, tokens: int) -> bool:
         """Recompute this part in the backward pass instead of storing it (long sequences while training)."""
         return torch.is_grad_enabled() and 0 < self.checkpoint_tokens < tokens
 
-    def _levels(self, tokens: torch.Tensor, index: torch.Tensor, lengths: torch.Tensor, fine: BiMamba | None,
-                coarse: BiMamba | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Grouped tokens (n, D) → fine tokens (n, D) and coarse group tokens (R, D)."""
+    def _levels(self, tokens: torch.Tensor, index: torch.Tensor, lengths: torch.Tensor, fine: BiMamba,
+                coarse: BiMamba | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Grouped tokens (n, D) → fine tokens (n, D) and coarse group tokens (R, D) (None without ``coarse``)."""
         padded = torch.cat([tokens, tokens.new_zeros(1, tokens.shape[1])])[index]  # (R, Lmax, D)
-        if fine is not None:
-            valid = index < tokens.shape[0]
-            per_call = max(1, self.checkpoint_tokens // padded.shape[1])
-            if self._remat(padded.shape[0] * padded.shape[1]):  # groups are independent: recompute per slice
-                padded = torch.cat([checkpoint(fine, padded[i:i + per_call], lengths[i:i + per_call], use_reentrant=False)
-                                    for i in range(0, padded.shape[0], per_call)])
-            else:
-                padded = fine(padded, lengths)
-            padded = padded * valid.unsqueeze(-1)
-            tokens = padded[valid]  # row-major over (R, Lmax) keeps the grouped order
-        groups = masked_mean(padded, lengths)
-        if coarse is not None:
-            groups = coarse(groups.unsqueeze(0))[0]
-        return tokens, groups
+        valid = index < tokens.shape[0]
+        per_call = max(1, self.checkpoint_tokens // padded.shape[1])
+        if self._remat(padded.shape[0] * padded.shape[1]):  # groups are independent: recompute per slice
+            padded = torch.cat([checkpoint(fine, padded[i:i + per_call], lengths[i:i + per_call], use_reentrant=False)
+                                for i in range(0, padded.shape[0], per_call)])
+        else:
+            padded = fine(padded, lengths)
+        padded = padded * valid.unsqueeze(-1)
+        tokens = padded[valid]  # row-major over (R, Lmax) keeps the grouped order
+        if coarse is None:
+            return tokens, None
+        return tokens, coarse(masked_mean(padded, lengths).unsqueeze(0))[0]
+
+    def _note_regions(self, geometry: list[RegionGeometry]) -> None:
+        """Log each new region geometry once (the fold's log says which regions were used); one-patch
+        slides (e.g. the zero row of a patient without features) have no grid and are left out."""
+        px, at = self.region_sizes["region_px"], self.region_sizes["region_magnification"]
+        for g in geometry:
+            if g.patches < 2:
+                continue
+            known = not math.isnan(g.magnification)
+            key = (round(g.side_level0, 3), g.grid_step, g.source, g.magnification if known else None)
+            if key not in self.regions_seen:
+                how = {"magnification": f"{px} px at {at:g}x on a {g.magnification:g}x scan",
+                       "region_size": "region_size set",
+                       "grid": f"magnification not recorded: grid step taken as "
+                               f"{self.region_sizes['fallback_patch_px']} px at {at:g}x"}[g.source]
+                per_side = g.patches_per_side
+                (log.warning if g.source == "grid" else log.info)(
+                    "SurvMamba: regions of %g level-0 px (%s), patch grid step %d level-0 px: %.4g x %.4g = %.4g "
+                    "patches per full region", g.side_level0, how, g.grid_step, per_side, per_side, per_side ** 2)
+            self.regions_seen[key] = self.regions_seen.get(key, 0) + 1
+
+    def region_report(self) -> list[dict]:
+        """The region geometries met so far (side and grid step in level-0 px, patches per side, source, slides)."""
+        return [{"region_level0_px": side, "grid_step_level0_px": step, "patches_per_side": side / step,
+                 "patches_per_region": (side / step) ** 2, "source": source,
+                 "magnification": magnification, "slides": count}
+                for (side, step, source, magnification), count in self.regions_seen.items()]
 
     def forward(self, batch: Batch) -> ModelOutput:
         path = batch.one("path", "SurvMamba")
@@ -684,33 +825,40 @@ class SurvMamba(SurvivalModel):
             region_groups(None)  # the clear error
         coords = batch.one("coords", "SurvMamba")
         slide_index = batch.one("slide_index", "SurvMamba") if batch.get("slide_index") is not None else None
+        magnification = (batch.one("slide_magnification", "SurvMamba")
+                         if batch.get("slide_magnification") is not None else None)
         groups = batch.one_groups("SurvMamba", len(self.group_sizes))
         if coords.shape[0] != path.shape[0]:
             raise ValueError(f"SurvMamba: {coords.shape[0]} coordinates for {path.shape[0]} patches")
-        order, region = region_groups(coords, slide_index, self.region_patches, self.region_size)
+        if self.him == "none":  # model A: the whole bag is one sequence
+            order = raster_order(coords, slide_index)
+            region = torch.zeros(len(order), dtype=torch.long, device=coords.device)
+        else:
+            order, region, geometry = region_groups(coords, slide_index, magnification, **self.region_sizes)
+            self._note_regions(geometry)
         region_index, region_lengths = padded_layout(region, len(order))
 
-        h_path = self.dropout(self.path_fc(path[order]))  # patches in region order
+        h_path = self.dropout(self.path_fc(path[order]))  # patches in scan order
         h_omic = self.dropout(self.omic_encoder(groups))[self.function_order]  # functions in process order
-        him = self.use_him
-        fine_p, coarse_p = self._levels(h_path, region_index, region_lengths,
-                                        self.path_fine if him else None, self.path_coarse if him else None)
-        fine_g, coarse_g = self._levels(h_omic, self.process_index, self.process_lengths,
-                                        self.omic_fine if him else None, self.omic_coarse if him else None)
+        coarse = self.him == "multi"
+        fine_p, coarse_p = self._levels(h_path, region_index, region_lengths, self.path_fine,
+                                        self.path_coarse if coarse else None)
+        fine_g, coarse_g = self._levels(h_omic, self.process_index, self.process_lengths, self.omic_fine,
+                                        self.omic_coarse if coarse else None)
         fused = {}
         for level, (p, g) in {"fine": (fine_p, fine_g), "coarse": (coarse_p, coarse_g)}.items():
             if level not in self.fusion:
                 continue
-            if self.use_ifm:
+            if isinstance(self.fusion[level], InteractionFusionMamba):
                 block = min(IFM_BLOCK, self.checkpoint_tokens) if self._remat(p.shape[0]) else None
                 fused[level] = self.fusion[level](p.unsqueeze(0), g.unsqueeze(0), block=block)
-            else:
+            else:  # without IFM: the two modalities' mean-pooled tokens concatenated
                 fused[level] = self.fusion[level](torch.cat([p.mean(0), g.mean(0)]).unsqueeze(0))
         if self.alpha_logit is not None:
             alpha = torch.sigmoid(self.alpha_logit)
             h = alpha * fused["fine"] + (1 - alpha) * fused["coarse"]
         else:
-            h = fused[self.levels]
+            h = fused["fine"]
         return ModelOutput(logits=self.classifier(h))
 
 
