@@ -121,10 +121,11 @@ from mmsurv.train.loss import nll_surv_loss
 
 CLS, WSI, GENOMIC = 0, 1, 2  # modality ids (router one-hot)
 REFRESH_POLICIES = ("cindex", "epoch", "every_n")
+SELECTIONS = ("dps", "fixed_random", "random", "all")
 
 
 # --------------------------------------------------------------------------------------------------
-# Sparse mixture of experts (Shazeer et al., 2017)
+# Sparse mixture of experts (router: the paper's eq. 2)
 # --------------------------------------------------------------------------------------------------
 
 def cv_squared(values: torch.Tensor) -> torch.Tensor:
@@ -134,16 +135,16 @@ def cv_squared(values: torch.Tensor) -> torch.Tensor:
     return values.var(correction=0) / (values.mean() ** 2 + 1e-10)
 
 
-class NoisyTopKMoE(nn.Module):
-    """The dense MLP ``d → h → d`` split into ``n_experts`` experts of hidden h/E with noisy top-k gating."""
+class TopKMoE(nn.Module):
+    """The dense MLP ``d → h → d`` split into ``n_experts`` experts of hidden h/E, routed by TopK(softmax(g(x)), k)."""
 
     def __init__(self, dim: int, hidden: int, n_experts: int, top_k: int, route_extra: int = 3,
-                 w_importance: float = 0.01, w_load: float = 0.01):
+                 router_hidden: int | None = None, w_importance: float = 0.01, w_load: float = 0.01):
         super().__init__()
         if hidden % n_experts:
             raise ValueError(f"CancerMoE: MLP hidden size {hidden} must split evenly into {n_experts} experts")
-        if not 1 <= top_k < n_experts:
-            raise ValueError(f"CancerMoE: top_k must be in [1, n_experts) for the load estimator, got {top_k}")
+        if not 1 <= top_k <= n_experts:
+            raise ValueError(f"CancerMoE: top_k must be in [1, n_experts], got {top_k}")
         self.n_experts, self.top_k = n_experts, top_k
         self.w_importance, self.w_load = w_importance, w_load
         part = hidden // n_experts
@@ -152,25 +153,16 @@ class NoisyTopKMoE(nn.Module):
         self.b_in = nn.Parameter(dense_in.bias.detach().reshape(n_experts, part).clone())
         self.w_out = nn.Parameter(dense_out.weight.detach().t().reshape(n_experts, part, dim).clone())
         self.b_out = nn.Parameter(dense_out.bias.detach().clone())
-        self.gate = nn.Linear(dim + route_extra, n_experts, bias=False)
-        self.noise = nn.Linear(dim + route_extra, n_experts, bias=False)
-        nn.init.zeros_(self.gate.weight)
-        nn.init.zeros_(self.noise.weight)
+        width = router_hidden or dim
+        self.router = nn.Sequential(nn.Linear(dim + route_extra, width), nn.GELU(), nn.Linear(width, n_experts))
 
     def route(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Router input M×(d+3) → gates M×E (k non-zero, summing to 1), Importance E, Load E."""
-        clean = self.gate(r)
-        std = F.softplus(self.noise(r)) + 1e-2
-        logits = clean + torch.randn_like(clean) * std if self.training else clean
-        top_values, top_index = logits.topk(self.top_k + 1, dim=1)
-        gates = torch.zeros_like(logits).scatter(1, top_index[:, :self.top_k],
-                                                 torch.softmax(top_values[:, :self.top_k], dim=1))
-        # Shazeer's smooth load: P(x, i) = Φ((clean_i − threshold_i) / σ_i), threshold the k-th largest
-        # noisy logit of the OTHER experts (the (k+1)-th if i is among the top k, else the k-th)
-        in_top = torch.zeros_like(logits, dtype=torch.bool).scatter(1, top_index[:, :self.top_k], True)
-        threshold = torch.where(in_top, top_values[:, self.top_k:self.top_k + 1], top_values[:, self.top_k - 1:self.top_k])
-        prob = torch.distributions.Normal(0.0, 1.0).cdf((clean - threshold) / std)
-        return gates, gates.sum(0), prob.sum(0)
+        """Router input M×(d+3) → gates M×E (the k largest softmax probabilities, the rest 0), Importance E, Load E."""
+        probs = torch.softmax(self.router(r), dim=1)
+        top_values, top_index = probs.topk(self.top_k, dim=1)
+        gates = torch.zeros_like(probs).scatter(1, top_index, top_values)  # no renormalisation over the kept k
+        load = torch.zeros_like(probs).scatter(1, top_index, 1.0).sum(0).detach()  # tokens per expert (a count)
+        return gates, gates.sum(0), load
 
     def balance_loss(self, importance: torch.Tensor, load: torch.Tensor) -> torch.Tensor:
         return self.w_importance * cv_squared(importance) + self.w_load * cv_squared(load)
@@ -199,17 +191,104 @@ class DenseMLP(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
-# Attention with head importance, consolidation and first-layer sparsification
+# Attention sparsification (the paper's Algorithm 1) in the first layer
 # --------------------------------------------------------------------------------------------------
 
-def consolidation_matrix(importance: torch.Tensor, probs: torch.Tensor, keep_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Head clusters and mixing weights from importance (H) and one patient's attention maps (H×T×T).
+def kept_elements(n_wsi: int, ratio: float) -> int:
+    """k = (q·N)² attention elements kept per head, rounded to the nearest integer (N = WSI tokens)."""
+    return int(round((ratio * n_wsi) ** 2))
 
-    Returns ``assign`` (H: the kept head each head joins) and ``mix`` (H×H: row g holds the weights of
-    the heads of g's cluster, softmax of their importance, summing to 1; cluster output = mix @ heads)."""
+
+def kept_tokens(n_wsi: int, ratio: float) -> int:
+    """The q·N WSI tokens (nearest integer, at least 1, at most N) that stay after the first layer."""
+    return min(n_wsi, max(1, int(round(ratio * n_wsi))))
+
+
+def top_indices(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (per row of ``flat``, H×M) of the k largest values, exactly as ``flat.topk(k)``'s set.
+
+    For k ≪ M a threshold read off a strided sample keeps the candidates (≈ 3k), whose top-k is then
+    exact; rows where the threshold leaves fewer than k candidates fall back on the full top-k."""
+    rows, m = flat.shape
+    if k >= m:
+        return torch.arange(m, device=flat.device).expand(rows, -1)
+    if m < 200_000 or 8 * k > m:
+        return flat.topk(k, dim=1).indices
+    stride = max(1, m // 100_000)
+    sample = flat[:, ::stride].contiguous()
+    above = min(sample.shape[1], int(math.ceil(3 * k / m * sample.shape[1])) + 1)
+    threshold = sample.topk(above, dim=1).values[:, -1]  # ≈ the (3k)-th largest value
+    out = []
+    for row in range(rows):
+        candidates = (flat[row] >= threshold[row]).nonzero().squeeze(1)
+        if candidates.numel() < k:
+            out.append(flat[row].topk(k).indices)
+        else:
+            out.append(candidates[flat[row, candidates].topk(k).indices])
+    return torch.stack(out)
+
+
+class SparsifiedAttention(torch.autograd.Function):
+    """One patient's heads: A = softmax(QKᵀ/√dh) (H×L×L), keep the k largest elements of each head's
+    flattened map (the rest set to 0, no renormalisation) and return A_sparse·V (Algorithm 1).
+
+    Only the kept elements are stored; the backward recomputes A from Q and K, so
+    a patient's L×L maps live for one patient at a time. Extra (non-differentiable) outputs: the cls
+    row of the dense map (H×L), the kept attention each token receives as a key summed over heads and
+    queries (L), and the kept flat indices (H×k)."""
+
+    @staticmethod
+    def _attention(q, k):
+        return torch.softmax(torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5), dim=-1)
+
+    @staticmethod
+    def forward(ctx, q, k, v, n_keep):
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        heads, length, dim = q.shape
+        attn = SparsifiedAttention._attention(q, k)
+        flat = attn.view(heads, length * length)
+        index = top_indices(flat, n_keep)
+        values = flat.gather(1, index)
+        offset = (torch.arange(heads, device=q.device) * length)[:, None]
+        rows, cols = (index // length + offset).reshape(-1), (index % length + offset).reshape(-1)
+        out = v.new_zeros(heads * length, dim).index_add_(0, rows, values.reshape(-1, 1) * v.reshape(-1, dim)[cols])
+        cls_row = attn[:, 0].clone()
+        received = v.new_zeros(heads * length).index_add_(0, cols, values.reshape(-1)).view(heads, length).sum(0)
+        ctx.save_for_backward(q, k, v, index, values)
+        ctx.mark_non_differentiable(cls_row, received, index)
+        return out.view(heads, length, dim), cls_row, received, index
+
+    @staticmethod
+    def backward(ctx, grad_out, _cls, _received, _index):
+        q, k, v, index, values = ctx.saved_tensors
+        heads, length, dim = q.shape
+        offset = (torch.arange(heads, device=q.device) * length)[:, None]
+        rows, cols = (index // length + offset).reshape(-1), (index % length + offset).reshape(-1)
+        grad_rows = grad_out.reshape(-1, dim)[rows]
+        grad_values = (grad_rows * v.reshape(-1, dim)[cols]).sum(1)  # ∂L/∂A at the kept elements
+        grad_v = v.new_zeros(heads * length, dim).index_add_(0, cols, values.reshape(-1, 1) * grad_rows)
+        kept_product = values.reshape(-1) * grad_values  # A ⊙ ∂L/∂A (zero where not kept)
+        row_sum = q.new_zeros(heads * length).index_add_(0, rows, kept_product).view(heads, length)
+        attn = SparsifiedAttention._attention(q, k)  # recomputed: the softmax backward needs all of A
+        grad_scores = attn.mul_(-row_sum[..., None])
+        grad_scores.view(heads, -1).scatter_add_(1, index, kept_product.view(heads, -1))
+        grad_scores.mul_(dim ** -0.5)
+        return grad_scores @ k, grad_scores.transpose(-1, -2) @ q, grad_v.view(heads, length, dim), None
+
+
+# --------------------------------------------------------------------------------------------------
+# Attention with head importance and consolidation
+# --------------------------------------------------------------------------------------------------
+
+def consolidation_matrix(importance: torch.Tensor, outputs: torch.Tensor, keep_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Head clusters and mixing weights from importance (H) and one patient's head outputs (H×T×dh).
+
+    Returns ``assign`` (H: the kept head each head joins, by cosine similarity of the flattened
+    outputs) and ``mix`` (H×H: row g holds the weights of the heads of g's cluster, softmax of their
+    importance, summing to 1; cluster output = mix @ heads)."""
     heads = importance.numel()
     keep = importance.topk(min(keep_heads, heads)).indices
-    flat = probs.reshape(heads, -1)
+    flat = outputs.reshape(heads, -1)
     similarity = F.cosine_similarity(flat[:, None, :], flat[None, keep, :], dim=2)  # H×k
     assign = keep[similarity.argmax(dim=1)]
     assign[keep] = keep
@@ -219,7 +298,7 @@ def consolidation_matrix(importance: torch.Tensor, probs: torch.Tensor, keep_hea
 
 
 class HeadAttention(nn.Module):
-    """Multi-head self-attention whose probabilities ACS reads (importance hook, consolidation)."""
+    """Multi-head self-attention with head importance (on the head outputs) and consolidation."""
 
     def __init__(self, dim: int, n_heads: int, keep_heads: int):
         super().__init__()
@@ -246,28 +325,35 @@ class HeadAttention(nn.Module):
         scores = (q[:, :, :1] @ k.transpose(-1, -2)).squeeze(2) / math.sqrt(self.head_dim)
         return torch.softmax(scores.masked_fill(~key_mask[:, None, :], float("-inf")), dim=-1)
 
-    def explicit(self, q, k, v, key_mask, *, track: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
-        probs = torch.softmax(scores.masked_fill(~key_mask[:, None, None, :], float("-inf")), dim=-1)
-        if track and probs.requires_grad:
-            probs.register_hook(self._accumulate(probs.detach()))
-        return probs @ v, probs
+    @staticmethod
+    def full(q, k, v, key_mask, *, fused: bool) -> torch.Tensor:
+        """Dense attention: explicit products (counted by FLOP counters) or PyTorch's fused kernel."""
+        if fused:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+        return torch.softmax(scores.masked_fill(~key_mask[:, None, None, :], float("-inf")), dim=-1) @ v
 
-    def _accumulate(self, probs: torch.Tensor):
-        def hook(grad: torch.Tensor) -> None:
-            with torch.no_grad():
-                per_patient = (probs * grad).sum(dim=(2, 3)).abs()  # B×H
-                self.importance_sum += per_patient.sum(0)
-                self.importance_count += per_patient.shape[0]
-        return hook
+    def track(self, heads: torch.Tensor) -> None:
+        """Accumulate Michel et al.'s I_h = |A_h(x)ᵀ ∂L/∂A_h(x)| per patient (A_h(x): head h's output B×H×T×dh)."""
+        if heads.requires_grad:
+            outputs = heads.detach()
 
-    def consolidate(self, heads: torch.Tensor, probs: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
-        """Each head's output replaced by its cluster's softmax(I)-weighted sum (per patient)."""
+            def hook(grad: torch.Tensor) -> None:
+                with torch.no_grad():
+                    per_patient = (outputs * grad).sum(dim=(2, 3)).abs()  # B×H
+                    self.importance_sum += per_patient.sum(0)
+                    self.importance_count += per_patient.shape[0]
+
+            heads.register_hook(hook)
+
+    def consolidate(self, heads: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
+        """Each head's output replaced by its cluster's softmax(I)-weighted sum (clusters per patient)."""
         importance = self.importance()
-        masked = probs * query_mask[:, None, :, None]
-        mixes = [consolidation_matrix(importance, masked[b], self.keep_heads)[1] for b in range(probs.shape[0])]
-        self.last_mix = torch.stack(mixes).detach()
-        return torch.einsum("bgh,bhtd->bgtd", torch.stack(mixes), heads)
+        masked = (heads * query_mask[:, None, :, None]).detach()
+        mixes = torch.stack([consolidation_matrix(importance, masked[b], self.keep_heads)[1]
+                             for b in range(heads.shape[0])])
+        self.last_mix = mixes
+        return torch.einsum("bgh,bhtd->bgtd", mixes, heads)
 
     def merge(self, heads: torch.Tensor) -> torch.Tensor:
         b, _, t, _ = heads.shape
@@ -349,20 +435,25 @@ class CancerMoE(SurvivalModel):
     def __init__(self, *, path_dim: int = 1024, omic_dim: int = 0, n_bins: int = 4, dim: int = 32, n_heads: int = 8,
                  n_layers: int = 2, mlp_ratio: float = 1.0, dropout: float = 0.1, genomic_tokens: int = 8,
                  genomic_embedding: str = "separate", n_experts: int = 4, top_k: int = 2,
-                 balance_weight: float = 0.01, n_tokens: int = 3072, n_key_tokens: int = 4, p_random: float = 0.5,
-                 refresh: str = "cindex", refresh_every: int = 2, keep_heads: int = 2, keep_ratio: float = 0.08,
-                 dps: bool = True, random_selection: bool = False, acs: bool = True, smoe: bool = True,
-                 genomics: bool = True, **sizes):
+                 router_hidden: int | None = None, balance_weight: float = 0.01, n_tokens: int = 3072,
+                 n_key_tokens: int = 4, p_random: float = 0.5, refresh: str = "cindex", refresh_every: int = 2,
+                 keep_heads: int = 2, keep_ratio: float = 0.08, selection: str = "dps", acs: bool = True,
+                 consolidation: bool = True, smoe: bool = True, genomics: bool = True, **sizes):
         super().__init__(n_bins=n_bins, path_dim=path_dim, omic_dim=omic_dim, **sizes)
         if refresh not in REFRESH_POLICIES:
             raise ValueError(f"CancerMoE: refresh must be one of {', '.join(REFRESH_POLICIES)}, got {refresh!r}")
+        if selection not in SELECTIONS:
+            raise ValueError(f"CancerMoE: selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
         if genomic_embedding not in ("separate", "shared"):
             raise ValueError(f"CancerMoE: genomic_embedding must be separate or shared, got {genomic_embedding!r}")
         if n_layers < 1:
             raise ValueError("CancerMoE needs at least one layer")
+        if n_tokens < 1 or not 0.0 < keep_ratio <= 1.0 or not 0.0 <= p_random <= 1.0:
+            raise ValueError(f"CancerMoE: need n_tokens ≥ 1, 0 < keep_ratio ≤ 1 and 0 ≤ p_random ≤ 1, got "
+                             f"{n_tokens}, {keep_ratio}, {p_random}")
         self.dim, self.n_tokens, self.n_key_tokens, self.p_random = dim, n_tokens, n_key_tokens, p_random
         self.refresh, self.refresh_every, self.keep_ratio = refresh, refresh_every, keep_ratio
-        self.dps, self.random_selection, self.acs, self.genomics = dps, random_selection, acs, genomics
+        self.selection, self.acs, self.consolidation, self.genomics = selection, acs, consolidation, genomics
         self.genomic_embedding = genomic_embedding
         self.n_genomic_tokens = min(genomic_tokens, omic_dim) if genomics and omic_dim > 0 else 0
         self.genomic_chunk = -(-omic_dim // self.n_genomic_tokens) if self.n_genomic_tokens else 0
@@ -381,10 +472,13 @@ class CancerMoE(SurvivalModel):
         self.layers = nn.ModuleList()
         for index in range(n_layers):
             last = index == n_layers - 1
-            moe = NoisyTopKMoE(dim, hidden, n_experts, top_k, 3, balance_weight, balance_weight) if smoe and last else None
+            moe = (TopKMoE(dim, hidden, n_experts, top_k, 3, router_hidden, balance_weight, balance_weight)
+                   if smoe and last else None)
             self.layers.append(Layer(dim, n_heads, keep_heads, hidden, dropout, moe))
         self.norm = nn.LayerNorm(dim)
         self.classifier = nn.Linear(dim, n_bins)
+        # the "w/o DPS" ablation's fixed random token sets: drawn from the run's seed, no generator draw
+        self._selection_seed = int(torch.initial_seed()) & 0x7FFF_FFFF_FFFF_FFFF
         # DPS / epoch bookkeeping (the module's extra state, see the module docstring)
         self._scores: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._epoch = 1
@@ -396,6 +490,7 @@ class CancerMoE(SurvivalModel):
         self._keys_this_epoch: set[int] = set()
         self._epoch_records: list[tuple[float, float, float]] = []  # (risk, time, censorship), not saved
         self._last_keys: list[int] = []
+        self._last_selections: list[torch.Tensor] = []
 
     # ---------------------------------------------------------------- tokens
     def genomic_tokens(self, omic: torch.Tensor) -> torch.Tensor:
@@ -406,14 +501,9 @@ class CancerMoE(SurvivalModel):
             return torch.einsum("btl,tld->btd", pieces, self.genomic_weight) + self.genomic_bias
         return self.genomic_proj(pieces) + self.genomic_position
 
-    @property
-    def kept_wsi_tokens(self) -> int:
-        """kq = round(q·N): the WSI tokens the first layer keeps (when ACS is on)."""
-        return max(1, int(round(self.keep_ratio * self.n_tokens)))
-
     # ---------------------------------------------------------------- encoder
     def encode(self, wsi: torch.Tensor, wsi_mask: torch.Tensor, omic: torch.Tensor | None):
-        """WSI tokens B×S×D (mask B×S) and omic B×G → logits, aux terms, per-WSI-token scores B×S, maps."""
+        """WSI tokens B×S×D (mask B×S, real rows first) and omic B×G → logits, aux terms, WSI scores B×S, maps."""
         b, s, _ = wsi.shape
         device = wsi.device
         parts, modality = [self.cls_token.expand(b, -1, -1)], [CLS]
@@ -430,56 +520,68 @@ class CancerMoE(SurvivalModel):
         first_cls = None
         aux: dict[str, torch.Tensor] = {}
         maps: dict[str, torch.Tensor] = {}
-        consolidate = self.acs and self.consolidating
-        track = self.acs and self.training and torch.is_grad_enabled()
+        consolidate = self.acs and self.consolidation and self.consolidating
+        track = self.acs and self.consolidation and self.training and torch.is_grad_enabled()
         for index, layer in enumerate(self.layers):
             h = layer.norm1(x)
             q, k, v = layer.attn.split(h)
-            cls_attn = layer.attn.cls_attention(q, k, mask)  # B×H×T
-            if self.acs and index == 0:
-                first_cls = cls_attn.mean(1)[:, fixed:]
-                x, q, k, v, mask, modality, wsi_index, cls_heads = self._sparsify(x, q, k, v, mask, modality, wsi_index,
-                                                                                  cls_attn, fixed)
-                heads, probs = layer.attn.explicit(q, k, v, mask, track=track)
-                heads = torch.cat([cls_heads, heads[:, :, 1:]], dim=2)  # the cls query keeps every token
-                block = (probs[:, :, fixed:, fixed:].mean(1) * mask[:, fixed:, None]).detach()
-                maps["first_layer_wsi"] = block  # B×kq×kq, rows of padding zeroed
-                maps["first_layer_kept"] = wsi_index
-            elif self.acs:
-                heads, probs = layer.attn.explicit(q, k, v, mask, track=track)
+            if index == len(self.layers) - 1:  # DPS scores: the last layer's cls attention (head mean)
+                last_cls, last_index = layer.attn.cls_attention(q, k, mask).mean(1)[:, fixed:], wsi_index
+            sparsify = self.acs and index == 0
+            if sparsify:
+                heads, first_cls, received, kept = self._sparse_first_layer(q, k, v, wsi_mask, fixed)
+                maps["first_layer_kept_elements"] = kept  # B×H
             else:
-                heads, probs = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :]), None
-            if consolidate and probs is not None:
-                heads = layer.attn.consolidate(heads, probs, mask)
+                heads = layer.attn.full(q, k, v, mask, fused=not self.acs)
+            if track:
+                layer.attn.track(heads)
+            if consolidate:
+                heads = layer.attn.consolidate(heads, mask)
             x = x + layer.drop(layer.attn.merge(heads))
+            if sparsify:
+                x, mask, modality, wsi_index = self._filter(x, mask, modality, received, first_cls, fixed)
+                maps["first_layer_kept"] = wsi_index
+                maps["first_layer_kept_mask"] = mask[:, fixed:]
             x, balance = layer.feed_forward(x, modality, mask)
             if balance is not None:
                 aux["balance"] = balance
-            last_cls = cls_attn
-        # DPS scores: last-layer cls attention (head mean) of the WSI tokens still present; filtered ones
-        # get their first-layer cls attention − 1 (below every kept token)
-        last = last_cls.mean(1)[:, fixed:]
-        scores = last if last.shape[1] == s else (first_cls - 1).scatter(1, wsi_index, last)
+        # WSI tokens no longer present in the last layer score their first-layer cls attention − 1
+        scores = last_cls if first_cls is None else (first_cls - 1).scatter(1, last_index, last_cls)
         logits = self.classifier(self.norm(x[:, 0]))
         return logits, aux, scores.detach(), maps
 
-    def _sparsify(self, x, q, k, v, mask, modality, wsi_index, cls_attn, fixed):
-        """First layer: keep the kq WSI tokens with the highest cls attention (head mean) plus cls/genomic."""
+    def _sparse_first_layer(self, q, k, v, wsi_mask, fixed):
+        """Algorithm 1 per patient over its real tokens (cls, genomic, its N WSI tokens)."""
+        b, heads, t, dh = q.shape
+        outputs, first_cls, received, kept = [], q.new_zeros(b, t - fixed), q.new_zeros(b, t - fixed), []
+        for row in range(b):
+            n = int(wsi_mask[row].sum())
+            length = fixed + n
+            out, cls_row, mass, index = SparsifiedAttention.apply(q[row, :, :length], k[row, :, :length],
+                                                                  v[row, :, :length], kept_elements(n, self.keep_ratio))
+            outputs.append(F.pad(out, (0, 0, 0, t - length)))
+            first_cls[row, :n] = cls_row.mean(0)[fixed:]
+            received[row, :n] = mass[fixed:]
+            kept.append(torch.tensor([head.unique().numel() for head in index], device=q.device))
+        return torch.stack(outputs), first_cls, received, torch.stack(kept)
+
+    def _filter(self, x, mask, modality, received, first_cls, fixed):
+        """Keep cls, genomic and the q·N WSI tokens that receive the most kept attention (ties: cls attention)."""
         b = x.shape[0]
         wsi_mask = mask[:, fixed:]
-        keep = min(self.kept_wsi_tokens, wsi_mask.shape[1])
-        ranking = cls_attn.mean(1)[:, fixed:].masked_fill(~wsi_mask, -1.0)
-        top = ranking.topk(keep, dim=1).indices.sort(dim=1).values  # B×kq, bag order
-        kept_mask = wsi_mask.gather(1, top)  # False only when a patient has fewer than kq real tokens
-        cls_heads = (cls_attn.unsqueeze(2) @ v)  # B×H×1×dh: the cls query over every token
+        counts = [kept_tokens(int(wsi_mask[row].sum()), self.keep_ratio) for row in range(b)]
+        width = max(counts)
+        order = first_cls.masked_fill(~wsi_mask, -1.0).sort(dim=1, descending=True, stable=True).indices
+        ranked = received.masked_fill(~wsi_mask, -1.0).gather(1, order)
+        order = order.gather(1, ranked.sort(dim=1, descending=True, stable=True).indices)
+        kept_mask = torch.arange(width, device=x.device)[None, :] < torch.tensor(counts, device=x.device)[:, None]
+        s = wsi_mask.shape[1]
+        top = order[:, :width].masked_fill(~kept_mask, s).sort(dim=1).values  # bag order, padding slots last
+        top = top.masked_fill(~kept_mask, 0)  # padding slots: row 0, masked out
         index = torch.cat([torch.arange(fixed, device=x.device).expand(b, -1), top + fixed], dim=1)
-
-        def take(t):  # B×H×T×dh
-            return t.gather(2, index[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[3]))
-
         x = x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
-        mask = torch.cat([mask[:, :fixed], kept_mask], dim=1)
-        return (x, take(q), take(k), take(v), mask, modality.gather(1, index), wsi_index.gather(1, top), cls_heads)
+        mask = torch.cat([mask[:, :fixed], kept_mask & wsi_mask.gather(1, top)], dim=1)
+        return x, mask, modality.gather(1, index), top
 
     @property
     def consolidating(self) -> bool:
@@ -509,11 +611,14 @@ class CancerMoE(SurvivalModel):
 
     def _select(self, bag: torch.Tensor, key: int, training: bool, stored=None) -> torch.Tensor:
         n = bag.shape[0]
-        if not self.dps:
+        if self.selection == "all" or n <= self.n_tokens:
             return torch.arange(n, device=bag.device)
-        if self.random_selection:
-            return select_tokens(n, self.n_tokens, None, n_key=self.n_key_tokens, p_random=1.0, random=training,
+        if self.selection == "random":  # Random Select: fresh uniform tokens at every visit, evaluation too
+            return select_tokens(n, self.n_tokens, None, n_key=self.n_key_tokens, p_random=1.0, random=True,
                                  device=bag.device)
+        if self.selection == "fixed_random":  # w/o DPS: one random set per patient, the same at every visit
+            generator = torch.Generator().manual_seed((self._selection_seed ^ key) & 0x7FFF_FFFF_FFFF_FFFF)
+            return torch.randperm(n, generator=generator)[:self.n_tokens].sort().values.to(bag.device)
         stored = self._scores.get(key) if stored is None else stored
         return select_tokens(n, self.n_tokens, stored, n_key=self.n_key_tokens, p_random=self.p_random,
                              random=training, device=bag.device)
@@ -529,8 +634,9 @@ class CancerMoE(SurvivalModel):
             self._start_visit(keys)
         else:
             self._saw_eval = self._ever_eval = True
+        dps = self.selection == "dps"
         selections = [self._select(bag, key, training) for bag, key in zip(bags, keys)]
-        scoring_pass = (not training and self.dps and not self.random_selection
+        scoring_pass = (not training and dps
                         and any(key not in self._scores and bag.shape[0] > self.n_tokens for bag, key in zip(bags, keys)))
         if scoring_pass:  # evaluation of unseen patients: score an evenly spaced selection first
             wsi, wsi_mask = self._pack(bags, selections)
@@ -539,11 +645,11 @@ class CancerMoE(SurvivalModel):
                           for row, (bag, key, sel) in enumerate(zip(bags, keys, selections))]
         wsi, wsi_mask = self._pack(bags, selections)
         logits, aux, scores, maps = self.encode(wsi, wsi_mask, omic)
-        if training and self.dps and not self.random_selection:
+        if training and dps:
             for row, (key, sel) in enumerate(zip(keys, selections)):
                 if self._refreshing or key not in self._scores:
                     self._scores[key] = (sel.cpu(), scores[row, :len(sel)].float().cpu())
-        self._last_keys = keys
+        self._last_keys, self._last_selections = keys, selections
         attention = {"wsi_scores": scores, "selection": wsi_mask, **maps}
         return ModelOutput(logits=logits, aux=aux, attention=attention)
 
@@ -588,7 +694,7 @@ class CancerMoE(SurvivalModel):
         return {SURVIVAL_TERM: nll, **output.aux}
 
     def get_extra_state(self) -> torch.Tensor:
-        state = {"version": 1, "epoch": self._epoch, "cindex": list(self._cindex_history),
+        state = {"version": 2, "selection_seed": self._selection_seed, "epoch": self._epoch, "cindex": list(self._cindex_history),
                  "refreshing": self._refreshing, "keys": list(self._scores),
                  "positions": [pos for pos, _ in self._scores.values()],
                  "scores": [score for _, score in self._scores.values()]}
@@ -600,4 +706,5 @@ class CancerMoE(SurvivalModel):
         values = torch.load(io.BytesIO(state.cpu().numpy().tobytes()), weights_only=True)
         self._epoch, self._cindex_history = int(values["epoch"]), list(values["cindex"])
         self._refreshing = bool(values["refreshing"])
+        self._selection_seed = int(values.get("selection_seed", self._selection_seed))
         self._scores = {int(k): (p, s) for k, p, s in zip(values["keys"], values["positions"], values["scores"])}
