@@ -1,56 +1,74 @@
 """CancerMoE: sparse mixture-of-experts transformer with dynamic patch selection and attention consolidation.
 
-Peng et al., "An Ultra-Efficient Multi-Modal Integration Framework in Cancer Prognosis" (AAAI 2025
-workshop GenAI4Health; TMLR submission "One Leaf Knows Autumn"). No public code exists: everything
-here is written from the paper's description as summarised in issue 16; every choice the
-description leaves open is listed below with its reason.
+Peng et al., "One Leaf Knows Autumn: A Piece of Data-Model Facilitates Efficient Cancer Prognosis with
+Histological and Genomic Modalities" (GenAI4Health workshop, AAAI 2025; its method section is titled
+"CancerMoE - An Ultra-Efficient Multi-Modal Integration Framework in Cancer Prognosis"); text in
+``../shared/papers/002_aefad4cac30c4be9.txt``. **No official code** was found (code search for the
+title, the model name and the authors' lab, UNITES-Lab; one unrelated public class named
+``CancerMoE`` — Q-Former projectors, no patch selection, no ACS — is not this paper's): everything
+here follows the paper's text; every choice the text leaves open is listed with its reason, and
+"(ours)" marks each.
 
-**Tokens.** Patch features (``path``, D = 1024) → ``Linear(D → d)``, d = 32. The genomic vector
-(``omic``: every genomic column, scaled on the training fold) is zero-padded and cut into
-``genomic_tokens`` = 8 contiguous sub-vectors of c = ⌈G/8⌉ values (we read the paper's "sequences
-of length 8" as the genomic token sequence having length 8: with sub-vectors of 8 values instead, a
-3,000–12,000-gene vector would give 400–1,500 genomic tokens, whose attention alone would exceed
-the paper's 0.170 GFLOPs); each sub-vector ``t`` is projected to d by its OWN ``Linear(c → d)``
-(``genomic_embedding="separate"``: the sub-vectors hold different genes) — ``"shared"`` gives the
-ViT-style shared projection plus a learned position embedding per genomic token. A learnable cls
-token leads the sequence ``[cls, genomic tokens, WSI tokens]``. The modality one-hot (cls / WSI /
-genomic) is concatenated to each token **at the router's input** (modality-aware routing):
-concatenating it to the token itself would make the width 35, which 8 heads cannot divide.
+**Tokens.** Patch features (``path``, D = 1024) → ``Linear(D → d)``, d = 32 ("the hidden dimension
+of our model is 32", App. B). The genomic vector (``omic``: every genomic column, scaled on the
+training fold) is zero-padded and cut into ``genomic_tokens`` = 8 contiguous sub-vectors of
+c = ⌈G/8⌉ values, each projected to d by its OWN ``Linear(c → d)`` (``genomic_embedding=
+"separate"``; ``"shared"``: one ViT-style projection plus a learned position embedding per token).
+The paper: "we divide [the genomic vector] into g sub-vectors. Each sub-vector is then projected into
+the embedding space through a linear layer" (§3.2) and "a patch embedding layer that splits each
+gene profile vector into sequences with length 8" (App. B); we read "length 8" as the genomic
+sequence's length (ours; see **Size** for why neither reading reproduces the paper's count). A
+learnable cls token leads the sequence ``[cls, genomic tokens, WSI tokens]``. The modality one-hot
+x_m = Concat(x, OneHot(m)) (§3.1) is built **at the router's input** (cls / WSI / genomic, 3 ids):
+concatenating it to the token itself would make the width 35, which 8 heads cannot divide (ours).
 
-**Encoder.** 2 pre-norm transformer layers, 8 heads, d = 32 (head size 4), MLP hidden size
-``mlp_ratio · d`` = 32 (the issue's reading: "hidden d = 32"), GELU, dropout 0.1 on the residual
-branches (the paper gives no dropout; attention probabilities get none, which keeps the explicit
-attention maps ACS needs cheap to store). The last layer's MLP is a sparse MoE: the dense MLP
-(d → h → d) partitioned uniformly into ``n_experts`` (4) experts of hidden size h/E (each expert is
-its slice of a dense MLP's initial weights; the output bias stays shared, so SMoE and dense MLP have
-the same weights plus the router), Shazeer et al.'s (2017) noisy top-k gating (``top_k`` = 2; clean
-and noise weights zero-initialised as there; Gaussian noise in training only) and real sparse
-dispatch (each expert computes only its tokens, so FLOP counts see k/E of the dense MLP). The
-auxiliary term ``balance`` = w_imp·CV²(Importance) + w_load·CV²(Load) over the batch's real tokens
-(Shazeer eqs. 6–10, Load through the smooth estimator P(x, i) = Φ((clean_i − kth_excluding)/σ_i)),
-CV² = population variance / mean², w_imp = w_load = 0.01.
+**Encoder.** 2 pre-norm transformer layers ("two transformer encoder layers"), 8 heads, d = 32 (head
+size 4), MLP hidden ``mlp_ratio · d`` = 32 (the paper gives no MLP width; ours), GELU, dropout 0.1
+on the residual branches (the paper gives no dropout; ours). The last layer's MLP is the sparse MoE
+(App. B: "the SMoE is tailored in the MLP layer of the last transformer encoder layers"): the dense
+MLP (d → h → d) partitioned uniformly into ``n_experts`` = 4 experts of hidden h/E (§3.1
+"Modularization"; "the number of experts is 4 or 8"); each expert is its slice of a dense MLP's
+initial weights and the output bias stays shared, so SMoE and dense MLP hold the same weights plus
+the router. Real sparse dispatch: each expert computes only its tokens.
 
-**Dynamic Patch Selection (DPS).** N = ``n_tokens`` (3072) WSI tokens per patient: the b =
-``n_key_tokens`` (4) tokens with the highest stored scores (cls attention of the LAST layer, mean
-over heads), a window of N(1 − p)/(2b) tokens on each side of each key token (p = ``p_random`` =
-0.5: 192 per side, 384 per key, 1536 in all), and N·p tokens drawn uniformly without replacement
-from the tokens not used yet, so exactly N distinct tokens. Neighbourhood = **the patient's bag
-order** (a window of 2w consecutive rows, shifted inside the bag at its ends; overlapping windows
-are merged and the random part fills the shortfall): the paper's "each side" is a 1-D notion, the
-patching run lists a slide's patches row-major on its grid (consecutive rows are spatial
-neighbours along x), and it needs no coordinates file. Before a patient has scores (its first
-visit) all N tokens are drawn at random. **A bag of n ≤ N real rows uses all of them** (no
-duplicates, no padding: every selection is drawn from the rows ``batch.mask`` marks as real; the
-demo's 40–200-patch bags take this path). **Evaluation** uses the same rule without the random
-part: the N·p (or, without scores, all N) tokens are taken evenly spaced over the unused rows; a
-patient without stored scores (a validation patient) is first scored by one forward over N evenly
-spaced tokens, then selected and run again (two passes, only for bags larger than N).
+*Router (the paper's eq. 2).* R(x) = TopK(softmax(g(x)), k), y = Σ_i R(x)_i·f_i(x): the softmax over
+all E experts' logits, the k largest probabilities kept, the others set to 0, **no renormalisation**
+over the kept k and **no noise** (the paper has none). g is "a Multi-Layer Perception (MLP)" of
+unstated shape: ``Linear(d + 3 → router_hidden) → GELU → Linear(router_hidden → E)`` with
+``router_hidden`` = d = 32 and PyTorch's default initialisation (ours: the shape; GELU as the
+model's MLPs; a non-zero initialisation, since a zero-initialised router without noise would send
+every token to the same k experts). k = ``top_k`` = 2 (the paper does not give k; ours). The
+auxiliary term ``balance`` = w_imp·CV²(Importance) + w_load·CV²(Load) (App. B: "the load and
+importance balancing loss (Shazeer et al. 2017b)") over the batch's real tokens, CV² = population
+variance / mean², w_imp = w_load = 0.01 (Shazeer's; the paper gives none): Importance = Σ_x R(x)
+(differentiable); Load = the number of tokens each expert receives, a count without gradient —
+Shazeer's smooth load estimator needs the gating noise, which eq. 2 does not have, so only the
+Importance term trains the router towards balance (a consequence of eq. 2, written here).
 
-*Refresh of the scores.* Policies ``refresh``: ``"cindex"`` (the paper's "c-index depends": the
-stored scores are refreshed only during an epoch that follows a drop of the training c-index),
-``"epoch"`` (every epoch), ``"every_n"`` (every ``refresh_every`` epochs). A patient without
-stored scores is always stored. *How the model gets this information (the training loop neither
-gives case ids nor calls the model between epochs):*
+**Dynamic Patch Selection (DPS)** (§3.3, App. A "Details of Dynamic Patch Selection", App. B). N =
+``n_tokens`` (3072) WSI tokens per patient: the b = ``n_key_tokens`` (4) tokens with the highest
+stored token scores ("Key Tokens"), N(1 − p)/(2b) tokens on each side of each key token (p =
+``p_random`` = 0.5: 192 per side, 384 per key, 1536 in all), and N·p tokens drawn uniformly without
+replacement from the tokens not used yet, so exactly N distinct tokens. Token score = the cls
+token's attention of the LAST layer (App. B), mean over heads (§A: the multi-head score is the head
+average). Neighbourhood = **the patient's bag order** (a window of consecutive rows, shifted inside
+the bag at its ends; overlapping windows are merged and the random part fills the shortfall): the
+paper's "right and left sides" is a 1-D notion, the patching run lists a slide's patches row-major
+on its grid, and it needs no coordinates file (ours). Before a patient has scores (its first
+visit) all N tokens are drawn at random (ours). **A bag of n ≤ N real rows uses all of them** (no
+duplicates, no padding; the paper fixes N per WSI and does not say what a smaller WSI gets: ours).
+**Evaluation** (the paper does not describe DPS at inference; ours): the same rule without the
+random part — the N·p (or, without scores, all N) tokens are taken evenly spaced over the unused
+rows; a patient without stored scores (a validation patient) is first scored by one forward over N
+evenly spaced tokens, then selected and run again (two passes, only for bags larger than N).
+
+*Refresh of the scores* (Table 8). ``refresh``: ``"cindex"`` (the paper's default "c-index
+depends": the stored scores are refreshed only during an epoch that follows a drop of the training
+c-index), ``"epoch"`` (Table 8's "per epoch"), ``"every_n"`` (refreshing epochs 1, 1 + r, 1 + 2r, …
+with r = ``refresh_every``). Table 8 lists "per epoch" and "1 epoch apart" as different settings, so
+we map "n epochs apart" to r = n + 1 (n epochs without a refresh between two refreshing ones; our
+reading). A patient without stored scores is always stored. *How the model gets this information
+(the training loop neither gives case ids nor calls the model between epochs):*
 
 * patients are keyed by a content hash of their bag (blake2b of the real-row count, the width and
   rows 0, n/2 and n − 1): stable within a fold since the bag files do not change (NOT with
@@ -65,44 +83,98 @@ gives case ids nor calls the model between epochs):*
   distinct patients have been made (exact for sampling without replacement; with the loop's
   default class-balanced sampling WITH replacement only the evaluation signal is exact);
 * the scores (per patient: the N selected row positions and their scores — bounded by N, not by
-  the bag), the epoch counter, the c-index history and the refresh flag are the module's
-  ``get_extra_state`` (serialised into a uint8 tensor so ``state_dict`` copies stay tensors), so
-  checkpoints carry them; selection randomness draws from torch's global generator, which the
-  training run seeds: same seed ⇒ same selections.
+  the bag), the epoch counter, the c-index history, the refresh flag and the seed of the "w/o DPS"
+  sets are the module's ``get_extra_state`` (serialised into a uint8 tensor so ``state_dict``
+  copies stay tensors), so checkpoints carry them; selection randomness draws from torch's global
+  generator, which the training run seeds: same seed ⇒ same selections.
 
-**Attention Consolidation and Sparsification (ACS).** Head importance I_h = E|Σ A_h ⊙ ∂L/∂A_h|
-(Michel et al. 2019) is accumulated per layer on training batches by a backward hook on the
-attention probabilities (sum and count in buffers), L2-normalised per layer (as Michel et al.). From
-the second epoch on (or once importance exists when epochs are not tracked) the ``keep_heads`` (2)
-heads of largest I are kept, every other head joins the kept head whose attention map (this
-patient's, over its real tokens) is most cosine-similar, and each cluster's output is
-Σ_h softmax(I)_h · head_h over the cluster's heads (weights sum to 1 per cluster); the cluster's
-output takes the slot of each of its heads before the output projection (equivalently, one merged
-projection per cluster). In the FIRST layer attention is sparsified to the kq = round(q·N) WSI
-tokens (q = ``keep_ratio`` = 0.08: 246 of 3072, 92 % filtered) with the highest cls attention
-(head mean): the WSI×WSI attention keeps exactly (kq)² elements, cls and genomic tokens keep theirs,
-the cls query alone attends over every selected token, and the filtered WSI tokens leave the
-sequence, so layer 2 (training and inference alike) runs among the kq kept tokens only.
-*Departure:* the paper keeps "the (qN)² largest attention elements"; taking them literally needs the
-N×N map per head (8 × 3072² floats ≈ 300 MB per patient, ~10 GB at batch 32 with its gradient),
-so we keep the (qN)² elements among the qN tokens the cls token attends to most — the block the
-paper's inference runs on. DPS scores of filtered tokens are their layer-1 cls attention − 1
-(below every kept token's last-layer score).
+**Attention Consolidation and Sparsification (ACS)** (§3.4, Algorithms 1-2, App. B).
 
-**Training.** Batch 32 patients per forward (fixed N makes batches cheap), Adam, lr 1e-3, NLL
-(the paper's β = MCAT's α, 0 by default), 20 epochs, weight decay 1e-5 (MCAT's), no accumulation.
+*Sparsification (Algorithm 1), first layer only* ("The sparsification is only executed in the first
+transformer encoder layer, where we filter 92% WSIs tokens"). Per patient and per head, over the
+patient's real tokens (cls, genomic, its N WSI tokens: L = 1 + 8 + N): A = softmax(QKᵀ/√dh) (L×L),
+flattened; the k = (q·N)² largest elements are kept and every other element set to 0, **without
+renormalising the rows**; the head's output is A_sparse·V. q = ``keep_ratio`` = 0.08 and **N = the
+number of WSI tokens this patient has in the sequence** (min(bag, ``n_tokens``)), so the share of
+the WSI² count kept is q² whatever the bag (1,600 of 500², 60,398 of 3,072², 640,000 of 10,000²).
+Rounding: k = round((q·N)²) to the nearest integer (Algorithm 1 writes k ← (q×N)², an integer only
+when q·N is; 3,072 gives 245.76² = 60,397.66 → 60,398). As Algorithm 1, the top-k runs over the
+whole map, so the cls and genomic rows and columns compete with the WSI ones (the cls row may lose
+all of its elements; the cls token then carries only its residual out of layer 1). Implementation
+(ours, exact): a custom autograd function keeps only the k kept elements per head and recomputes the
+L×L map in the backward, so only one patient's maps (8 × L² floats, ≈ 300 MB per copy at
+N = 3,072, two copies transiently) are alive at a time; the k largest are found through a threshold
+read off a strided sample and an exact top-k among the candidates (the same set as ``torch.topk`` up
+to ties).
 
-**Ablations (paper Table 4)** as constructor flags: ``dps=False`` (every real row, no selection),
-``random_selection=True`` (N uniform random tokens per visit; evaluation: evenly spaced),
-``acs=False`` (no consolidation, no sparsification: full attention through
-``scaled_dot_product_attention`` in both layers), ``smoe=False`` (the dense MLP), ``genomics=False``
-(no genomic tokens; the ``omic`` input is still loaded but unused).
+*Which tokens leave after layer 1* (the paper says the first layer filters 92 % of the WSI tokens and
+that at inference "the attention calculation purely happens among the selected q×N tokens", without
+saying how the q·N tokens follow from the (q·N)² elements): the round(q·N) WSI tokens (at least 1)
+that RECEIVE the most kept attention (column sums of A_sparse over heads and queries; ties broken by
+the layer-1 cls attention) stay with cls and the genomic tokens; the others leave the sequence after
+the layer-1 attention, so the layer-1 MLP and layer 2 run on 1 + 8 + q·N tokens (our reading).
+*Departure:* inference computes layer 1 exactly as training (the full L×L map, then the kept
+elements): the paper's cheaper inference over the q·N tokens alone needs those tokens before the
+map that defines them. DPS scores of filtered tokens are their layer-1 cls attention (head mean, of
+the dense map) − 1, below every kept token's last-layer score (ours).
+
+*Consolidation (eq. 1, Algorithm 2), every layer* ("We do consolidation on each transformer encoder
+layer"). Head importance I_h = E_x|A_h(x)ᵀ ∂L/∂A_h(x)| with A_h(x) **the head's output features**
+(the paper: "A_i(x) represents the output features"; Michel et al. 2019's formula), summed over
+every query row — the cls row included, in layer 1 too — accumulated per layer on training batches
+by a backward hook (sum and count in buffers) and L2-normalised per layer (as Michel et al.). Once
+importance has been accumulated over a finished epoch (or, before the model has seen an epoch
+boundary, as soon as it exists; when consolidation starts is not in the paper: ours), the
+``keep_heads`` (2; Table 9's best "number of informative attention heads") heads of largest I are
+kept, every other head joins the kept head whose output (this patient's, over its real tokens) is
+most cosine-similar (Algorithm 2), and each cluster's output is Σ_h softmax(I)_h · A_h(x) over the
+cluster's heads (eq. 1); the cluster's output takes the slot of each of its heads before the output
+projection (equivalent to one merged projection per cluster; the paper's Concat of k outputs would
+leave the projection's width unspecified: ours).
+
+**Training.** Batch 32 patients per forward (App. B "The training batch size is set to 32"), Adam,
+lr 1e-3 (App. B), NLL (the paper's β = MCAT's α, 0 by default), 20 epochs, weight decay 1e-5
+(MCAT's; the paper gives neither: ours), no accumulation.
+
+**Paper settings as constructor options** (so config variants can train each table's rows):
+
+* Table 4 ablations: ``selection="fixed_random"`` ("w/o DPS": "We fix a set of randomly selected
+  tokens during training" — one uniform random set of N tokens per patient, drawn from the run's
+  seed and the bag's key, the same at every visit and at evaluation), ``selection="random"``
+  ("Random Select": "keep random token selection during training and inference" — N fresh uniform
+  tokens at every forward, evaluation included, so evaluation is random too), ``acs=False`` ("w/o
+  ACS": the vanilla attention module, no consolidation, no sparsification; both layers then use
+  PyTorch's fused attention), ``smoe=False`` ("w/o SMoE": the dense MLP d → h → d, as many weights
+  as the experts together, without the router), ``genomics=False`` ("w/o Genomic Profiles": no genomic
+  tokens; the ``omic`` input is still loaded but unused). ``selection="all"`` (every real row, no
+  selection) is ours, not a paper row. Default ``selection="dps"``.
+* Table 5 (selected tokens N): ``n_tokens`` (512 … 4096; 3072 default, "except BRCA, LUSC, and
+  SKCM"). Table 6 (key tokens b): ``n_key_tokens`` (1 … 5; 4). The ratio p of unseen tokens (the
+  text's Table 7, 0.1 … 0.9; 0.5): ``p_random``. Table 9 (informative heads 1, 2, 3; "w/o
+  Consolidation"): ``keep_heads`` and ``consolidation=False`` (sparsification kept). The captions of
+  the paper's Tables 7 and 9 are swapped relative to their values and to the text; we follow the
+  values. Table 8 (score-update policy): ``refresh`` and ``refresh_every`` (above). Also
+  ``keep_ratio`` (q), ``n_experts`` (4 or 8), ``top_k``, ``router_hidden``.
 
 **Size.** Parameters = 32,832 (WSI projection 1024 → 32 and the cls token) + 8·(32·⌈G/8⌉ + 32)
-(genomic projections, ``separate``) + 13,124 (2 layers, final norm, classifier) + 280 (router); on
-BLCA's 3,062 ``omic`` columns 144,540. The paper's 0.446 M is reached at G ≈ 12,490 genomic values;
-the paper's BRCA genomic width could not be recovered (the paper text was not accessible here), see
-``bench/cancermoe.py`` for the table.
+(genomic projections, ``separate``) + 13,124 (2 layers, final norm, classifier) + 1,284 (router
+g: 35·32 + 32 + 32·4 + 4); on BLCA's 3,062 ``omic`` columns 145,544, on the paper's BRCA width
+(Table 3: 20,980 genomic values) 718,984, where the paper reports 0.446 M (Table 2, "calculated on
+the BRCA dataset"). No reading of the genomic embedding reproduces 0.446 M at 20,980, because the
+non-genomic part is ≈ 47 k and the genomic part is either ≈ 32 per genomic value or ≈ 32/8:
+
+* 8 tokens, separate ``Linear(2,623 → 32)`` (ours): 8·(32·2,623 + 32) = 671,744 → 718,984;
+* 8 tokens, one shared ``Linear(2,623 → 32)`` + 8 position embeddings: 83,968 + 256 → 131,464;
+* 2,623 tokens of 8 values ("sequences with length 8" as the patch size), one ``Linear(8 → 32)``:
+  288 → 47,528; with a position embedding per genomic token (2,623·32 = 83,936) → 131,464;
+* with a 4·d MLP instead (h = 128) each total grows by 12,480 (731,464 / 143,944 / 60,008).
+
+0.446 M needs 32 parameters per value at G ≈ 12,450 (separate or one ``Linear(G → 32)``-sized
+map; no Table 3 width is near it, the nearest being UCEC's 9,081 and BLCA's 20,404) or, with one shared projection, G ≈ 99,600;
+~19 parameters per genomic value at 20,980 matches no projection of width 32. So the paper's count
+was taken on another width or architecture than the text states; ``bench/cancermoe.py`` prints the
+table. The FLOP figure (0.170 G) fits 8 genomic tokens far better than 2,623 (whose attention alone
+would exceed it), which is why we keep 8 tokens.
 """
 
 from __future__ import annotations
