@@ -95,10 +95,12 @@ transformer encoder layer, where we filter 92% WSIs tokens"). Per patient and pe
 patient's real tokens (cls, genomic, its N WSI tokens: L = 1 + 8 + N): A = softmax(QKᵀ/√dh) (L×L),
 flattened; the k = (q·N)² largest elements are kept and every other element set to 0, **without
 renormalising the rows**; the head's output is A_sparse·V. q = ``keep_ratio`` = 0.08 and **N = the
-number of WSI tokens this patient has in the sequence** (min(bag, ``n_tokens``)), so the share of
-the WSI² count kept is q² whatever the bag (1,600 of 500², 60,398 of 3,072², 640,000 of 10,000²).
-Rounding: k = round((q·N)²) to the nearest integer (Algorithm 1 writes k ← (q×N)², an integer only
-when q·N is; 3,072 gives 245.76² = 60,397.66 → 60,398). As Algorithm 1, the top-k runs over the
+number of WSI tokens this patient has in the sequence** (min(bag, ``n_tokens``) under DPS), so the
+share of the WSI² count kept is q² whatever the bag (1,600 of 500², 60,398 of 3,072², 640,000 of
+10,000² with ``n_tokens`` ≥ 10,000).
+Rounding: k = round((q·N)²) to the nearest integer, halves to even (Algorithm 1 writes k ← (q×N)², an integer only
+when q·N is; 3,072 gives 245.76² = 60,397.66 → 60,398; a patient with N ≤ 8 WSI tokens keeps 0
+elements, its layer-1 attention outputs are 0). As Algorithm 1, the top-k runs over the
 whole map, so the cls and genomic rows and columns compete with the WSI ones (the cls row may lose
 all of its elements; the cls token then carries only its residual out of layer 1). Implementation
 (ours, exact): a custom autograd function keeps only the k kept elements per head and recomputes the
@@ -267,7 +269,7 @@ class DenseMLP(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 def kept_elements(n_wsi: int, ratio: float) -> int:
-    """k = (q·N)² attention elements kept per head, rounded to the nearest integer (N = WSI tokens)."""
+    """k = (q·N)² attention elements kept per head, rounded to the nearest integer, halves to even (N = WSI tokens)."""
     return int(round((ratio * n_wsi) ** 2))
 
 
@@ -277,7 +279,7 @@ def kept_tokens(n_wsi: int, ratio: float) -> int:
 
 
 def top_indices(flat: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices (per row of ``flat``, H×M) of the k largest values, exactly as ``flat.topk(k)``'s set.
+    """Indices (per row of ``flat``, H×M) of the k largest values: ``flat.topk(k)``'s set up to ties.
 
     For k ≪ M a threshold read off a strided sample keeps the candidates (≈ 3k), whose top-k is then
     exact; rows where the threshold leaves fewer than k candidates fall back on the full top-k."""
