@@ -11,7 +11,7 @@ and most papers of the field report) beside it, for:
   ``FlopCounterMode`` counts no FLOPs for that CPU kernel, so its 2 × 2·T²·d multiply-adds are added
   analytically (T = 1 + 8 + N tokens); with ACS the first layer's full L×L map (Algorithm 1) and the
   second layer are explicit products, counted (not the first layer's sparse A·V, an ``index_add`` of
-  k·dh multiply-adds per head: 2 M at N = 3072);
+  k·dh multiply-adds per head: 1.9 M over the 8 heads at N = 3072);
 * genomic widths: BLCA's 3,062 ``omic`` columns (this project's BLCA table), the paper's BRCA width
   (Table 3: 20,980 genomic values, where Table 2's 0.446 M was counted) and the width at which the
   parameter count equals 0.446 M (the model docstring's **Size** explains why they differ).
