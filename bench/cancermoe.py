@@ -9,9 +9,12 @@ and most papers of the field report) beside it, for:
   patient without stored scores (a scoring pass over N evenly spaced tokens, then the selected N);
 * the ablation without ACS, whose full attention runs through ``scaled_dot_product_attention``:
   ``FlopCounterMode`` counts no FLOPs for that CPU kernel, so its 2 × 2·T²·d multiply-adds are added
-  analytically (T = 1 + 8 + N tokens);
-* genomic widths: BLCA's 3,062 ``omic`` columns (this project's BLCA table) and the width at which the
-  parameter count equals the paper's 0.446 M (the paper's BRCA width could not be recovered).
+  analytically (T = 1 + 8 + N tokens); with ACS the first layer's full L×L map (Algorithm 1) and the
+  second layer are explicit products, counted (not the first layer's sparse A·V, an ``index_add`` of
+  k·dh multiply-adds per head: 1.9 M over the 8 heads at N = 3072);
+* genomic widths: BLCA's 3,062 ``omic`` columns (this project's BLCA table), the paper's BRCA width
+  (Table 3: 20,980 genomic values, where Table 2's 0.446 M was counted) and the width at which the
+  parameter count equals 0.446 M (the model docstring's **Size** explains why they differ).
 
     PYTHONPATH=src python bench/cancermoe.py
 """
@@ -38,7 +41,7 @@ def forward_flops(model, bag: int, training: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--widths", default="3062", help="genomic widths to tabulate (besides the implied one)")
+    parser.add_argument("--widths", default="3062,20980", help="genomic widths to tabulate (besides the implied one)")
     parser.add_argument("--smoke", action="store_true",
                         help="seconds, not figures: one small width, bags of 3,072 only "
                              "(the test suite runs it so that the bench keeps running)")

@@ -9,8 +9,8 @@ import torch
 
 from mmsurv.models import ModelInputs, build_model, n_params
 from mmsurv.models.base import Batch, Target
-from mmsurv.models.cancermoe import (CancerMoE, NoisyTopKMoE, bag_key, consolidation_matrix, cv_squared,
-                                     select_tokens)
+from mmsurv.models.cancermoe import (CancerMoE, SparsifiedAttention, TopKMoE, bag_key, consolidation_matrix,
+                                     cv_squared, kept_elements, kept_tokens, select_tokens)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -43,50 +43,50 @@ def batch_of(bags: list[torch.Tensor], omic: torch.Tensor) -> Batch:
     return Batch(values={"path": path, "omic": omic}, mask=mask, size=len(bags))
 
 
-# ------------------------------------------------------------------ router and balance loss
+# ------------------------------------------------------------------ router (the paper's eq. 2) and balance loss
 
-def test_router_top_k_and_balance_loss_match_hand_computation():
-    torch.manual_seed(0)
-    moe = NoisyTopKMoE(dim=4, hidden=8, n_experts=4, top_k=2, route_extra=3, w_importance=0.1, w_load=0.2).eval()
+def _gelu(x: float) -> float:
+    return 0.5 * x * (1 + math.erf(x / math.sqrt(2)))
+
+
+def test_router_is_top_k_of_the_softmax_of_an_mlp_without_renormalisation_or_noise():
+    moe = TopKMoE(dim=2, hidden=8, n_experts=4, top_k=2, route_extra=1, router_hidden=2,
+                  w_importance=0.1, w_load=0.2).train()  # training mode: no noise may enter
+    first, second = moe.router[0], moe.router[2]
+    w1, b1 = [[1.0, -1.0, 0.5], [0.5, 2.0, -1.0]], [0.1, -0.2]
+    w2, b2 = [[1.0, 0.0], [0.0, 1.0], [-1.0, 1.0], [0.5, 0.5]], [0.0, 0.3, 0.0, -0.1]
     with torch.no_grad():
-        moe.gate.weight.copy_(torch.randn(4, 7))
-        moe.noise.weight.copy_(torch.randn(4, 7) * 0.3)
-    r = torch.randn(5, 7)
-    gates, importance, load = moe.route(r)
-    with torch.no_grad():
-        clean = r @ moe.gate.weight.t()
-        std = torch.log1p(torch.exp(r @ moe.noise.weight.t())) + 1e-2
-    expected_gates = torch.zeros(5, 4)
-    expected_load = torch.zeros(4)
-    for token in range(5):
-        order = sorted(range(4), key=lambda e: -float(clean[token, e].detach()))
-        top = order[:2]
-        z = torch.exp(clean[token, top] - clean[token, top].max())
-        expected_gates[token, top] = z / z.sum()
-        for expert in range(4):  # Shazeer's P(x, i): compare with the k-th largest of the OTHER experts
-            others = sorted((float(clean[token, e]) for e in range(4) if e != expert), reverse=True)
-            threshold = others[1]
-            x = (float(clean[token, expert]) - threshold) / float(std[token, expert])
-            expected_load[expert] += 0.5 * (1 + math.erf(x / math.sqrt(2)))
-    assert torch.allclose(gates, expected_gates, atol=1e-6)
-    assert ((gates > 0).sum(1) == 2).all() and torch.allclose(gates.sum(1), torch.ones(5))
-    assert torch.allclose(importance, expected_gates.sum(0), atol=1e-6)
-    assert torch.allclose(load, expected_load, atol=1e-5)
+        first.weight.copy_(torch.tensor(w1)), first.bias.copy_(torch.tensor(b1))
+        second.weight.copy_(torch.tensor(w2)), second.bias.copy_(torch.tensor(b2))
+    r = [[0.5, -1.0, 1.0], [2.0, 0.3, 0.0], [-0.7, 0.4, 1.0]]
+    gates, importance, load = moe.route(torch.tensor(r))
+    expected = []
+    for x in r:  # g(x) = W2·GELU(W1·x + b1) + b2, then softmax over the 4 experts, then keep the top 2
+        hidden = [_gelu(sum(w * v for w, v in zip(row, x)) + b) for row, b in zip(w1, b1)]
+        logits = [sum(w * h for w, h in zip(row, hidden)) + b for row, b in zip(w2, b2)]
+        z = [math.exp(v) for v in logits]
+        probs = [v / sum(z) for v in z]
+        top = sorted(range(4), key=lambda e: -probs[e])[:2]
+        expected.append([probs[e] if e in top else 0.0 for e in range(4)])
+    expected = torch.tensor(expected)
+    assert torch.allclose(gates, expected, atol=1e-6)
+    assert ((gates > 0).sum(1) == 2).all() and (gates.sum(1) < 1).all()  # kept probabilities, not renormalised
+    assert torch.equal(moe.route(torch.tensor(r))[0], gates)  # deterministic in training: no noise
+    assert torch.allclose(importance, expected.sum(0), atol=1e-6)
+    assert load.tolist() == (expected > 0).sum(0).float().tolist()
 
     def cv2(v):
         mean = sum(v) / len(v)
         return sum((x - mean) ** 2 for x in v) / len(v) / mean ** 2
 
-    expected = 0.1 * cv2(expected_gates.sum(0).tolist()) + 0.2 * cv2(expected_load.tolist())
-    assert float(moe.balance_loss(importance, load).detach()) == pytest.approx(expected, rel=1e-4)
+    target = 0.1 * cv2(expected.sum(0).tolist()) + 0.2 * cv2((expected > 0).sum(0).float().tolist())
+    assert float(moe.balance_loss(importance, load).detach()) == pytest.approx(target, rel=1e-4)
     assert float(cv_squared(torch.tensor([1.0, 1.0, 1.0]))) == 0.0
 
 
 def test_sparse_dispatch_equals_the_gate_weighted_dense_experts():
     torch.manual_seed(1)
-    moe = NoisyTopKMoE(dim=6, hidden=12, n_experts=3, top_k=2).eval()
-    with torch.no_grad():
-        moe.gate.weight.normal_()
+    moe = TopKMoE(dim=6, hidden=12, n_experts=3, top_k=2).eval()
     x, modality = torch.randn(9, 6), torch.randint(0, 3, (9,))
     out, gates, _ = moe(x, modality)
     experts = [torch.nn.functional.gelu(x @ moe.w_in[e] + moe.b_in[e]) @ moe.w_out[e] for e in range(3)]
@@ -113,7 +113,7 @@ def test_every_expert_and_the_router_get_gradients_over_a_training_run():
         optimizer.step()
     for expert in range(4):
         assert seen["w_in"][expert].sum() > 0 and seen["w_out"][expert].sum() > 0, f"expert {expert} never trained"
-    assert (seen["gate.weight"].sum(1) > 0).all() and (seen["noise.weight"].sum(1) > 0).all()
+    assert all(seen[name].sum() > 0 for name in seen if name.startswith("router."))
 
 
 # ------------------------------------------------------------------ dynamic patch selection
@@ -258,57 +258,108 @@ def test_consolidation_weights_of_each_cluster_sum_to_one():
         assert torch.allclose(mix[head, members], expected, atol=1e-6)
 
 
-def test_head_importance_hook_equals_michel_formula_and_consolidation_runs():
+def test_head_importance_is_michels_formula_on_head_outputs_with_the_cls_row():
     model = small(seed=3).train()
     generator = torch.Generator().manual_seed(4)
     bags = [torch.randn(50, 16, generator=generator), torch.randn(45, 16, generator=generator)]
     batch = batch_of(bags, torch.randn(2, 20, generator=generator))
-    probs_seen = []
-    attn = model.layers[-1].attn
-    original = attn.explicit
+    seen = []
+    for layer in model.layers:
+        original = layer.attn.track
 
-    def spy(*args, **kwargs):
-        out, probs = original(*args, **kwargs)
-        probs.retain_grad()
-        probs_seen.append(probs)
-        return out, probs
+        def spy(heads, original=original):
+            heads.retain_grad()
+            seen.append(heads)
+            original(heads)
 
-    attn.explicit = spy
+        layer.attn.track = spy
     output = model(batch)
     target = Target(torch.tensor([0, 2]), torch.zeros(2), torch.tensor([3.0, 9.0]))
     sum(model.loss(output, target).values()).backward()
-    probs = probs_seen[0]
-    expected = (probs.detach() * probs.grad).sum(dim=(2, 3)).abs().sum(0)
-    assert torch.allclose(attn.importance_sum, expected, atol=1e-9) and float(attn.importance_count) == 2
-    attn.explicit = original
+    for layer, heads in zip(model.layers, seen):
+        attn = layer.attn
+        product = heads.detach() * heads.grad  # B×H×T×dh: rows are the query tokens, cls first
+        expected = product.sum(dim=(2, 3)).abs().sum(0)
+        assert torch.allclose(attn.importance_sum, expected, atol=1e-9) and float(attn.importance_count) == 2
+        del layer.attn.track
+    without_cls = (seen[0].detach() * seen[0].grad)[:, :, 1:].sum(dim=(2, 3)).abs().sum(0)
+    assert not torch.allclose(without_cls, model.layers[0].attn.importance_sum)  # the cls row counts
     assert model.consolidating  # importance exists, epochs not tracked yet
-    model._epoch = 2  # after an evaluation, consolidation waits for the second epoch
+    model._epoch = 2
     model.eval()
     with torch.no_grad():
         model(batch)
-    mix = attn.last_mix
+    mix = model.layers[-1].attn.last_mix
     assert mix.shape == (2, 8, 8) and torch.allclose(mix.sum(-1), torch.ones(2, 8))
+    assert model.layers[0].attn.last_mix is not None  # the first layer consolidates too
 
 
-def test_first_layer_sparsification_keeps_exactly_qn_squared_elements():
-    model = small(n_tokens=40, keep_ratio=0.25).eval()  # kq = 10
-    generator = torch.Generator().manual_seed(5)
-    bags = [torch.randn(120, 16, generator=generator), torch.randn(7, 16, generator=generator)]
+def _largest_kept(attn: torch.Tensor, index: torch.Tensor) -> bool:
+    """Every kept element of each head's flattened map is ≥ every element not kept."""
+    flat = attn.flatten(1)
+    smallest_kept = flat.gather(1, index).min(dim=1).values[:, None]
+    return bool(((flat > smallest_kept).sum(1) <= index.shape[1]).all())
+
+
+@pytest.mark.parametrize("n_wsi", [500, 3072, 10_000])
+def test_first_layer_keeps_the_q_n_squared_largest_attention_elements(n_wsi):
+    """Algorithm 1: k = round((q·N)²) elements per head, the largest of the whole map; share q² of N²."""
+    k = kept_elements(n_wsi, 0.08)
+    assert abs(k / n_wsi ** 2 - 0.08 ** 2) <= 0.5 / n_wsi ** 2  # rounding to the nearest integer
+    assert k == {500: 1600, 3072: 60_398, 10_000: 640_000}[n_wsi]  # (40)², 245.76² = 60,397.66, (800)²
+    heads = 1 if n_wsi == 10_000 else 2
+    torch.manual_seed(n_wsi)
+    length = 1 + 8 + n_wsi  # cls, 8 genomic tokens, N WSI tokens: Algorithm 1 flattens the whole map
+    q, key, v = (torch.randn(heads, length, 2) for _ in range(3))
+    out, cls_row, received, index = SparsifiedAttention.apply(q, key, v, k)
+    assert index.shape == (heads, k) and all(row.unique().numel() == k for row in index)
+    if n_wsi == 10_000:  # the selection rule itself is checked below on the two smaller maps (memory, time)
+        return
+    attn = torch.softmax(q @ key.transpose(-1, -2) / math.sqrt(2), dim=-1)
+    assert _largest_kept(attn, index)
+    sparse = torch.zeros_like(attn).flatten(1).scatter(1, index, attn.flatten(1).gather(1, index)).view_as(attn)
+    assert torch.allclose(out, sparse @ v, atol=1e-5)  # A_sparse·V, no renormalisation
+    assert torch.allclose(cls_row, attn[:, 0]) and torch.allclose(received, sparse.sum(dim=(0, 1)), atol=1e-4)
+    model = small(n_tokens=n_wsi, keep_ratio=0.08, n_heads=heads, dim=8).eval()
+    bag = torch.randn(n_wsi, 16, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        output = model(batch_of(bags, torch.randn(2, 20, generator=generator)))
-    block = output.attention["first_layer_wsi"]
-    assert block.shape == (2, 10, 10)
-    assert int((block[0] > 0).sum()) == 10 * 10  # exactly (qN)² WSI×WSI elements kept
-    assert int((block[1] > 0).sum()) == 7 * 7  # a bag with fewer real rows than qN keeps them all
+        output = model(batch_of([bag], torch.randn(1, 20)))
+    assert output.attention["first_layer_kept_elements"].tolist() == [[k] * heads]
+    assert int(output.attention["first_layer_kept_mask"].sum()) == kept_tokens(n_wsi, 0.08) == round(0.08 * n_wsi)
+
+
+def test_sparsified_attention_gradients_equal_the_dense_masked_reference():
+    torch.manual_seed(0)
+    q, key, v = (torch.randn(3, 11, 4, dtype=torch.double, requires_grad=True) for _ in range(3))
+    out = SparsifiedAttention.apply(q, key, v, 17)[0]
+    attn = torch.softmax(q @ key.transpose(-1, -2) / 2.0, dim=-1)
+    keep = torch.zeros(3, 121, dtype=torch.bool).scatter(1, attn.detach().flatten(1).topk(17).indices, True)
+    reference = (attn * keep.view(3, 11, 11)) @ v
+    weight = torch.randn_like(out)
+    ours = torch.autograd.grad((out * weight).sum(), (q, key, v))
+    theirs = torch.autograd.grad((reference * weight).sum(), (q, key, v))
+    assert torch.allclose(out, reference, atol=1e-12)
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(ours, theirs))
+
+
+def test_first_layer_filters_to_q_n_tokens_per_patient_whatever_the_bag_size():
+    model = small(n_tokens=400, keep_ratio=0.25).train()
+    generator = torch.Generator().manual_seed(5)
+    bags = [torch.randn(120, 16, generator=generator), torch.randn(7, 16, generator=generator),
+            torch.randn(1000, 16, generator=generator)]
+    output = model(batch_of(bags, torch.randn(3, 20, generator=generator)))
+    assert output.attention["first_layer_kept_mask"].sum(1).tolist() == [30, 2, 100]  # round(q·N), N = 120, 7, 400
+    assert output.attention["first_layer_kept_elements"][:, 0].tolist() == [900, 3, 10_000]  # round((q·N)²)
     no_acs = small(acs=False).eval()
     with torch.no_grad():
-        assert "first_layer_wsi" not in no_acs(batch_of(bags, torch.randn(2, 20))).attention
+        assert "first_layer_kept" not in no_acs(batch_of(bags, torch.randn(3, 20))).attention
 
 
 # ------------------------------------------------------------------ ablations, sizes
 
-@pytest.mark.parametrize("flags", [dict(dps=False), dict(acs=False), dict(smoe=False), dict(genomics=False),
-                                   dict(random_selection=True), dict(genomic_embedding="shared")])
+@pytest.mark.parametrize("flags", [dict(selection="all"), dict(selection="fixed_random"), dict(selection="random"),
+                                   dict(acs=False), dict(consolidation=False), dict(smoe=False),
+                                   dict(genomics=False), dict(genomic_embedding="shared")])
 def test_ablation_variants_train(flags):
     model = small(**flags).train()
     generator = torch.Generator().manual_seed(6)
@@ -318,13 +369,38 @@ def test_ablation_variants_train(flags):
     assert ("balance" in terms) == flags.get("smoe", True)
     sum(terms.values()).backward()
     assert torch.isfinite(output.logits).all()
-    expected = 90 if flags.get("dps") is False else 40
+    expected = 90 if flags.get("selection") == "all" else 40
     assert output.attention["selection"].sum(1).tolist() == [expected, 20]
+
+
+def _selected(model, bag, train):
+    model.train(train)
+    with torch.no_grad():
+        model(batch_of([bag], torch.randn(1, 20)))
+    return model._last_selections[0]
+
+
+def test_without_dps_is_one_fixed_random_set_and_random_select_redraws_at_inference_too():
+    bags = [torch.randn(200, 16, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
+    fixed = small(selection="fixed_random")
+    first = _selected(fixed, bags[0], True)
+    assert first.numel() == 40 and first.unique().numel() == 40
+    assert torch.equal(first, _selected(fixed, bags[0], True)) and torch.equal(first, _selected(fixed, bags[0], False))
+    assert not torch.equal(first, _selected(fixed, bags[1], True))  # another patient, another set
+    assert not torch.equal(first, _selected(small(seed=9, selection="fixed_random"), bags[0], True))  # another seed
+    assert not fixed._scores  # no token scores are kept
+    random = small(selection="random")
+    draws = [_selected(random, bags[0], False) for _ in range(3)]
+    assert all(d.numel() == 40 for d in draws) and not torch.equal(draws[0], draws[1])  # random at inference too
+    assert not torch.equal(_selected(random, bags[0], True), _selected(random, bags[0], True))
 
 
 def test_parameter_count_formula():
     model = build_model("cancermoe", ModelInputs(omic_dim=3062, group_sizes=[3062]))
     chunk = -(-3062 // 8)  # 8 genomic tokens of ⌈G/8⌉ values, each with its own Linear(chunk → 32)
-    assert n_params(model) == 32_832 + 8 * (32 * chunk + 32) + 13_124 + 280 == 144_540
+    router = (35 * 32 + 32) + (32 * 4 + 4)  # g: Linear(d + 3 → 32), GELU, Linear(32 → 4 experts)
+    assert n_params(model) == 32_832 + 8 * (32 * chunk + 32) + 13_124 + router == 145_544
     assert n_params(build_model("cancermoe", ModelInputs(omic_dim=3062, group_sizes=[3062]), {"smoe": False})) == \
-        n_params(model) - 280
+        n_params(model) - router
+    brca = build_model("cancermoe", ModelInputs(omic_dim=20_980, group_sizes=[20_980]))
+    assert n_params(brca) == 32_832 + 8 * (32 * 2623 + 32) + 13_124 + router == 718_984  # the paper: 0.446 M

@@ -1,56 +1,74 @@
 """CancerMoE: sparse mixture-of-experts transformer with dynamic patch selection and attention consolidation.
 
-Peng et al., "An Ultra-Efficient Multi-Modal Integration Framework in Cancer Prognosis" (AAAI 2025
-workshop GenAI4Health; TMLR submission "One Leaf Knows Autumn"). No public code exists: everything
-here is written from the paper's description as summarised in issue 16; every choice the
-description leaves open is listed below with its reason.
+Peng et al., "One Leaf Knows Autumn: A Piece of Data-Model Facilitates Efficient Cancer Prognosis with
+Histological and Genomic Modalities" (GenAI4Health workshop, AAAI 2025; its method section is titled
+"CancerMoE - An Ultra-Efficient Multi-Modal Integration Framework in Cancer Prognosis"); text in
+``../shared/papers/002_aefad4cac30c4be9.txt``. **No official code** was found (code search for the
+title, the model name and the authors' lab, UNITES-Lab; one unrelated public class named
+``CancerMoE`` — Q-Former projectors, no patch selection, no ACS — is not this paper's): everything
+here follows the paper's text; every choice the text leaves open is listed with its reason, and
+"(ours)" marks each.
 
-**Tokens.** Patch features (``path``, D = 1024) → ``Linear(D → d)``, d = 32. The genomic vector
-(``omic``: every genomic column, scaled on the training fold) is zero-padded and cut into
-``genomic_tokens`` = 8 contiguous sub-vectors of c = ⌈G/8⌉ values (we read the paper's "sequences
-of length 8" as the genomic token sequence having length 8: with sub-vectors of 8 values instead, a
-3,000–12,000-gene vector would give 400–1,500 genomic tokens, whose attention alone would exceed
-the paper's 0.170 GFLOPs); each sub-vector ``t`` is projected to d by its OWN ``Linear(c → d)``
-(``genomic_embedding="separate"``: the sub-vectors hold different genes) — ``"shared"`` gives the
-ViT-style shared projection plus a learned position embedding per genomic token. A learnable cls
-token leads the sequence ``[cls, genomic tokens, WSI tokens]``. The modality one-hot (cls / WSI /
-genomic) is concatenated to each token **at the router's input** (modality-aware routing):
-concatenating it to the token itself would make the width 35, which 8 heads cannot divide.
+**Tokens.** Patch features (``path``, D = 1024) → ``Linear(D → d)``, d = 32 ("the hidden dimension
+of our model is 32", App. B). The genomic vector (``omic``: every genomic column, scaled on the
+training fold) is zero-padded and cut into ``genomic_tokens`` = 8 contiguous sub-vectors of
+c = ⌈G/8⌉ values, each projected to d by its OWN ``Linear(c → d)`` (``genomic_embedding=
+"separate"``; ``"shared"``: one ViT-style projection plus a learned position embedding per token).
+The paper: "we divide [the genomic vector] into g sub-vectors. Each sub-vector is then projected into
+the embedding space through a linear layer" (§3.2) and "a patch embedding layer that splits each
+gene profile vector into sequences with length 8" (App. B); we read "length 8" as the genomic
+sequence's length (ours; see **Size** for why neither reading reproduces the paper's count). A
+learnable cls token leads the sequence ``[cls, genomic tokens, WSI tokens]``. The modality one-hot
+x_m = Concat(x, OneHot(m)) (§3.1) is built **at the router's input** (cls / WSI / genomic, 3 ids):
+concatenating it to the token itself would make the width 35, which 8 heads cannot divide (ours).
 
-**Encoder.** 2 pre-norm transformer layers, 8 heads, d = 32 (head size 4), MLP hidden size
-``mlp_ratio · d`` = 32 (the issue's reading: "hidden d = 32"), GELU, dropout 0.1 on the residual
-branches (the paper gives no dropout; attention probabilities get none, which keeps the explicit
-attention maps ACS needs cheap to store). The last layer's MLP is a sparse MoE: the dense MLP
-(d → h → d) partitioned uniformly into ``n_experts`` (4) experts of hidden size h/E (each expert is
-its slice of a dense MLP's initial weights; the output bias stays shared, so SMoE and dense MLP have
-the same weights plus the router), Shazeer et al.'s (2017) noisy top-k gating (``top_k`` = 2; clean
-and noise weights zero-initialised as there; Gaussian noise in training only) and real sparse
-dispatch (each expert computes only its tokens, so FLOP counts see k/E of the dense MLP). The
-auxiliary term ``balance`` = w_imp·CV²(Importance) + w_load·CV²(Load) over the batch's real tokens
-(Shazeer eqs. 6–10, Load through the smooth estimator P(x, i) = Φ((clean_i − kth_excluding)/σ_i)),
-CV² = population variance / mean², w_imp = w_load = 0.01.
+**Encoder.** 2 pre-norm transformer layers ("two transformer encoder layers"), 8 heads, d = 32 (head
+size 4), MLP hidden ``mlp_ratio · d`` = 32 (the paper gives no MLP width; ours), GELU, dropout 0.1
+on the residual branches (the paper gives no dropout; ours). The last layer's MLP is the sparse MoE
+(App. B: "the SMoE is tailored in the MLP layer of the last transformer encoder layers"): the dense
+MLP (d → h → d) partitioned uniformly into ``n_experts`` = 4 experts of hidden h/E (§3.1
+"Modularization"; "the number of experts is 4 or 8"); each expert is its slice of a dense MLP's
+initial weights and the output bias stays shared, so SMoE and dense MLP hold the same weights plus
+the router. Real sparse dispatch: each expert computes only its tokens.
 
-**Dynamic Patch Selection (DPS).** N = ``n_tokens`` (3072) WSI tokens per patient: the b =
-``n_key_tokens`` (4) tokens with the highest stored scores (cls attention of the LAST layer, mean
-over heads), a window of N(1 − p)/(2b) tokens on each side of each key token (p = ``p_random`` =
-0.5: 192 per side, 384 per key, 1536 in all), and N·p tokens drawn uniformly without replacement
-from the tokens not used yet, so exactly N distinct tokens. Neighbourhood = **the patient's bag
-order** (a window of 2w consecutive rows, shifted inside the bag at its ends; overlapping windows
-are merged and the random part fills the shortfall): the paper's "each side" is a 1-D notion, the
-patching run lists a slide's patches row-major on its grid (consecutive rows are spatial
-neighbours along x), and it needs no coordinates file. Before a patient has scores (its first
-visit) all N tokens are drawn at random. **A bag of n ≤ N real rows uses all of them** (no
-duplicates, no padding: every selection is drawn from the rows ``batch.mask`` marks as real; the
-demo's 40–200-patch bags take this path). **Evaluation** uses the same rule without the random
-part: the N·p (or, without scores, all N) tokens are taken evenly spaced over the unused rows; a
-patient without stored scores (a validation patient) is first scored by one forward over N evenly
-spaced tokens, then selected and run again (two passes, only for bags larger than N).
+*Router (the paper's eq. 2).* R(x) = TopK(softmax(g(x)), k), y = Σ_i R(x)_i·f_i(x): the softmax over
+all E experts' logits, the k largest probabilities kept, the others set to 0, **no renormalisation**
+over the kept k and **no noise** (the paper has none). g is "a Multi-Layer Perception (MLP)" of
+unstated shape: ``Linear(d + 3 → router_hidden) → GELU → Linear(router_hidden → E)`` with
+``router_hidden`` = d = 32 and PyTorch's default initialisation (ours: the shape; GELU as the
+model's MLPs; a non-zero initialisation, since a zero-initialised router without noise would send
+every token to the same k experts). k = ``top_k`` = 2 (the paper does not give k; ours). The
+auxiliary term ``balance`` = w_imp·CV²(Importance) + w_load·CV²(Load) (App. B: "the load and
+importance balancing loss (Shazeer et al. 2017b)") over the batch's real tokens, CV² = population
+variance / mean², w_imp = w_load = 0.01 (Shazeer's; the paper gives none): Importance = Σ_x R(x)
+(differentiable); Load = the number of tokens each expert receives, a count without gradient —
+Shazeer's smooth load estimator needs the gating noise, which eq. 2 does not have, so only the
+Importance term trains the router towards balance (a consequence of eq. 2, written here).
 
-*Refresh of the scores.* Policies ``refresh``: ``"cindex"`` (the paper's "c-index depends": the
-stored scores are refreshed only during an epoch that follows a drop of the training c-index),
-``"epoch"`` (every epoch), ``"every_n"`` (every ``refresh_every`` epochs). A patient without
-stored scores is always stored. *How the model gets this information (the training loop neither
-gives case ids nor calls the model between epochs):*
+**Dynamic Patch Selection (DPS)** (§3.3, App. A "Details of Dynamic Patch Selection", App. B). N =
+``n_tokens`` (3072) WSI tokens per patient: the b = ``n_key_tokens`` (4) tokens with the highest
+stored token scores ("Key Tokens"), N(1 − p)/(2b) tokens on each side of each key token (p =
+``p_random`` = 0.5: 192 per side, 384 per key, 1536 in all), and N·p tokens drawn uniformly without
+replacement from the tokens not used yet, so exactly N distinct tokens. Token score = the cls
+token's attention of the LAST layer (App. B), mean over heads (§A: the multi-head score is the head
+average). Neighbourhood = **the patient's bag order** (a window of consecutive rows, shifted inside
+the bag at its ends; overlapping windows are merged and the random part fills the shortfall): the
+paper's "right and left sides" is a 1-D notion, the patching run lists a slide's patches row-major
+on its grid, and it needs no coordinates file (ours). Before a patient has scores (its first
+visit) all N tokens are drawn at random (ours). **A bag of n ≤ N real rows uses all of them** (no
+duplicates, no padding; the paper fixes N per WSI and does not say what a smaller WSI gets: ours).
+**Evaluation** (the paper does not describe DPS at inference; ours): the same rule without the
+random part — the N·p (or, without scores, all N) tokens are taken evenly spaced over the unused
+rows; a patient without stored scores (a validation patient) is first scored by one forward over N
+evenly spaced tokens, then selected and run again (two passes, only for bags larger than N).
+
+*Refresh of the scores* (Table 8). ``refresh``: ``"cindex"`` (the paper's default "c-index
+depends": the stored scores are refreshed only during an epoch that follows a drop of the training
+c-index), ``"epoch"`` (Table 8's "per epoch"), ``"every_n"`` (refreshing epochs 1, 1 + r, 1 + 2r, …
+with r = ``refresh_every``). Table 8 lists "per epoch" and "1 epoch apart" as different settings, so
+we map "n epochs apart" to r = n + 1 (n epochs without a refresh between two refreshing ones; our
+reading). A patient without stored scores is always stored. *How the model gets this information
+(the training loop neither gives case ids nor calls the model between epochs):*
 
 * patients are keyed by a content hash of their bag (blake2b of the real-row count, the width and
   rows 0, n/2 and n − 1): stable within a fold since the bag files do not change (NOT with
@@ -65,44 +83,100 @@ gives case ids nor calls the model between epochs):*
   distinct patients have been made (exact for sampling without replacement; with the loop's
   default class-balanced sampling WITH replacement only the evaluation signal is exact);
 * the scores (per patient: the N selected row positions and their scores — bounded by N, not by
-  the bag), the epoch counter, the c-index history and the refresh flag are the module's
-  ``get_extra_state`` (serialised into a uint8 tensor so ``state_dict`` copies stay tensors), so
-  checkpoints carry them; selection randomness draws from torch's global generator, which the
-  training run seeds: same seed ⇒ same selections.
+  the bag), the epoch counter, the c-index history, the refresh flag and the seed of the "w/o DPS"
+  sets are the module's ``get_extra_state`` (serialised into a uint8 tensor so ``state_dict``
+  copies stay tensors), so checkpoints carry them; selection randomness draws from torch's global
+  generator, which the training run seeds: same seed ⇒ same selections.
 
-**Attention Consolidation and Sparsification (ACS).** Head importance I_h = E|Σ A_h ⊙ ∂L/∂A_h|
-(Michel et al. 2019) is accumulated per layer on training batches by a backward hook on the
-attention probabilities (sum and count in buffers), L2-normalised per layer (as Michel et al.). From
-the second epoch on (or once importance exists when epochs are not tracked) the ``keep_heads`` (2)
-heads of largest I are kept, every other head joins the kept head whose attention map (this
-patient's, over its real tokens) is most cosine-similar, and each cluster's output is
-Σ_h softmax(I)_h · head_h over the cluster's heads (weights sum to 1 per cluster); the cluster's
-output takes the slot of each of its heads before the output projection (equivalently, one merged
-projection per cluster). In the FIRST layer attention is sparsified to the kq = round(q·N) WSI
-tokens (q = ``keep_ratio`` = 0.08: 246 of 3072, 92 % filtered) with the highest cls attention
-(head mean): the WSI×WSI attention keeps exactly (kq)² elements, cls and genomic tokens keep theirs,
-the cls query alone attends over every selected token, and the filtered WSI tokens leave the
-sequence, so layer 2 (training and inference alike) runs among the kq kept tokens only.
-*Departure:* the paper keeps "the (qN)² largest attention elements"; taking them literally needs the
-N×N map per head (8 × 3072² floats ≈ 300 MB per patient, ~10 GB at batch 32 with its gradient),
-so we keep the (qN)² elements among the qN tokens the cls token attends to most — the block the
-paper's inference runs on. DPS scores of filtered tokens are their layer-1 cls attention − 1
-(below every kept token's last-layer score).
+**Attention Consolidation and Sparsification (ACS)** (§3.4, Algorithms 1-2, App. B).
 
-**Training.** Batch 32 patients per forward (fixed N makes batches cheap), Adam, lr 1e-3, NLL
-(the paper's β = MCAT's α, 0 by default), 20 epochs, weight decay 1e-5 (MCAT's), no accumulation.
+*Sparsification (Algorithm 1), first layer only* ("The sparsification is only executed in the first
+transformer encoder layer, where we filter 92% WSIs tokens"). Per patient and per head, over the
+patient's real tokens (cls, genomic, its N WSI tokens: L = 1 + 8 + N): A = softmax(QKᵀ/√dh) (L×L),
+flattened; the k = (q·N)² largest elements are kept and every other element set to 0, **without
+renormalising the rows**; the head's output is A_sparse·V. q = ``keep_ratio`` = 0.08 and **N = the
+number of WSI tokens this patient has in the sequence** (min(bag, ``n_tokens``) under DPS), so the
+share of the WSI² count kept is q² whatever the bag (1,600 of 500², 60,398 of 3,072², 640,000 of
+10,000² with ``n_tokens`` ≥ 10,000).
+Rounding: k = round((q·N)²) to the nearest integer, halves to even (Algorithm 1 writes k ← (q×N)², an integer only
+when q·N is; 3,072 gives 245.76² = 60,397.66 → 60,398; a patient with N ≤ 8 WSI tokens keeps 0
+elements, its layer-1 attention outputs are 0). As Algorithm 1, the top-k runs over the
+whole map, so the cls and genomic rows and columns compete with the WSI ones (the cls row may lose
+all of its elements; the cls token then carries only its residual out of layer 1). Implementation
+(ours, exact): a custom autograd function keeps only the k kept elements per head and recomputes the
+L×L map in the backward, so only one patient's maps (8 × L² floats, ≈ 300 MB per copy at
+N = 3,072, two copies transiently) are alive at a time; the k largest are found through a threshold
+read off a strided sample and an exact top-k among the candidates (the same set as ``torch.topk`` up
+to ties).
 
-**Ablations (paper Table 4)** as constructor flags: ``dps=False`` (every real row, no selection),
-``random_selection=True`` (N uniform random tokens per visit; evaluation: evenly spaced),
-``acs=False`` (no consolidation, no sparsification: full attention through
-``scaled_dot_product_attention`` in both layers), ``smoe=False`` (the dense MLP), ``genomics=False``
-(no genomic tokens; the ``omic`` input is still loaded but unused).
+*Which tokens leave after layer 1* (the paper says the first layer filters 92 % of the WSI tokens and
+that at inference "the attention calculation purely happens among the selected q×N tokens", without
+saying how the q·N tokens follow from the (q·N)² elements): the round(q·N) WSI tokens (at least 1)
+that RECEIVE the most kept attention (column sums of A_sparse over heads and queries; ties broken by
+the layer-1 cls attention) stay with cls and the genomic tokens; the others leave the sequence after
+the layer-1 attention, so the layer-1 MLP and layer 2 run on 1 + 8 + q·N tokens (our reading).
+*Departure:* inference computes layer 1 exactly as training (the full L×L map, then the kept
+elements): the paper's cheaper inference over the q·N tokens alone needs those tokens before the
+map that defines them. DPS scores of filtered tokens are their layer-1 cls attention (head mean, of
+the dense map) − 1, below every kept token's last-layer score (ours).
+
+*Consolidation (eq. 1, Algorithm 2), every layer* ("We do consolidation on each transformer encoder
+layer"). Head importance I_h = E_x|A_h(x)ᵀ ∂L/∂A_h(x)| with A_h(x) **the head's output features**
+(the paper: "A_i(x) represents the output features"; Michel et al. 2019's formula), summed over
+every query row — the cls row included, in layer 1 too — accumulated per layer on training batches
+by a backward hook (sum and count in buffers) and L2-normalised per layer (as Michel et al.). Once
+importance has been accumulated over a finished epoch (or, before the model has seen an epoch
+boundary, as soon as it exists; when consolidation starts is not in the paper: ours), the
+``keep_heads`` (2; Table 9's best "number of informative attention heads") heads of largest I are
+kept, every other head joins the kept head whose output (this patient's, over its real tokens) is
+most cosine-similar (Algorithm 2), and each cluster's output is Σ_h softmax(I)_h · A_h(x) over the
+cluster's heads (eq. 1); the cluster's output takes the slot of each of its heads before the output
+projection (equivalent to one merged projection per cluster; the paper's Concat of k outputs would
+leave the projection's width unspecified: ours).
+
+**Training.** Batch 32 patients per forward (App. B "The training batch size is set to 32"), Adam,
+lr 1e-3 (App. B), NLL (the paper's β = MCAT's α, 0 by default), 20 epochs, weight decay 1e-5
+(MCAT's; the paper gives neither: ours), no accumulation.
+
+**Paper settings as constructor options** (so config variants can train each table's rows):
+
+* Table 4 ablations: ``selection="fixed_random"`` ("w/o DPS": "We fix a set of randomly selected
+  tokens during training" — one uniform random set of N tokens per patient, drawn from the run's
+  seed and the bag's key, the same at every visit and at evaluation), ``selection="random"``
+  ("Random Select": "keep random token selection during training and inference" — N fresh uniform
+  tokens at every forward, evaluation included, so evaluation is random too), ``acs=False`` ("w/o
+  ACS": the vanilla attention module, no consolidation, no sparsification; both layers then use
+  PyTorch's fused attention), ``smoe=False`` ("w/o SMoE": the dense MLP d → h → d, as many weights
+  as the experts together, without the router), ``genomics=False`` ("w/o Genomic Profiles": no genomic
+  tokens; the ``omic`` input is still loaded but unused). ``selection="all"`` (every real row, no
+  selection) is ours, not a paper row. Default ``selection="dps"``.
+* Table 5 (selected tokens N): ``n_tokens`` (512 … 4096; 3072 default, "except BRCA, LUSC, and
+  SKCM"). Table 6 (key tokens b): ``n_key_tokens`` (1 … 5; 4). The ratio p of unseen tokens (the
+  text's Table 7, 0.1 … 0.9; 0.5): ``p_random``. Table 9 (informative heads 1, 2, 3; "w/o
+  Consolidation"): ``keep_heads`` and ``consolidation=False`` (sparsification kept). The captions of
+  the paper's Tables 7 and 9 are swapped relative to their values and to the text; we follow the
+  values. Table 8 (score-update policy): ``refresh`` and ``refresh_every`` (above). Also
+  ``keep_ratio`` (q), ``n_experts`` (4 or 8), ``top_k``, ``router_hidden``.
 
 **Size.** Parameters = 32,832 (WSI projection 1024 → 32 and the cls token) + 8·(32·⌈G/8⌉ + 32)
-(genomic projections, ``separate``) + 13,124 (2 layers, final norm, classifier) + 280 (router); on
-BLCA's 3,062 ``omic`` columns 144,540. The paper's 0.446 M is reached at G ≈ 12,490 genomic values;
-the paper's BRCA genomic width could not be recovered (the paper text was not accessible here), see
-``bench/cancermoe.py`` for the table.
+(genomic projections, ``separate``) + 13,124 (2 layers, final norm, classifier) + 1,284 (router
+g: 35·32 + 32 + 32·4 + 4); on BLCA's 3,062 ``omic`` columns 145,544, on the paper's BRCA width
+(Table 3: 20,980 genomic values) 718,984, where the paper reports 0.446 M (Table 2, "calculated on
+the BRCA dataset"). No reading of the genomic embedding reproduces 0.446 M at 20,980, because the
+non-genomic part is ≈ 47 k and the genomic part is either ≈ 32 per genomic value or ≈ 32/8:
+
+* 8 tokens, separate ``Linear(2,623 → 32)`` (ours): 8·(32·2,623 + 32) = 671,744 → 718,984;
+* 8 tokens, one shared ``Linear(2,623 → 32)`` + 8 position embeddings: 83,968 + 256 → 131,464;
+* 2,623 tokens of 8 values ("sequences with length 8" as the patch size), one ``Linear(8 → 32)``:
+  288 → 47,528; with a position embedding per genomic token (2,623·32 = 83,936) → 131,464;
+* with a 4·d MLP instead (h = 128) each total grows by 12,480 (731,464 / 143,944 / 60,008).
+
+0.446 M needs 32 parameters per value at G ≈ 12,450 (separate or one ``Linear(G → 32)``-sized
+map; no Table 3 width is near it, the nearest being UCEC's 9,081 and BLCA's 20,404) or, with one shared projection, G ≈ 99,600;
+~19 parameters per genomic value at 20,980 matches no projection of width 32. So the paper's count
+was taken on another width or architecture than the text states; ``bench/cancermoe.py`` prints the
+table. The FLOP figure (0.170 G) fits 8 genomic tokens far better than 2,623 (whose attention alone
+would exceed it), which is why we keep 8 tokens.
 """
 
 from __future__ import annotations
@@ -121,10 +195,11 @@ from mmsurv.train.loss import nll_surv_loss
 
 CLS, WSI, GENOMIC = 0, 1, 2  # modality ids (router one-hot)
 REFRESH_POLICIES = ("cindex", "epoch", "every_n")
+SELECTIONS = ("dps", "fixed_random", "random", "all")
 
 
 # --------------------------------------------------------------------------------------------------
-# Sparse mixture of experts (Shazeer et al., 2017)
+# Sparse mixture of experts (router: the paper's eq. 2)
 # --------------------------------------------------------------------------------------------------
 
 def cv_squared(values: torch.Tensor) -> torch.Tensor:
@@ -134,16 +209,16 @@ def cv_squared(values: torch.Tensor) -> torch.Tensor:
     return values.var(correction=0) / (values.mean() ** 2 + 1e-10)
 
 
-class NoisyTopKMoE(nn.Module):
-    """The dense MLP ``d → h → d`` split into ``n_experts`` experts of hidden h/E with noisy top-k gating."""
+class TopKMoE(nn.Module):
+    """The dense MLP ``d → h → d`` split into ``n_experts`` experts of hidden h/E, routed by TopK(softmax(g(x)), k)."""
 
     def __init__(self, dim: int, hidden: int, n_experts: int, top_k: int, route_extra: int = 3,
-                 w_importance: float = 0.01, w_load: float = 0.01):
+                 router_hidden: int | None = None, w_importance: float = 0.01, w_load: float = 0.01):
         super().__init__()
         if hidden % n_experts:
             raise ValueError(f"CancerMoE: MLP hidden size {hidden} must split evenly into {n_experts} experts")
-        if not 1 <= top_k < n_experts:
-            raise ValueError(f"CancerMoE: top_k must be in [1, n_experts) for the load estimator, got {top_k}")
+        if not 1 <= top_k <= n_experts:
+            raise ValueError(f"CancerMoE: top_k must be in [1, n_experts], got {top_k}")
         self.n_experts, self.top_k = n_experts, top_k
         self.w_importance, self.w_load = w_importance, w_load
         part = hidden // n_experts
@@ -152,25 +227,16 @@ class NoisyTopKMoE(nn.Module):
         self.b_in = nn.Parameter(dense_in.bias.detach().reshape(n_experts, part).clone())
         self.w_out = nn.Parameter(dense_out.weight.detach().t().reshape(n_experts, part, dim).clone())
         self.b_out = nn.Parameter(dense_out.bias.detach().clone())
-        self.gate = nn.Linear(dim + route_extra, n_experts, bias=False)
-        self.noise = nn.Linear(dim + route_extra, n_experts, bias=False)
-        nn.init.zeros_(self.gate.weight)
-        nn.init.zeros_(self.noise.weight)
+        width = router_hidden or dim
+        self.router = nn.Sequential(nn.Linear(dim + route_extra, width), nn.GELU(), nn.Linear(width, n_experts))
 
     def route(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Router input M×(d+3) → gates M×E (k non-zero, summing to 1), Importance E, Load E."""
-        clean = self.gate(r)
-        std = F.softplus(self.noise(r)) + 1e-2
-        logits = clean + torch.randn_like(clean) * std if self.training else clean
-        top_values, top_index = logits.topk(self.top_k + 1, dim=1)
-        gates = torch.zeros_like(logits).scatter(1, top_index[:, :self.top_k],
-                                                 torch.softmax(top_values[:, :self.top_k], dim=1))
-        # Shazeer's smooth load: P(x, i) = Φ((clean_i − threshold_i) / σ_i), threshold the k-th largest
-        # noisy logit of the OTHER experts (the (k+1)-th if i is among the top k, else the k-th)
-        in_top = torch.zeros_like(logits, dtype=torch.bool).scatter(1, top_index[:, :self.top_k], True)
-        threshold = torch.where(in_top, top_values[:, self.top_k:self.top_k + 1], top_values[:, self.top_k - 1:self.top_k])
-        prob = torch.distributions.Normal(0.0, 1.0).cdf((clean - threshold) / std)
-        return gates, gates.sum(0), prob.sum(0)
+        """Router input M×(d+3) → gates M×E (the k largest softmax probabilities, the rest 0), Importance E, Load E."""
+        probs = torch.softmax(self.router(r), dim=1)
+        top_values, top_index = probs.topk(self.top_k, dim=1)
+        gates = torch.zeros_like(probs).scatter(1, top_index, top_values)  # no renormalisation over the kept k
+        load = torch.zeros_like(probs).scatter(1, top_index, 1.0).sum(0).detach()  # tokens per expert (a count)
+        return gates, gates.sum(0), load
 
     def balance_loss(self, importance: torch.Tensor, load: torch.Tensor) -> torch.Tensor:
         return self.w_importance * cv_squared(importance) + self.w_load * cv_squared(load)
@@ -199,17 +265,104 @@ class DenseMLP(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
-# Attention with head importance, consolidation and first-layer sparsification
+# Attention sparsification (the paper's Algorithm 1) in the first layer
 # --------------------------------------------------------------------------------------------------
 
-def consolidation_matrix(importance: torch.Tensor, probs: torch.Tensor, keep_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Head clusters and mixing weights from importance (H) and one patient's attention maps (H×T×T).
+def kept_elements(n_wsi: int, ratio: float) -> int:
+    """k = (q·N)² attention elements kept per head, rounded to the nearest integer, halves to even (N = WSI tokens)."""
+    return int(round((ratio * n_wsi) ** 2))
 
-    Returns ``assign`` (H: the kept head each head joins) and ``mix`` (H×H: row g holds the weights of
-    the heads of g's cluster, softmax of their importance, summing to 1; cluster output = mix @ heads)."""
+
+def kept_tokens(n_wsi: int, ratio: float) -> int:
+    """The q·N WSI tokens (nearest integer, at least 1, at most N) that stay after the first layer."""
+    return min(n_wsi, max(1, int(round(ratio * n_wsi))))
+
+
+def top_indices(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (per row of ``flat``, H×M) of the k largest values: ``flat.topk(k)``'s set up to ties.
+
+    For k ≪ M a threshold read off a strided sample keeps the candidates (≈ 3k), whose top-k is then
+    exact; rows where the threshold leaves fewer than k candidates fall back on the full top-k."""
+    rows, m = flat.shape
+    if k >= m:
+        return torch.arange(m, device=flat.device).expand(rows, -1)
+    if m < 200_000 or 8 * k > m:
+        return flat.topk(k, dim=1).indices
+    stride = max(1, m // 100_000)
+    sample = flat[:, ::stride].contiguous()
+    above = min(sample.shape[1], int(math.ceil(3 * k / m * sample.shape[1])) + 1)
+    threshold = sample.topk(above, dim=1).values[:, -1]  # ≈ the (3k)-th largest value
+    out = []
+    for row in range(rows):
+        candidates = (flat[row] >= threshold[row]).nonzero().squeeze(1)
+        if candidates.numel() < k:
+            out.append(flat[row].topk(k).indices)
+        else:
+            out.append(candidates[flat[row, candidates].topk(k).indices])
+    return torch.stack(out)
+
+
+class SparsifiedAttention(torch.autograd.Function):
+    """One patient's heads: A = softmax(QKᵀ/√dh) (H×L×L), keep the k largest elements of each head's
+    flattened map (the rest set to 0, no renormalisation) and return A_sparse·V (Algorithm 1).
+
+    Only the kept elements are stored; the backward recomputes A from Q and K, so
+    a patient's L×L maps live for one patient at a time. Extra (non-differentiable) outputs: the cls
+    row of the dense map (H×L), the kept attention each token receives as a key summed over heads and
+    queries (L), and the kept flat indices (H×k)."""
+
+    @staticmethod
+    def _attention(q, k):
+        return torch.softmax(torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5), dim=-1)
+
+    @staticmethod
+    def forward(ctx, q, k, v, n_keep):
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        heads, length, dim = q.shape
+        attn = SparsifiedAttention._attention(q, k)
+        flat = attn.view(heads, length * length)
+        index = top_indices(flat, n_keep)
+        values = flat.gather(1, index)
+        offset = (torch.arange(heads, device=q.device) * length)[:, None]
+        rows, cols = (index // length + offset).reshape(-1), (index % length + offset).reshape(-1)
+        out = v.new_zeros(heads * length, dim).index_add_(0, rows, values.reshape(-1, 1) * v.reshape(-1, dim)[cols])
+        cls_row = attn[:, 0].clone()
+        received = v.new_zeros(heads * length).index_add_(0, cols, values.reshape(-1)).view(heads, length).sum(0)
+        ctx.save_for_backward(q, k, v, index, values)
+        ctx.mark_non_differentiable(cls_row, received, index)
+        return out.view(heads, length, dim), cls_row, received, index
+
+    @staticmethod
+    def backward(ctx, grad_out, _cls, _received, _index):
+        q, k, v, index, values = ctx.saved_tensors
+        heads, length, dim = q.shape
+        offset = (torch.arange(heads, device=q.device) * length)[:, None]
+        rows, cols = (index // length + offset).reshape(-1), (index % length + offset).reshape(-1)
+        grad_rows = grad_out.reshape(-1, dim)[rows]
+        grad_values = (grad_rows * v.reshape(-1, dim)[cols]).sum(1)  # ∂L/∂A at the kept elements
+        grad_v = v.new_zeros(heads * length, dim).index_add_(0, cols, values.reshape(-1, 1) * grad_rows)
+        kept_product = values.reshape(-1) * grad_values  # A ⊙ ∂L/∂A (zero where not kept)
+        row_sum = q.new_zeros(heads * length).index_add_(0, rows, kept_product).view(heads, length)
+        attn = SparsifiedAttention._attention(q, k)  # recomputed: the softmax backward needs all of A
+        grad_scores = attn.mul_(-row_sum[..., None])
+        grad_scores.view(heads, -1).scatter_add_(1, index, kept_product.view(heads, -1))
+        grad_scores.mul_(dim ** -0.5)
+        return grad_scores @ k, grad_scores.transpose(-1, -2) @ q, grad_v.view(heads, length, dim), None
+
+
+# --------------------------------------------------------------------------------------------------
+# Attention with head importance and consolidation
+# --------------------------------------------------------------------------------------------------
+
+def consolidation_matrix(importance: torch.Tensor, outputs: torch.Tensor, keep_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Head clusters and mixing weights from importance (H) and one patient's head outputs (H×T×dh).
+
+    Returns ``assign`` (H: the kept head each head joins, by cosine similarity of the flattened
+    outputs) and ``mix`` (H×H: row g holds the weights of the heads of g's cluster, softmax of their
+    importance, summing to 1; cluster output = mix @ heads)."""
     heads = importance.numel()
     keep = importance.topk(min(keep_heads, heads)).indices
-    flat = probs.reshape(heads, -1)
+    flat = outputs.reshape(heads, -1)
     similarity = F.cosine_similarity(flat[:, None, :], flat[None, keep, :], dim=2)  # H×k
     assign = keep[similarity.argmax(dim=1)]
     assign[keep] = keep
@@ -219,7 +372,7 @@ def consolidation_matrix(importance: torch.Tensor, probs: torch.Tensor, keep_hea
 
 
 class HeadAttention(nn.Module):
-    """Multi-head self-attention whose probabilities ACS reads (importance hook, consolidation)."""
+    """Multi-head self-attention with head importance (on the head outputs) and consolidation."""
 
     def __init__(self, dim: int, n_heads: int, keep_heads: int):
         super().__init__()
@@ -246,28 +399,35 @@ class HeadAttention(nn.Module):
         scores = (q[:, :, :1] @ k.transpose(-1, -2)).squeeze(2) / math.sqrt(self.head_dim)
         return torch.softmax(scores.masked_fill(~key_mask[:, None, :], float("-inf")), dim=-1)
 
-    def explicit(self, q, k, v, key_mask, *, track: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
-        probs = torch.softmax(scores.masked_fill(~key_mask[:, None, None, :], float("-inf")), dim=-1)
-        if track and probs.requires_grad:
-            probs.register_hook(self._accumulate(probs.detach()))
-        return probs @ v, probs
+    @staticmethod
+    def full(q, k, v, key_mask, *, fused: bool) -> torch.Tensor:
+        """Dense attention: explicit products (counted by FLOP counters) or PyTorch's fused kernel."""
+        if fused:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+        return torch.softmax(scores.masked_fill(~key_mask[:, None, None, :], float("-inf")), dim=-1) @ v
 
-    def _accumulate(self, probs: torch.Tensor):
-        def hook(grad: torch.Tensor) -> None:
-            with torch.no_grad():
-                per_patient = (probs * grad).sum(dim=(2, 3)).abs()  # B×H
-                self.importance_sum += per_patient.sum(0)
-                self.importance_count += per_patient.shape[0]
-        return hook
+    def track(self, heads: torch.Tensor) -> None:
+        """Accumulate Michel et al.'s I_h = |A_h(x)ᵀ ∂L/∂A_h(x)| per patient (A_h(x): head h's output B×H×T×dh)."""
+        if heads.requires_grad:
+            outputs = heads.detach()
 
-    def consolidate(self, heads: torch.Tensor, probs: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
-        """Each head's output replaced by its cluster's softmax(I)-weighted sum (per patient)."""
+            def hook(grad: torch.Tensor) -> None:
+                with torch.no_grad():
+                    per_patient = (outputs * grad).sum(dim=(2, 3)).abs()  # B×H
+                    self.importance_sum += per_patient.sum(0)
+                    self.importance_count += per_patient.shape[0]
+
+            heads.register_hook(hook)
+
+    def consolidate(self, heads: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
+        """Each head's output replaced by its cluster's softmax(I)-weighted sum (clusters per patient)."""
         importance = self.importance()
-        masked = probs * query_mask[:, None, :, None]
-        mixes = [consolidation_matrix(importance, masked[b], self.keep_heads)[1] for b in range(probs.shape[0])]
-        self.last_mix = torch.stack(mixes).detach()
-        return torch.einsum("bgh,bhtd->bgtd", torch.stack(mixes), heads)
+        masked = (heads * query_mask[:, None, :, None]).detach()
+        mixes = torch.stack([consolidation_matrix(importance, masked[b], self.keep_heads)[1]
+                             for b in range(heads.shape[0])])
+        self.last_mix = mixes
+        return torch.einsum("bgh,bhtd->bgtd", mixes, heads)
 
     def merge(self, heads: torch.Tensor) -> torch.Tensor:
         b, _, t, _ = heads.shape
@@ -349,20 +509,25 @@ class CancerMoE(SurvivalModel):
     def __init__(self, *, path_dim: int = 1024, omic_dim: int = 0, n_bins: int = 4, dim: int = 32, n_heads: int = 8,
                  n_layers: int = 2, mlp_ratio: float = 1.0, dropout: float = 0.1, genomic_tokens: int = 8,
                  genomic_embedding: str = "separate", n_experts: int = 4, top_k: int = 2,
-                 balance_weight: float = 0.01, n_tokens: int = 3072, n_key_tokens: int = 4, p_random: float = 0.5,
-                 refresh: str = "cindex", refresh_every: int = 2, keep_heads: int = 2, keep_ratio: float = 0.08,
-                 dps: bool = True, random_selection: bool = False, acs: bool = True, smoe: bool = True,
-                 genomics: bool = True, **sizes):
+                 router_hidden: int | None = None, balance_weight: float = 0.01, n_tokens: int = 3072,
+                 n_key_tokens: int = 4, p_random: float = 0.5, refresh: str = "cindex", refresh_every: int = 2,
+                 keep_heads: int = 2, keep_ratio: float = 0.08, selection: str = "dps", acs: bool = True,
+                 consolidation: bool = True, smoe: bool = True, genomics: bool = True, **sizes):
         super().__init__(n_bins=n_bins, path_dim=path_dim, omic_dim=omic_dim, **sizes)
         if refresh not in REFRESH_POLICIES:
             raise ValueError(f"CancerMoE: refresh must be one of {', '.join(REFRESH_POLICIES)}, got {refresh!r}")
+        if selection not in SELECTIONS:
+            raise ValueError(f"CancerMoE: selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
         if genomic_embedding not in ("separate", "shared"):
             raise ValueError(f"CancerMoE: genomic_embedding must be separate or shared, got {genomic_embedding!r}")
         if n_layers < 1:
             raise ValueError("CancerMoE needs at least one layer")
+        if n_tokens < 1 or not 0.0 < keep_ratio <= 1.0 or not 0.0 <= p_random <= 1.0:
+            raise ValueError(f"CancerMoE: need n_tokens ≥ 1, 0 < keep_ratio ≤ 1 and 0 ≤ p_random ≤ 1, got "
+                             f"{n_tokens}, {keep_ratio}, {p_random}")
         self.dim, self.n_tokens, self.n_key_tokens, self.p_random = dim, n_tokens, n_key_tokens, p_random
         self.refresh, self.refresh_every, self.keep_ratio = refresh, refresh_every, keep_ratio
-        self.dps, self.random_selection, self.acs, self.genomics = dps, random_selection, acs, genomics
+        self.selection, self.acs, self.consolidation, self.genomics = selection, acs, consolidation, genomics
         self.genomic_embedding = genomic_embedding
         self.n_genomic_tokens = min(genomic_tokens, omic_dim) if genomics and omic_dim > 0 else 0
         self.genomic_chunk = -(-omic_dim // self.n_genomic_tokens) if self.n_genomic_tokens else 0
@@ -381,10 +546,13 @@ class CancerMoE(SurvivalModel):
         self.layers = nn.ModuleList()
         for index in range(n_layers):
             last = index == n_layers - 1
-            moe = NoisyTopKMoE(dim, hidden, n_experts, top_k, 3, balance_weight, balance_weight) if smoe and last else None
+            moe = (TopKMoE(dim, hidden, n_experts, top_k, 3, router_hidden, balance_weight, balance_weight)
+                   if smoe and last else None)
             self.layers.append(Layer(dim, n_heads, keep_heads, hidden, dropout, moe))
         self.norm = nn.LayerNorm(dim)
         self.classifier = nn.Linear(dim, n_bins)
+        # the "w/o DPS" ablation's fixed random token sets: drawn from the run's seed, no generator draw
+        self._selection_seed = int(torch.initial_seed()) & 0x7FFF_FFFF_FFFF_FFFF
         # DPS / epoch bookkeeping (the module's extra state, see the module docstring)
         self._scores: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._epoch = 1
@@ -396,6 +564,7 @@ class CancerMoE(SurvivalModel):
         self._keys_this_epoch: set[int] = set()
         self._epoch_records: list[tuple[float, float, float]] = []  # (risk, time, censorship), not saved
         self._last_keys: list[int] = []
+        self._last_selections: list[torch.Tensor] = []
 
     # ---------------------------------------------------------------- tokens
     def genomic_tokens(self, omic: torch.Tensor) -> torch.Tensor:
@@ -406,14 +575,9 @@ class CancerMoE(SurvivalModel):
             return torch.einsum("btl,tld->btd", pieces, self.genomic_weight) + self.genomic_bias
         return self.genomic_proj(pieces) + self.genomic_position
 
-    @property
-    def kept_wsi_tokens(self) -> int:
-        """kq = round(q·N): the WSI tokens the first layer keeps (when ACS is on)."""
-        return max(1, int(round(self.keep_ratio * self.n_tokens)))
-
     # ---------------------------------------------------------------- encoder
     def encode(self, wsi: torch.Tensor, wsi_mask: torch.Tensor, omic: torch.Tensor | None):
-        """WSI tokens B×S×D (mask B×S) and omic B×G → logits, aux terms, per-WSI-token scores B×S, maps."""
+        """WSI tokens B×S×D (mask B×S, real rows first) and omic B×G → logits, aux terms, WSI scores B×S, maps."""
         b, s, _ = wsi.shape
         device = wsi.device
         parts, modality = [self.cls_token.expand(b, -1, -1)], [CLS]
@@ -430,56 +594,68 @@ class CancerMoE(SurvivalModel):
         first_cls = None
         aux: dict[str, torch.Tensor] = {}
         maps: dict[str, torch.Tensor] = {}
-        consolidate = self.acs and self.consolidating
-        track = self.acs and self.training and torch.is_grad_enabled()
+        consolidate = self.acs and self.consolidation and self.consolidating
+        track = self.acs and self.consolidation and self.training and torch.is_grad_enabled()
         for index, layer in enumerate(self.layers):
             h = layer.norm1(x)
             q, k, v = layer.attn.split(h)
-            cls_attn = layer.attn.cls_attention(q, k, mask)  # B×H×T
-            if self.acs and index == 0:
-                first_cls = cls_attn.mean(1)[:, fixed:]
-                x, q, k, v, mask, modality, wsi_index, cls_heads = self._sparsify(x, q, k, v, mask, modality, wsi_index,
-                                                                                  cls_attn, fixed)
-                heads, probs = layer.attn.explicit(q, k, v, mask, track=track)
-                heads = torch.cat([cls_heads, heads[:, :, 1:]], dim=2)  # the cls query keeps every token
-                block = (probs[:, :, fixed:, fixed:].mean(1) * mask[:, fixed:, None]).detach()
-                maps["first_layer_wsi"] = block  # B×kq×kq, rows of padding zeroed
-                maps["first_layer_kept"] = wsi_index
-            elif self.acs:
-                heads, probs = layer.attn.explicit(q, k, v, mask, track=track)
+            if index == len(self.layers) - 1:  # DPS scores: the last layer's cls attention (head mean)
+                last_cls, last_index = layer.attn.cls_attention(q, k, mask).mean(1)[:, fixed:], wsi_index
+            sparsify = self.acs and index == 0
+            if sparsify:
+                heads, first_cls, received, kept = self._sparse_first_layer(q, k, v, wsi_mask, fixed)
+                maps["first_layer_kept_elements"] = kept  # B×H
             else:
-                heads, probs = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :]), None
-            if consolidate and probs is not None:
-                heads = layer.attn.consolidate(heads, probs, mask)
+                heads = layer.attn.full(q, k, v, mask, fused=not self.acs)
+            if track:
+                layer.attn.track(heads)
+            if consolidate:
+                heads = layer.attn.consolidate(heads, mask)
             x = x + layer.drop(layer.attn.merge(heads))
+            if sparsify:
+                x, mask, modality, wsi_index = self._filter(x, mask, modality, received, first_cls, fixed)
+                maps["first_layer_kept"] = wsi_index
+                maps["first_layer_kept_mask"] = mask[:, fixed:]
             x, balance = layer.feed_forward(x, modality, mask)
             if balance is not None:
                 aux["balance"] = balance
-            last_cls = cls_attn
-        # DPS scores: last-layer cls attention (head mean) of the WSI tokens still present; filtered ones
-        # get their first-layer cls attention − 1 (below every kept token)
-        last = last_cls.mean(1)[:, fixed:]
-        scores = last if last.shape[1] == s else (first_cls - 1).scatter(1, wsi_index, last)
+        # WSI tokens no longer present in the last layer score their first-layer cls attention − 1
+        scores = last_cls if first_cls is None else (first_cls - 1).scatter(1, last_index, last_cls)
         logits = self.classifier(self.norm(x[:, 0]))
         return logits, aux, scores.detach(), maps
 
-    def _sparsify(self, x, q, k, v, mask, modality, wsi_index, cls_attn, fixed):
-        """First layer: keep the kq WSI tokens with the highest cls attention (head mean) plus cls/genomic."""
+    def _sparse_first_layer(self, q, k, v, wsi_mask, fixed):
+        """Algorithm 1 per patient over its real tokens (cls, genomic, its N WSI tokens)."""
+        b, heads, t, dh = q.shape
+        outputs, first_cls, received, kept = [], q.new_zeros(b, t - fixed), q.new_zeros(b, t - fixed), []
+        for row in range(b):
+            n = int(wsi_mask[row].sum())
+            length = fixed + n
+            out, cls_row, mass, index = SparsifiedAttention.apply(q[row, :, :length], k[row, :, :length],
+                                                                  v[row, :, :length], kept_elements(n, self.keep_ratio))
+            outputs.append(F.pad(out, (0, 0, 0, t - length)))
+            first_cls[row, :n] = cls_row.mean(0)[fixed:]
+            received[row, :n] = mass[fixed:]
+            kept.append(torch.tensor([head.unique().numel() for head in index], device=q.device))
+        return torch.stack(outputs), first_cls, received, torch.stack(kept)
+
+    def _filter(self, x, mask, modality, received, first_cls, fixed):
+        """Keep cls, genomic and the q·N WSI tokens that receive the most kept attention (ties: cls attention)."""
         b = x.shape[0]
         wsi_mask = mask[:, fixed:]
-        keep = min(self.kept_wsi_tokens, wsi_mask.shape[1])
-        ranking = cls_attn.mean(1)[:, fixed:].masked_fill(~wsi_mask, -1.0)
-        top = ranking.topk(keep, dim=1).indices.sort(dim=1).values  # B×kq, bag order
-        kept_mask = wsi_mask.gather(1, top)  # False only when a patient has fewer than kq real tokens
-        cls_heads = (cls_attn.unsqueeze(2) @ v)  # B×H×1×dh: the cls query over every token
+        counts = [kept_tokens(int(wsi_mask[row].sum()), self.keep_ratio) for row in range(b)]
+        width = max(counts)
+        order = first_cls.masked_fill(~wsi_mask, -1.0).sort(dim=1, descending=True, stable=True).indices
+        ranked = received.masked_fill(~wsi_mask, -1.0).gather(1, order)
+        order = order.gather(1, ranked.sort(dim=1, descending=True, stable=True).indices)
+        kept_mask = torch.arange(width, device=x.device)[None, :] < torch.tensor(counts, device=x.device)[:, None]
+        s = wsi_mask.shape[1]
+        top = order[:, :width].masked_fill(~kept_mask, s).sort(dim=1).values  # bag order, padding slots last
+        top = top.masked_fill(~kept_mask, 0)  # padding slots: row 0, masked out
         index = torch.cat([torch.arange(fixed, device=x.device).expand(b, -1), top + fixed], dim=1)
-
-        def take(t):  # B×H×T×dh
-            return t.gather(2, index[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[3]))
-
         x = x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
-        mask = torch.cat([mask[:, :fixed], kept_mask], dim=1)
-        return (x, take(q), take(k), take(v), mask, modality.gather(1, index), wsi_index.gather(1, top), cls_heads)
+        mask = torch.cat([mask[:, :fixed], kept_mask & wsi_mask.gather(1, top)], dim=1)
+        return x, mask, modality.gather(1, index), top
 
     @property
     def consolidating(self) -> bool:
@@ -509,11 +685,14 @@ class CancerMoE(SurvivalModel):
 
     def _select(self, bag: torch.Tensor, key: int, training: bool, stored=None) -> torch.Tensor:
         n = bag.shape[0]
-        if not self.dps:
+        if self.selection == "all" or n <= self.n_tokens:
             return torch.arange(n, device=bag.device)
-        if self.random_selection:
-            return select_tokens(n, self.n_tokens, None, n_key=self.n_key_tokens, p_random=1.0, random=training,
+        if self.selection == "random":  # Random Select: fresh uniform tokens at every visit, evaluation too
+            return select_tokens(n, self.n_tokens, None, n_key=self.n_key_tokens, p_random=1.0, random=True,
                                  device=bag.device)
+        if self.selection == "fixed_random":  # w/o DPS: one random set per patient, the same at every visit
+            generator = torch.Generator().manual_seed((self._selection_seed ^ key) & 0x7FFF_FFFF_FFFF_FFFF)
+            return torch.randperm(n, generator=generator)[:self.n_tokens].sort().values.to(bag.device)
         stored = self._scores.get(key) if stored is None else stored
         return select_tokens(n, self.n_tokens, stored, n_key=self.n_key_tokens, p_random=self.p_random,
                              random=training, device=bag.device)
@@ -529,8 +708,9 @@ class CancerMoE(SurvivalModel):
             self._start_visit(keys)
         else:
             self._saw_eval = self._ever_eval = True
+        dps = self.selection == "dps"
         selections = [self._select(bag, key, training) for bag, key in zip(bags, keys)]
-        scoring_pass = (not training and self.dps and not self.random_selection
+        scoring_pass = (not training and dps
                         and any(key not in self._scores and bag.shape[0] > self.n_tokens for bag, key in zip(bags, keys)))
         if scoring_pass:  # evaluation of unseen patients: score an evenly spaced selection first
             wsi, wsi_mask = self._pack(bags, selections)
@@ -539,11 +719,11 @@ class CancerMoE(SurvivalModel):
                           for row, (bag, key, sel) in enumerate(zip(bags, keys, selections))]
         wsi, wsi_mask = self._pack(bags, selections)
         logits, aux, scores, maps = self.encode(wsi, wsi_mask, omic)
-        if training and self.dps and not self.random_selection:
+        if training and dps:
             for row, (key, sel) in enumerate(zip(keys, selections)):
                 if self._refreshing or key not in self._scores:
                     self._scores[key] = (sel.cpu(), scores[row, :len(sel)].float().cpu())
-        self._last_keys = keys
+        self._last_keys, self._last_selections = keys, selections
         attention = {"wsi_scores": scores, "selection": wsi_mask, **maps}
         return ModelOutput(logits=logits, aux=aux, attention=attention)
 
@@ -588,7 +768,7 @@ class CancerMoE(SurvivalModel):
         return {SURVIVAL_TERM: nll, **output.aux}
 
     def get_extra_state(self) -> torch.Tensor:
-        state = {"version": 1, "epoch": self._epoch, "cindex": list(self._cindex_history),
+        state = {"version": 2, "selection_seed": self._selection_seed, "epoch": self._epoch, "cindex": list(self._cindex_history),
                  "refreshing": self._refreshing, "keys": list(self._scores),
                  "positions": [pos for pos, _ in self._scores.values()],
                  "scores": [score for _, score in self._scores.values()]}
@@ -600,4 +780,5 @@ class CancerMoE(SurvivalModel):
         values = torch.load(io.BytesIO(state.cpu().numpy().tobytes()), weights_only=True)
         self._epoch, self._cindex_history = int(values["epoch"]), list(values["cindex"])
         self._refreshing = bool(values["refreshing"])
+        self._selection_seed = int(values.get("selection_seed", self._selection_seed))
         self._scores = {int(k): (p, s) for k, p, s in zip(values["keys"], values["positions"], values["scores"])}
