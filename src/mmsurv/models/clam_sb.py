@@ -38,8 +38,15 @@ with ``n_classes=4`` (tested). As the reference, the scorer's last bias is kept 
 gradient (softmax ignores a constant shift): it is there for the count match only. PyTorch default
 initialisation (the reference's ``CLAM_SB`` does not re-initialise).
 
-Training defaults: CLAM's Adam, lr 1e-4, weight decay 1e-5 (its ``main.py``); epochs and
-accumulation are the package's (CLAM trains up to 200 epochs with early stopping on classification).
+Training defaults: CLAM's ``main.py`` argparse defaults, Adam, lr 1e-4, weight decay 1e-5, and its
+default instance loss (``--inst_loss`` None → ``nn.CrossEntropyLoss``); epochs and accumulation
+are the package's (CLAM trains up to 200 epochs, ``--early_stopping``: patience 20 on the
+validation loss from epoch 50). The example commands of CLAM's README (docs/README.md) run
+otherwise: ``--lr 2e-4 --inst_loss svm --bag_loss ce --weighted_sample --early_stopping``, where
+``svm`` is the smooth top-1 SVM of the ``topk`` package (``SmoothTop1SVM(n_classes=2)``, Berrada
+et al. 2018) on the 2k instance logits. Not implemented here (the instance term stays CE, as the
+code's default); ``training.lr: 2e-4`` gives the README's learning rate. Class-balanced sampling
+(the loop's default) is the README's ``--weighted_sample``; ``main.py``'s own default is off.
 
 Departures: the bag classifier's outputs are hazard logits (NLL) instead of class logits (CE);
 small bags as above; no hard-coded GPU placement; instance predictions are not returned (CLAM logs them).
