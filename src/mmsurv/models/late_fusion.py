@@ -50,6 +50,9 @@ model           ours        reference
 kronecker                   that an ungated ``BilinearFusion`` builds but never uses
 ==============  ==========  ==========================================================
 
+The other KP rows (no reference code): ``transmil_kp`` 4,027,348 (``kronecker``: 3,978,132) and
+``clam_mb_kp`` 2,296,272 (``kronecker``: 2,148,752); their gates read the wider slide embeddings.
+
 **Other backbones.** :class:`LateFusion` takes any registered pathology model as ``backbone``:
 the model is built with the fold's ``path_dim`` and ``n_bins`` and its head removed (see
 :func:`slide_embedding`, the one adapter to adjust when a backbone's slide embedding lives
