@@ -17,7 +17,7 @@ with ``n_classes=4`` (tested). The scorer's ``n_bins`` biases never get a gradie
 ignores a shift of its row): kept for the count match.
 
 Training defaults and instance loss: CLAM-SB's (``main.py``'s lr 1e-4 and CE instance loss; the
-README's commands use lr 2e-4 and the smooth top-1 SVM instance loss, not implemented: see
+README's commands use lr 2e-4 and the smooth top-1 SVM instance loss, ``instance_loss="svm"``: see
 :mod:`mmsurv.models.clam_sb`).
 """
 
