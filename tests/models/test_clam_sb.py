@@ -109,3 +109,43 @@ def test_instance_loss_trains_the_bin_classifier_and_the_embedding_not_the_atten
     assert grads["instance_classifiers.0.weight"] is None
     assert grads["fc.0.weight"].abs().sum() > 0
     assert grads["attention.score.weight"] is None and grads["classifier.weight"] is None
+
+
+def smooth_top1_svm_by_hand(logits, targets, alpha=1.0, tau=1.0, threshold=1e3):
+    """The topk package's SmoothTop1SVM, row by row in plain floats."""
+    import math
+
+    losses = []
+    for row, y in zip(logits.tolist(), targets.tolist()):
+        margins = [x + (alpha if j != y else 0.0) - row[y] for j, x in enumerate(row)]
+        first, second = sorted(row, reverse=True)[:2]
+        if first - second >= tau * math.log(threshold):
+            losses.append(max(margins))
+        else:
+            losses.append(tau * math.log(sum(math.exp(m / tau) for m in margins)))
+    return sum(losses) / len(losses)
+
+
+def test_smooth_top1_svm_is_the_topk_packages_loss():
+    from mmsurv.models.clam_sb import smooth_top1_svm
+
+    logits = torch.tensor([[0.3, -1.2], [2.0, 1.5], [9.0, 0.5], [-4.0, 4.0], [0.0, 0.0]], dtype=torch.float64)
+    targets = torch.tensor([0, 1, 0, 0, 1])  # rows 2 and 3 lead by ≥ log(1000): the hard branch
+    assert float(smooth_top1_svm(logits, targets)) == pytest.approx(smooth_top1_svm_by_hand(logits, targets), rel=1e-12)
+    assert float(smooth_top1_svm(logits[2:4], targets[2:4])) == pytest.approx((0.0 + 9.0) / 2)
+
+
+def test_svm_instance_loss_option_replaces_the_cross_entropy():
+    ce, svm = small().eval(), small(instance_loss="svm").eval()
+    batch = ce.example_batch(bag_size=40)
+    out_ce, out_svm = ce(batch), svm(batch)
+    torch.testing.assert_close(out_ce.logits, out_svm.logits)
+    rows = torch.cat(instance_indices(out_svm.attention_raw.detach()[0], 8))
+    from mmsurv.models.clam_sb import smooth_top1_svm
+
+    expected = smooth_top1_svm(svm.instance_classifiers[1](out_svm.features[rows]), torch.tensor([1] * 8 + [0] * 8))
+    svm_term = float(svm.loss(out_svm, target(1))[INSTANCE_TERM].detach())
+    assert svm_term == pytest.approx(0.3 * float(expected.detach()), rel=1e-6)
+    assert float(ce.loss(out_ce, target(1))[INSTANCE_TERM].detach()) != pytest.approx(svm_term)
+    with pytest.raises(ValueError, match="instance_loss must be one of"):
+        small(instance_loss="hinge")

@@ -98,7 +98,8 @@ def test_defaults_follow_the_run_script():
     training = HDMoE.defaults["training"]
     assert training["optimizer"] == "adam" and training["lr"] == 5e-4 and training["weight_decay"] == 1e-5
     assert training["epochs"] == 30 and training["grad_accum"] == 1 and training["batch_size"] == 1
-    assert training["scheduler"] == "cosine"  # closest to the public poly decay the loop lacks
+    assert training["scheduler"] == "poly" and training["poly_power"] == 0.9  # engine.py: lr·(1 − e/E)^0.9 per epoch
+    assert training["scheduler_interval"] == "epoch"
 
 
 def test_a_config_variant_sets_the_evaluation_mode():

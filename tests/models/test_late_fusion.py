@@ -21,8 +21,51 @@ def test_parameter_counts_match_mcat_reference_on_blca():
     assert sum(BLCA_GROUPS) == 3392
     assert n_params(build_model("abmil_cat", BLCA)) == 2_051_589  # MCAT AMIL, fusion='concat'
     assert n_params(build_model("abmil_cat", BLCA, {"fusion": "bilinear"})) == 2_250_693  # MCAT AMIL, 'bilinear'
-    # Kronecker = MCAT's BilinearFusion with both gates off, without the two unused gate layers (2 × 16,416).
-    assert n_params(build_model("abmil_kp", BLCA)) == 2_250_693 - 2 * (512 * 32 + 32) == 2_217_861
+    # The KP rows are MCAT's gated BilinearFusion (fusion='bilinear'): the reference's count.
+    assert n_params(build_model("abmil_kp", BLCA)) == 2_250_693
+    # Ungated variant = MCAT's BilinearFusion with both gates off, without the two unused gate layers (2 × 16,416).
+    assert n_params(build_model("abmil_kp", BLCA, {"fusion": "kronecker"})) == 2_250_693 - 2 * (512 * 32 + 32) == 2_217_861
+
+
+@pytest.mark.parametrize("name, count, gate_in", [("transmil_kp", 4_027_348, 512 + 256), ("clam_mb_kp", 2_296_272, 2048 + 256)])
+def test_other_kp_rows_are_gated_and_ungated_is_a_variant(name, count, gate_in):
+    model = build_model(name, BLCA)
+    assert n_params(model) == count
+    assert model.fusion.path_gate.in_features == model.fusion.omic_gate.in_features == gate_in
+    gates = 2 * (gate_in * 32 + 32)
+    assert n_params(build_model(name, BLCA, {"fusion": "kronecker"})) == count - gates
+
+
+def mcat_bilinear_fusion_by_hand(fusion: BilinearFusion, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+    """MCAT's BilinearFusion.forward (gates on, no skip) written out from its layers' weights."""
+    linear = lambda layer, x: x @ layer.weight.t() + layer.bias  # noqa: E731
+    both = torch.cat([v1, v2], dim=1)
+    o1 = torch.relu(linear(fusion.path_o[0], torch.sigmoid(linear(fusion.path_gate, both)) * torch.relu(linear(fusion.path_h[0], v1))))
+    o2 = torch.relu(linear(fusion.omic_o[0], torch.sigmoid(linear(fusion.omic_gate, both)) * torch.relu(linear(fusion.omic_h[0], v2))))
+    ones = torch.ones(v1.shape[0], 1)
+    o12 = torch.bmm(torch.cat([o1, ones], 1).unsqueeze(2), torch.cat([o2, ones], 1).unsqueeze(1)).flatten(start_dim=1)
+    return torch.relu(linear(fusion.encoder2[0], torch.relu(linear(fusion.encoder1[0], o12))))
+
+
+def test_kp_fusion_is_mcats_gated_layer_with_dropout_after_both_encoders():
+    torch.manual_seed(0)
+    model = build_model("abmil_kp", BLCA)
+    fusion = model.fusion
+    assert fusion.path_gate is not None and fusion.omic_gate is not None and not fusion.skip
+    for encoder in (fusion.encoder1, fusion.encoder2):  # MCAT: Linear → ReLU → Dropout(0.25)
+        assert [type(m) for m in encoder] == [nn.Linear, nn.ReLU, nn.Dropout] and encoder[2].p == 0.25
+    v1, v2 = torch.randn(3, 256), torch.randn(3, 256)
+    fusion.eval()
+    torch.testing.assert_close(fusion(v1, v2), mcat_bilinear_fusion_by_hand(fusion, v1, v2))
+    fusion.train()  # with the other dropouts off, training differs from evaluation by the encoder dropouts only
+    for dropout in (fusion.path_o[2], fusion.omic_o[2], fusion.post_dropout):
+        dropout.p = 0.0
+    assert not torch.allclose(fusion(v1, v2), mcat_bilinear_fusion_by_hand(fusion, v1, v2))
+    fusion.encoder1[2].p = fusion.encoder2[2].p = 0.0
+    torch.testing.assert_close(fusion(v1, v2), mcat_bilinear_fusion_by_hand(fusion, v1, v2))
+    # PORPOISE's layer has no dropout after its encoders.
+    porpoise = build_model("porpoise_mmf", BLCA).fusion
+    assert [type(m) for m in porpoise.encoder1] == [nn.Linear, nn.ReLU] and len(porpoise.encoder2) == 2
 
 
 def test_concat_model_has_the_reference_layers():

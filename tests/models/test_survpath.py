@@ -98,3 +98,29 @@ def test_defaults_are_the_papers():
     assert spec.inputs == ("path", "omic_groups:pathways")
     assert spec.defaults["data"] == {"max_patches": 4096, "groups": "pathways"}
     assert spec.defaults["training"]["optimizer"] == "radam" and spec.defaults["training"]["grad_accum"] == 1
+
+
+def test_train_pad_patches_reproduces_the_reference_zero_padding_in_training_only():
+    """train_pad_patches=P: a training bag of N < P patches runs as the bag plus P − N zero feature
+    rows (the reference's loader pads and its forward drops the mask); evaluation is unpadded."""
+    from mmsurv.models.base import Batch
+
+    groups = [3, 4]
+    torch.manual_seed(0)
+    padded = build(groups, path_dim=8, train_pad_patches=12)
+    plain = build(groups, path_dim=8)
+    plain.load_state_dict(padded.state_dict())
+    omic = [torch.randn(1, 3), torch.randn(1, 4)]
+    bag = torch.randn(5, 8)
+
+    def run(model, path, train):
+        model.train(train)
+        torch.manual_seed(1)
+        values = {"path": path.unsqueeze(0), "omic_groups": omic}
+        return model(Batch(values=values, mask=None, size=1)).logits
+
+    zero_rows = torch.cat([bag, torch.zeros(7, 8)])
+    torch.testing.assert_close(run(padded, bag, True), run(plain, zero_rows, True))
+    assert not torch.allclose(run(padded, bag, True), run(plain, bag, True))
+    torch.testing.assert_close(run(padded, bag, False), run(plain, bag, False))
+    assert run(padded, torch.randn(20, 8), True).shape == (1, 4)  # larger bags are left alone

@@ -15,6 +15,10 @@ loss mix ``0.7 · NLL + 0.3 · instance CE`` and the handling of bags smaller th
 Parameters at the reference setting (1024-d, 4 bins): 794,640, equal to the official ``CLAM_MB``
 with ``n_classes=4`` (tested). The scorer's ``n_bins`` biases never get a gradient (each softmax
 ignores a shift of its row): kept for the count match.
+
+Training defaults and instance loss: CLAM-SB's (``main.py``'s lr 1e-4 and CE instance loss; the
+README's commands use lr 2e-4 and the smooth top-1 SVM instance loss, ``instance_loss="svm"``: see
+:mod:`mmsurv.models.clam_sb`).
 """
 
 from __future__ import annotations

@@ -38,8 +38,16 @@ with ``n_classes=4`` (tested). As the reference, the scorer's last bias is kept 
 gradient (softmax ignores a constant shift): it is there for the count match only. PyTorch default
 initialisation (the reference's ``CLAM_SB`` does not re-initialise).
 
-Training defaults: CLAM's Adam, lr 1e-4, weight decay 1e-5 (its ``main.py``); epochs and
-accumulation are the package's (CLAM trains up to 200 epochs with early stopping on classification).
+Training defaults: CLAM's ``main.py`` argparse defaults, Adam, lr 1e-4, weight decay 1e-5, and its
+default instance loss (``--inst_loss`` None → ``nn.CrossEntropyLoss``); epochs and accumulation
+are the package's (CLAM trains up to 200 epochs, ``--early_stopping``: patience 20 on the
+validation loss from epoch 50). The example commands of CLAM's README (docs/README.md) run
+otherwise: ``--lr 2e-4 --inst_loss svm --bag_loss ce --weighted_sample --early_stopping``, where
+``svm`` is the smooth top-1 SVM of the ``topk`` package (``SmoothTop1SVM(n_classes=2)``, Berrada
+et al., ICLR 2018) on the 2k instance logits. We keep the code's defaults (CE, lr 1e-4);
+``instance_loss="svm"`` (:func:`smooth_top1_svm`) with ``training.lr: 2e-4`` is the README's setting.
+Class-balanced sampling (the loop's default) is the README's ``--weighted_sample``; ``main.py``'s
+own default is off.
 
 Departures: the bag classifier's outputs are hazard logits (NLL) instead of class logits (CE);
 small bags as above; no hard-coded GPU placement; instance predictions are not returned (CLAM logs them).
@@ -47,6 +55,7 @@ small bags as above; no hard-coded GPU placement; instance predictions are not r
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +67,22 @@ from mmsurv.models.registry import register_model
 from mmsurv.train.loss import nll_surv_loss
 
 INSTANCE_TERM = "instance"
+INSTANCE_LOSSES = ("ce", "svm")
+
+
+def smooth_top1_svm(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 1.0, tau: float = 1.0,
+                    threshold: float = 1e3) -> torch.Tensor:
+    """The smooth top-1 SVM loss (Berrada et al., ICLR 2018) averaged over rows: CLAM's ``--inst_loss svm``.
+
+    Per row, with margins ``z_j = x_j + α·[j ≠ y] − x_y``: ``τ·log Σ_j exp(z_j / τ)``, or the hard
+    ``max_j z_j`` when the top score leads the second by at least ``τ·log(threshold)`` (the
+    ``SmoothTop1SVM`` of the ``topk`` package: n classes, α = 1, τ = 1, threshold 1e3)."""
+    margins = logits + alpha * (torch.arange(logits.shape[1], device=logits.device) != targets[:, None])
+    margins = margins - logits.gather(1, targets[:, None])
+    top2 = logits.topk(2, dim=1).values
+    hard = (top2[:, 0] - top2[:, 1] >= tau * math.log(threshold)).detach()
+    smooth = tau * torch.logsumexp(margins / tau, dim=1)
+    return torch.where(hard, margins.max(dim=1).values, smooth).mean()
 
 
 @dataclass
@@ -86,10 +111,13 @@ class CLAMBase(SurvivalModel):
 
     def __init__(self, *, path_dim: int = 1024, n_bins: int = 4, hidden_dim: int = 512, attention_dim: int = 256,
                  dropout: float = 0.25, k_sample: int = 8, bag_weight: float = 0.7, subtyping: bool = False,
-                 **sizes):
+                 instance_loss: str = "ce", **sizes):
         super().__init__(n_bins=n_bins, path_dim=path_dim, **sizes)
         if not 0.0 <= bag_weight <= 1.0:
             raise ValueError(f"{self.display}: bag_weight must lie in [0, 1], got {bag_weight}")
+        if instance_loss not in INSTANCE_LOSSES:
+            raise ValueError(f"{self.display}: instance_loss must be one of {', '.join(INSTANCE_LOSSES)}, got {instance_loss!r}")
+        self.instance_loss_fn = F.cross_entropy if instance_loss == "ce" else smooth_top1_svm
         self.k_sample = k_sample
         self.bag_weight = bag_weight
         self.subtyping = subtyping
@@ -128,7 +156,7 @@ class CLAMBase(SurvivalModel):
                 rows, targets = top, torch.zeros_like(top)
             else:
                 continue
-            total = total + F.cross_entropy(classifier(h[rows]), targets)
+            total = total + self.instance_loss_fn(classifier(h[rows]), targets)
         if self.subtyping:
             total = total / len(self.instance_classifiers)
         return total

@@ -42,7 +42,9 @@ patches that leave k-means with fewer distinct centres give empty clusters, mask
 
 **Training defaults** (``defaults``, the paper's code): Adam, lr 1e-4, weight decay 5e-4, batches
 of 16 patients (``grad_accum`` 16), L1 1e-5·Σ|w| per batch (``l1_reg`` 6.25e-7 per patient: the
-loop adds k·λ per window of k patients), 100 epochs. Departures: the loss is the project's
+loop adds k·λ per window of k patients), 100 epochs, the training patients in shuffled order
+without class balancing (``weighted_sampling: false``: MIL_dataloader.py's
+``DataLoader(..., shuffle=True)``, no sampler). Departures: the loss is the project's
 discrete-time NLL over ``n_bins`` outputs (the issue's "same loss for every model"; the paper
 trains one Cox output per patient: ``training.loss: cox`` gives that objective on the model's
 risk); no hold-out early stopping / ReduceLROnPlateau by default (the reference carves 10% of the
@@ -116,7 +118,7 @@ class DeepAttnMISL(SurvivalModel):
 
     inputs = ("path",)
     defaults = {"training": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 5e-4, "grad_accum": 16,
-                             "l1_reg": 6.25e-7, "epochs": 100}}
+                             "l1_reg": 6.25e-7, "epochs": 100, "weighted_sampling": False}}
 
     def __init__(self, *, path_dim: int = 1024, n_bins: int = 4, n_clusters: int = 10, embed_dim: int = 64,
                  attention_dim: int = 32, hidden_dim: int = 32, dropout: float = 0.5, kmeans_seed: int = 0,

@@ -41,12 +41,13 @@ pairs (the encoders and first-level MoEs run once; the loss terms of evaluation 
 seg = 1 pass); ``"random"`` is the public behaviour (drawn from torch's generator, so a seeded run
 is repeatable). Training always draws at random.
 
-Defaults (run.sh, engine.py): Adam, lr 5e-4, weight decay 1e-5, 30 epochs, batch 1, an optimiser
-step per patient (no accumulation), class-balanced sampling (its ``weighted_sample`` default, the
-loop's default too).
-Departure: the public learning rate follows a poly decay lr·(1 − e/E)^0.9 per epoch; the loop offers
-none/cosine/step only, so ``defaults`` use ``cosine`` (closest: both decay smoothly from lr to 0
-over the run; poly stays higher in the middle epochs).
+Defaults (run.sh, engine.py): Adam, lr 5e-4, weight decay 1e-5 (torch's Adam: added to the
+gradient), 30 epochs, batch 1, an optimiser step per patient (no accumulation), class-balanced
+sampling (its ``weighted_sample`` default, the loop's default too), and the engine's polynomial
+decay: ``Engine.learning`` sets lr·(1 − e/E)^0.9 at the start of every epoch e = 0 … E−1 (per
+epoch, not per iteration; run.sh passes ``--scheduler None``, and with a scheduler the engine's
+value would overwrite it anyway), i.e. ``scheduler: poly``, ``poly_power: 0.9``,
+``scheduler_interval: epoch``.
 
 Initialisation as the public code: every Linear Xavier-normal with zero bias, LayerNorm (1, 0),
 router weights Kaiming-uniform(a=√5), cls tokens N(0, 1e-6²), convolutions PyTorch default. (The
@@ -140,7 +141,7 @@ class HDMoE(SurvivalModel):
     defaults = {
         "data": {"groups": "signatures"},
         "training": {"optimizer": "adam", "lr": 5e-4, "weight_decay": 1e-5, "epochs": 30, "batch_size": 1,
-                     "grad_accum": 1, "scheduler": "cosine"},
+                     "grad_accum": 1, "scheduler": "poly", "poly_power": 0.9, "scheduler_interval": "epoch"},
     }
 
     def __init__(self, *, group_sizes: list[int], path_dim: int = 1024, n_bins: int = 4, gate_dim: int = 256,

@@ -6,26 +6,35 @@ self-normalising network encodes the WHOLE genomic vector, a fusion layer combin
 linear layer gives the hazard logits.
 
 Reference followed: ``MIL_Attention_FC_surv`` with ``fusion='concat'`` / ``'bilinear'``
-(models/model_set_mil.py of mahmoodlab/MCAT, ``size_arg='small'``) and its ``BilinearFusion``
-(the same layer as ``BilinearFusion`` in models/model_porpoise.py of mahmoodlab/PORPOISE):
+(models/model_set_mil.py of mahmoodlab/MCAT, ``size_arg='small'``) and MCAT's ``BilinearFusion``
+(models/model_utils.py of mahmoodlab/MCAT, built there with ``dim1 = dim2 = 256``, ``scale_dim1 =
+scale_dim2 = 8``, gates on, no skip):
 
 * WSI branch: the registered pathology model (``abmil``: ``Linear(1024 → 512)``, gated attention
-  512 → 256, ``rho = Linear(512 → 256)``) without its classifier: its 1×256 pooled embedding;
+  512 → 256, ``rho = Linear(512 → 256) → ReLU → Dropout(0.25)``) without its classifier: its 1×256
+  pooled embedding;
 * genomic branch: MCAT's SNN blocks over all G genomic columns, ``G → 256 → 256`` (``Linear → ELU →
   AlphaDropout(0.25)``), PyTorch default initialisation as there (no ``init_max_weights`` call);
 * fusion (``fusion=``):
 
   - ``concat``: ``ReLU(Linear(512 → 256)) → ReLU(Linear(256 → 256))`` (MCAT's ``mm``);
-  - ``kronecker`` (Pathomic Fusion's tensor fusion, Chen et al., IEEE TMI 2020): each embedding is
-    reduced to ``kp_dim`` (32 = 256 / MCAT's ``scale_dim`` 8) by ``ReLU(Linear(256 → 32))`` then
-    ``Dropout(ReLU(Linear(32 → 32)))``, extended by a constant 1, and their Kronecker (outer)
+  - ``bilinear`` (**the default of the KP rows**): MCAT's gated ``BilinearFusion``, Pathomic
+    Fusion's gated tensor fusion (Chen et al., IEEE TMI 2020). Each embedding is reduced to
+    ``kp_dim`` (32 = 256 / MCAT's ``scale_dim`` 8) by ``ReLU(Linear(256 → 32))``, multiplied by its
+    gate ``sigmoid(Linear(512 → 32))`` of the two concatenated embeddings, then
+    ``Dropout(ReLU(Linear(32 → 32)))``; each is extended by a constant 1 and their Kronecker (outer)
     product, (32 + 1)(32 + 1) = 1,089 values, goes through ``Dropout(0.25)``,
-    ``ReLU(Linear(1089 → 256))`` and ``ReLU(Linear(256 → 256))``. This is MCAT's/PORPOISE's
-    ``BilinearFusion`` with both gates off (``gate1 = gate2 = 0``, PORPOISE's ``main.py``
-    default), so the product keeps every unimodal term (the 1s) and every bimodal interaction;
-    ``kp_dim=None`` fuses the raw embeddings, (256 + 1)(256 + 1) = 66,049 values;
-  - ``bilinear``: MCAT's gated ``BilinearFusion`` (the same layer with both gates on: each reduced
-    embedding is multiplied by ``sigmoid(Linear(512 → 32))`` of the concatenated embeddings).
+    ``Dropout(0.25)(ReLU(Linear(1089 → 256)))`` and ``Dropout(0.25)(ReLU(Linear(256 → 256)))`` (MCAT's
+    ``encoder1`` and ``encoder2`` both end with a dropout). The product keeps every unimodal term
+    (the 1s) and every bimodal interaction;
+  - ``kronecker``: the same layer with both gates off (``gate1 = gate2 = 0``), the ungated variant
+    (e.g. ``train.models.abmil_kp_ungated: {model: abmil_kp, fusion: kronecker}``); the two gate
+    layers an ungated MCAT ``BilinearFusion`` builds but never uses are not built.
+    ``kp_dim=None`` fuses the raw embeddings, (256 + 1)(256 + 1) = 66,049 values.
+
+  PORPOISE's ``BilinearFusion`` (models/model_porpoise.py of mahmoodlab/PORPOISE, used by
+  :mod:`mmsurv.models.porpoise`) is NOT the same layer: its ``encoder1``/``encoder2`` have no
+  dropout, and PORPOISE MMF adds a skip connection; ``BilinearFusion(encoder_dropout=...)`` chooses.
 
 * ``Linear(256 → n_bins)`` hazard logits.
 
@@ -36,12 +45,13 @@ the BLCA groups [94, 334, 521, 468, 1496, 479]), against the reference's (measur
 model           ours        reference
 ==============  ==========  ==========================================================
 ``abmil_cat``   2,051,589   2,051,589 (AMIL, ``fusion='concat'``), equal
-``abmil`` +     2,250,693   2,250,693 (AMIL, ``fusion='bilinear'``), equal
-bilinear
-``abmil_kp``    2,217,861   no reference; = 2,250,693 − 32,832, the two gate layers
-                            ``Linear(512 → 32)`` that an ungated ``BilinearFusion`` builds
-                            but never uses (no gradient) and that we do not build
+``abmil_kp``    2,250,693   2,250,693 (AMIL, ``fusion='bilinear'``), equal
+``abmil_kp``,   2,217,861   = 2,250,693 − 32,832, the two gate layers ``Linear(512 → 32)``
+kronecker                   that an ungated ``BilinearFusion`` builds but never uses
 ==============  ==========  ==========================================================
+
+The other KP rows (no reference code): ``transmil_kp`` 4,027,348 (``kronecker``: 3,978,132) and
+``clam_mb_kp`` 2,296,272 (``kronecker``: 2,148,752); their gates read the wider slide embeddings.
 
 **Other backbones.** :class:`LateFusion` takes any registered pathology model as ``backbone``:
 the model is built with the fold's ``path_dim`` and ``n_bins`` and its head removed (see
@@ -52,7 +62,8 @@ join the late-fusion loss. Registered: ``abmil_cat``, ``abmil_kp``, ``clam_mb_ca
 ``transmil_cat``, ``transmil_kp``.
 
 * **TransMIL**: its class token after the final LayerNorm (512-d). For KP the two reductions take
-  different inputs (``Linear(512 → 32)`` and ``Linear(256 → 32)``): the product stays 33 × 33.
+  different inputs (``Linear(512 → 32)`` and ``Linear(256 → 32)``), the gates read the 768
+  concatenated values (``Linear(768 → 32)``): the product stays 33 × 33.
 * **CLAM-MB** (our choice; no reference code fuses it): its slide embedding is what its bag
   classifiers read, one attention-pooled 512-d vector per survival bin, flattened (4 × 512 = 2,048
   values), so nothing the unimodal model sees is lost. Its instance-clustering term,
@@ -90,19 +101,21 @@ def kronecker_product(h_path: torch.Tensor, h_omic: torch.Tensor) -> torch.Tenso
 
 
 class BilinearFusion(nn.Module):
-    """Pathomic Fusion's (optionally gated) Kronecker fusion, as MCAT's and PORPOISE's ``BilinearFusion``.
+    """Pathomic Fusion's (optionally gated) Kronecker fusion: MCAT's ``BilinearFusion`` with
+    ``encoder_dropout=True``, PORPOISE's with ``encoder_dropout=False``.
 
     Per modality m ∈ {path, omic} (inputs ``in_dim`` and ``omic_in_dim``, equal unless given):
     ``h_m = ReLU(Linear(in_m → d))`` with ``d = reduced_dim`` (or ``in_dim`` when ``reduced_dim`` is
     None); with its gate on, ``h_m ← sigmoid(Linear(in_path + in_omic → d)([x_path, x_omic])) ⊙ h_m``; then
     ``o_m = Dropout(ReLU(Linear(d → d))(h_m))``. Output: ``ReLU(Linear(256 + skip → out_dim))`` of
     ``ReLU(Linear((d+1)² → 256))(Dropout([o_path, 1] ⊗ [o_omic, 1]))``, where ``skip`` appends the
-    two input embeddings (PORPOISE's skip connection).
+    two input embeddings (PORPOISE's skip connection); ``encoder_dropout`` adds ``Dropout`` after
+    each of those two ``ReLU`` (MCAT's ``encoder1``/``encoder2``).
     """
 
     def __init__(self, in_dim: int = 256, reduced_dim: int | None = 32, out_dim: int = 256, gate_path: bool = True,
                  gate_omic: bool = True, skip: bool = False, dropout: float = 0.25, hidden_dim: int = 256,
-                 omic_in_dim: int | None = None):
+                 omic_in_dim: int | None = None, encoder_dropout: bool = False):
         super().__init__()
         omic_in_dim = omic_in_dim or in_dim
         if reduced_dim is None and omic_in_dim != in_dim:
@@ -117,8 +130,9 @@ class BilinearFusion(nn.Module):
         self.path_o = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout))
         self.omic_o = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout))
         self.post_dropout = nn.Dropout(dropout)
-        self.encoder1 = nn.Sequential(nn.Linear((dim + 1) ** 2, hidden_dim), nn.ReLU())
-        self.encoder2 = nn.Sequential(nn.Linear(hidden_dim + (both if skip else 0), out_dim), nn.ReLU())
+        tail = [nn.Dropout(dropout)] if encoder_dropout else []
+        self.encoder1 = nn.Sequential(nn.Linear((dim + 1) ** 2, hidden_dim), nn.ReLU(), *tail)
+        self.encoder2 = nn.Sequential(nn.Linear(hidden_dim + (both if skip else 0), out_dim), nn.ReLU(), *tail)
 
     def forward(self, h_path: torch.Tensor, h_omic: torch.Tensor) -> torch.Tensor:
         """B×in_dim, B×omic_in_dim → B×out_dim."""
@@ -203,6 +217,7 @@ class LateFusion(SurvivalModel):
 
     backbone_name: ClassVar[str] = "abmil"
     default_fusion: ClassVar[str] = "concat"
+    fusion_encoder_dropout: ClassVar[bool] = True  # MCAT's BilinearFusion (PORPOISE's has none)
     inputs = ("path", "omic")
 
     def __init__(self, *, omic_dim: int, path_dim: int = 1024, n_bins: int = 4, fusion: str | None = None,
@@ -226,7 +241,7 @@ class LateFusion(SurvivalModel):
         else:
             gated = fusion == "bilinear"
             self.fusion = BilinearFusion(path_out, kp_dim, embed_dim, skip=skip, dropout=dropout,
-                                         omic_in_dim=omic_hidden[-1],
+                                         omic_in_dim=omic_hidden[-1], encoder_dropout=self.fusion_encoder_dropout,
                                          gate_path=gated if gate_path is None else gate_path,
                                          gate_omic=gated if gate_omic is None else gate_omic)
         self.classifier = nn.Linear(embed_dim, n_bins)
@@ -272,10 +287,10 @@ class ABMILCat(LateFusion):
 @register_model("abmil_kp", display="ABMIL (KP)",
                 citation="Ilse et al., ICML 2018; Chen et al., IEEE TMI 2020 (Pathomic Fusion's Kronecker fusion)")
 class ABMILKP(LateFusion):
-    """Late fusion of ABMIL and an SNN, Kronecker product."""
+    """Late fusion of ABMIL and an SNN, MCAT's gated Kronecker product (``fusion="kronecker"``: ungated)."""
 
     backbone_name = "abmil"
-    default_fusion = "kronecker"
+    default_fusion = "bilinear"
 
 
 @register_model("transmil_cat", display="TransMIL (Cat)",
@@ -291,10 +306,10 @@ class TransMILCat(LateFusion):
 @register_model("transmil_kp", display="TransMIL (KP)",
                 citation="Shao et al., NeurIPS 2021; Chen et al., IEEE TMI 2020 (Pathomic Fusion's Kronecker fusion)")
 class TransMILKP(LateFusion):
-    """Late fusion of TransMIL's class token and an SNN, Kronecker product."""
+    """Late fusion of TransMIL's class token and an SNN, MCAT's gated Kronecker product."""
 
     backbone_name = "transmil"
-    default_fusion = "kronecker"
+    default_fusion = "bilinear"
 
 
 @register_model("clam_mb_cat", display="CLAM-MB (Cat)",
@@ -309,7 +324,7 @@ class CLAMMBCat(LateFusion):
 @register_model("clam_mb_kp", display="CLAM-MB (KP)",
                 citation="Lu et al., Nat. Biomed. Eng. 2021; Chen et al., IEEE TMI 2020 (Pathomic Fusion's Kronecker fusion)")
 class CLAMMBKP(LateFusion):
-    """Late fusion of CLAM-MB's per-bin slide vectors and an SNN, Kronecker product."""
+    """Late fusion of CLAM-MB's per-bin slide vectors and an SNN, MCAT's gated Kronecker product."""
 
     backbone_name = "clam_mb"
-    default_fusion = "kronecker"
+    default_fusion = "bilinear"

@@ -115,8 +115,9 @@ class ClassTokenEncoder(nn.Module):
 
 
 def xavier_init(module: nn.Module) -> None:
-    """CMTA's ``initialize_weights`` (HDMoE and MoME inherit it): Xavier-normal Linear weights, zero
-    biases; LayerNorm weight 1, bias 0."""
+    """CMTA's ``initialize_weights`` (HDMoE's network.py applies the same function): Xavier-normal
+    Linear weights, zero biases; LayerNorm weight 1, bias 0. (MoME's code never calls its copy of
+    it, utils/utils.py, for the MoME model: MoME keeps PyTorch's default initialisation.)"""
     for layer in module.modules():
         if isinstance(layer, nn.Linear):
             nn.init.xavier_normal_(layer.weight)

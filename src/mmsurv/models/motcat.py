@@ -2,9 +2,15 @@
 
 "Multimodal Optimal Transport-based Co-Attention Transformer with Global Structure Consistency for
 Survival Prediction", ICCV 2023. Reference followed: ``MOTCAT_Surv`` and ``OT_Attn_assem`` of
-models/model_motcat.py and the micro-batch loop of trainer/mb_trainer.py (Innse/MOTCat), at its
-``main.py`` defaults (``--ot_impl pot-uot-l2 --ot_reg 0.1 --ot_tau 0.5 --bs_micro 256``,
-``fusion='concat'``, ``model_size_wsi = model_size_omic = 'small'``).
+models/model_motcat.py and the micro-batch loop of trainer/mb_trainer.py (Innse/MOTCat), at the
+``main.py`` defaults of its first release, commit 712e03d (2023-09-07: ``--ot_impl pot-uot-l2
+--ot_reg 0.1 --ot_tau 0.5 --bs_micro 256``, micro-batches always on, ``fusion='concat'``,
+``model_size_wsi = model_size_omic = 'small'``), the code of the paper's experiments. Later
+commits changed this: ccafbcb (2024-04-01) moved the OT solve to POT's torch backend and its
+scripts/train_motcat.sh passes ``--bs_micro 16384``; HEAD, fe70abc (2024-09-12), trains without
+micro-batches unless ``--use_micro_batch`` is given (then ``--bs_micro`` defaults to 16,384; its
+README's example command still shows ``--bs_micro 256``). A ``bs_micro`` larger than every bag
+runs each bag as one chunk, the whole bag, as HEAD's default does.
 
 It is MCAT (:mod:`mmsurv.models.mcat`) with the co-attention replaced by an optimal transport plan:
 
@@ -37,7 +43,8 @@ co-attention ``MultiheadAttention``; the OT layer has no parameters).
   the genomic tokens (what the paper's formulation implies). The reference detaches the cost and
   solves in NumPy, so its plan is a constant for back-propagation (patch tokens still get a
   gradient through ``planᵀ · tokens``, the genomic encoders only through the genomic transformer);
-  ``plan_grad=False`` reproduces that.
+  ``plan_grad=False`` reproduces that (712e03d solves in NumPy; from ccafbcb on the solve runs in
+POT's torch backend, still on the detached cost, so the plan is a constant there too).
 * In evaluation the reference shuffles the chunks at random (its validation risks change from run
   to run); we use a fixed permutation (``torch.Generator`` seeded with ``eval_seed``), so evaluation
   is deterministic. Training shuffles with torch's global RNG (seeded by the run).

@@ -33,6 +33,12 @@ tens of milliseconds (see bench/graph_models.py); a cached slide costs a hash.
    hidden, dropout 0.25, :class:`~mmsurv.models.base.GatedAttention`) over all the patient's
    patches; ``rho = Linear(512 → 512) → ReLU → Dropout(0.25)``; ``Linear(512 → n_bins)``.
 
+**Which version.** The model file as published with the paper (commits bb8596c and 5fefa05 of
+2021-05-21, 6d5c258 of 2021-11-04; unchanged until 2024): ``path_rho`` ends with
+``Dropout(dropout)``. Commit 823adda (2024-01-26), the repository's HEAD, removed that dropout from
+``path_rho`` (of ``PatchGCN_Surv`` and ``DeepGraphConv_Surv``); we follow the 2021 code, with which
+the paper's results were produced. No parameter depends on it (same count, same state dict).
+
 ``block`` may be ``'res+'`` (pre-activation, DeeperGCN's own design: ``x + GENConv(Dropout(ReLU(
 LN(x))))``); the reference code uses ``'res'``, which is the default here.
 

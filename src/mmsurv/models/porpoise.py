@@ -23,11 +23,19 @@ beside the reference's measured from its code:
 * its ``main.py`` defaults (``--gate_path``/``--gate_omic``/``--skip`` off): the reference builds
   2,250,693 parameters of which the two gate layers (2 × 16,416 = 32,832) never get a gradient;
   ours with ``gate_path=False, gate_omic=False, skip=False`` builds 2,217,861 (the unused gates are
-  not built) — the same model as ``abmil_kp``.
+  not built) — the size of ``abmil_kp`` with ``fusion: kronecker``, which differs in its fusion's
+  dropouts: PORPOISE's ``BilinearFusion`` has none after its two encoders, MCAT's (``abmil_kp``)
+  has (:mod:`mmsurv.models.late_fusion`).
 
 Training settings: the reference's ``main.py`` (Adam, lr 2e-4, weight decay 1e-5, 20 epochs, batch 1
-with gradient accumulation 32, NLL with alpha 0, no L1), the package defaults. No departure from
-the reference's architecture.
+with gradient accumulation 32, NLL with alpha 0), the package defaults, plus the L1 penalty of its
+documented MMF command (docs/Commands.md: ``--mode pathomic --reg_type pathomic``, ``--lambda_reg``
+default 1e-5): ``λ·Σ|w|`` with λ = 1e-5 over the genomic SNN and the fusion layer only
+(utils/utils.py ``l1_reg_modules``: ``model.fc_omic`` and ``model.mm``, here ``omic_branch`` and
+``fusion``), added per patient without the accumulation's division as there (``l1_reg: 1e-5``,
+``l1_modules: [omic_branch, fusion]``). That command names ``--model_type mm_attention_mil``, which
+the released core_utils.py no longer dispatches (its MMF class is ``porpoise_mmf``); we read it as
+the MMF command. No departure from the reference's architecture.
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ class PorpoiseMMF(LateFusion):
 
     backbone_name = "abmil"
     default_fusion = "bilinear"
+    fusion_encoder_dropout = False  # PORPOISE's BilinearFusion: no dropout after its encoders
+    defaults = {"training": {"l1_reg": 1e-5, "l1_modules": ["omic_branch", "fusion"]}}
 
     def __init__(self, *, omic_dim: int, path_dim: int = 1024, n_bins: int = 4, fusion: str = "bilinear",
                  gate_path: bool = True, gate_omic: bool = True, skip: bool = True, dropinput: float = 0.1,

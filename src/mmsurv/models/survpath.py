@@ -29,8 +29,12 @@ SurvPath's 331 Hallmark + Reactome/PID sets), 4,096 patches sampled per patient 
 (``data.max_patches``; evaluation sees every patch), RAdam, lr 5e-4, weight decay 1e-3, batch 1
 with an optimiser step per patient (``grad_accum = 1``: the reference has no accumulation), NLL
 with α = 0.5 (``--alpha_surv 0.5`` of scripts/survpath.sh), class-balanced sampling
-(``--weighted_sample``), cosine schedule (the reference's default ``--lr_scheduler``; its one
-warm-up epoch has no equivalent in the loop), 20 epochs. The lr / weight decay are the paper's
+(``--weighted_sample``), 20 epochs. The reference's RAdam (custom_optims/radam.py) decays the
+weights directly, ``p ← p − lr·wd·p``, on every parameter (``decoupled_weight_decay: true``, no
+exemption); its schedule (utils/core_utils.py ``_get_lr_scheduler``, the default ``--lr_scheduler
+cosine --warmup_epochs 1``) is Hugging Face's ``get_cosine_schedule_with_warmup`` over
+``len(loader) × epochs`` steps with one epoch of linear warm-up from 0, stepped after every
+optimiser step: ``scheduler: cosine``, ``scheduler_interval: step``, ``warmup_epochs: 1``. The lr / weight decay are the paper's
 stated values; the released script grid-searches lr ∈ {5e-5 … 1e-3} and decay ∈ {1e-5 … 1e-2}.
 
 Parameters (trainable): 1,676,100 with the six MCAT signature groups of BLCA (sizes
@@ -52,6 +56,17 @@ of those 2,351 slots (91 %); the 109 pathways of one to four genes would each be
 handful of values with an encoder of 66 k parameters of its own. The package default stays 1 so
 that the model matches the reference when the table holds every gene; run :func:`main` for the
 cohort at hand.
+
+**Zero-padded training bags** (``train_pad_patches``, default None = off). The reference's training
+loader (datasets/dataset_survival.py ``_load_wsi_embs_from_path`` with ``sample=True``) draws at
+most 4,096 patches and pads a smaller bag with all-zero feature rows up to 4,096; it builds a mask
+of those rows, but ``SurvPath.forward`` sets ``mask = None``, so in training the padding rows are
+patch tokens like the others (each projects to the projection's bias, takes part in the attention
+and in the patch-token mean); validation bags are never padded. We do not pad by default: the rows
+are not patches, the paper does not describe them, and they make a training bag of N < 4,096
+patches differ from the same bag in evaluation (the patch mean is diluted by 4,096 − N bias
+tokens). ``train_pad_patches=4096`` reproduces the reference (zero rows appended in training mode
+only, after the data layer's ``max_patches`` sampling).
 
 Departures: the per-pathway encoders run one after the other as in the reference (a grouped
 matmul would be faster but would change the parameter layout); the attention returns the three
@@ -117,16 +132,20 @@ class SurvPath(SurvivalModel):
     inputs = ("path", "omic_groups:pathways")
     defaults = {
         "data": {"max_patches": 4096, "groups": "pathways"},
-        "training": {"optimizer": "radam", "lr": 5e-4, "weight_decay": 1e-3, "grad_accum": 1, "alpha": 0.5,
-                     "scheduler": "cosine", "epochs": 20, "weighted_sampling": True},
+        "training": {"optimizer": "radam", "lr": 5e-4, "weight_decay": 1e-3, "decoupled_weight_decay": True,
+                     "grad_accum": 1, "alpha": 0.5, "scheduler": "cosine", "scheduler_interval": "step",
+                     "warmup_epochs": 1, "epochs": 20, "weighted_sampling": True},
     }
 
     def __init__(self, *, group_sizes: list[int], path_dim: int = 1024, n_bins: int = 4, embed_dim: int = 256,
                  omic_hidden: tuple[int, ...] = (256, 256), omic_dropout: float = 0.25, dropout: float = 0.1,
-                 group_names: Sequence[str] | None = None, **sizes):
+                 group_names: Sequence[str] | None = None, train_pad_patches: int | None = None, **sizes):
         super().__init__(n_bins=n_bins, path_dim=path_dim, group_sizes=group_sizes, group_names=group_names, **sizes)
         if not group_sizes:
             raise ValueError("SurvPath needs at least one pathway group")
+        if train_pad_patches is not None and train_pad_patches < 1:
+            raise ValueError(f"SurvPath: train_pad_patches must be a positive patch count or None, got {train_pad_patches}")
+        self.train_pad_patches = train_pad_patches
         if min(group_sizes) < 1:
             raise ValueError("SurvPath: every pathway needs at least one gene column (raise data.pathway_min_size)")
         omic_hidden = list(omic_hidden)
@@ -148,6 +167,8 @@ class SurvPath(SurvivalModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         path = batch.one("path", "SurvPath")
+        if self.training and self.train_pad_patches and path.shape[0] < self.train_pad_patches:
+            path = torch.cat([path, path.new_zeros(self.train_pad_patches - path.shape[0], path.shape[1])])
         groups = batch.one_groups("SurvPath", self.n_pathways, "pathways")
         pathway_tokens = torch.stack([encoder(values) for encoder, values in zip(self.pathway_encoders, groups)])
         tokens = torch.cat([pathway_tokens, self.path_projection(path)], dim=0)  # (P+N)×E

@@ -22,8 +22,19 @@ N(0, 1) as the reference's ``torch.randn``.
 
 Defaults: ``dim=512``, ``heads=8``, ``landmarks=256``, ``pinv_iterations=6``, ``attn_dropout=0.1``,
 ``adaptive_landmarks=False`` (the reference's zero padding; see below), ``checkpoint_tokens=8192`` (see Cost).
-Training defaults: the paper trains with Lookahead(RAdam), lr 2e-4, weight decay 1e-5, batch 1;
-we set RAdam with the same lr and weight decay (the training loop has no Lookahead wrapper).
+Training defaults: the reference's Camelyon/TransMIL.yaml and train.py (PyTorch Lightning 1.2.3):
+``lookahead_radam`` built by MyOptimizer/optim_factory.py, i.e. Lookahead (k 6, α 0.5) around the
+RAdam of Liu et al., lr 2e-4, weight decay 1e-5 applied to the weights (``p ← p − lr·wd·p``) and
+not to biases or 1-D parameters (LayerNorm weights; the class token, 1×1×512, is decayed) —
+``optimizer: radam``, ``decoupled_weight_decay``, ``no_decay_1d``, ``lookahead``; batch 1 with
+gradient accumulation 2 (``grad_acc``); up to 200 epochs with early stopping after 10 epochs
+without a lower validation loss, reporting the checkpoint of the lowest validation loss; the
+training bags in shuffled order without class balancing (``weighted_sampling: false``). The
+reference's validation set is its own (216 training / 54 validation slides on Camelyon16's fold
+0, test apart); our validation fold is the reported one, so early stopping and the choice of the
+"best" epoch look at a hold-out of 20 % of the training fold (``holdout_fraction: 0.2``, the
+reference's 54 / 270) through its loss (the loop's default metric with a hold-out), patience 10.
+Not reproduced: the reference's 16-bit mixed precision (``precision: 16``; we train in fp32).
 
 Departures, with reasons:
 
@@ -123,7 +134,10 @@ class TransMIL(SurvivalModel):
     """Nyström-attention transformer with PPEG over a patient's patch bag (WSI only)."""
 
     inputs = ("path",)
-    defaults = {"training": {"optimizer": "radam", "lr": 2e-4, "weight_decay": 1e-5}}
+    defaults = {"training": {"optimizer": "radam", "lr": 2e-4, "weight_decay": 1e-5, "decoupled_weight_decay": True,
+                             "no_decay_1d": True, "lookahead": True, "lookahead_k": 6, "lookahead_alpha": 0.5,
+                             "grad_accum": 2, "epochs": 200, "holdout_fraction": 0.2, "early_stopping_patience": 10,
+                             "weighted_sampling": False}}
 
     def __init__(self, *, path_dim: int = 1024, n_bins: int = 4, dim: int = 512, heads: int = 8,
                  landmarks: int | None = None, pinv_iterations: int = 6, attn_dropout: float = 0.1,

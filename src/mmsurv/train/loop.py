@@ -7,15 +7,18 @@ optimiser steps every ``grad_accum`` batches; so an auxiliary term weighs the sa
 survival loss whatever the accumulation. Models that declare ``batchable`` may take
 ``training.batch_size`` patients per forward pass (bags padded, with a mask): each term is then a
 mean over the batch, so batch B × accumulation 1 gives the gradient of batch 1 × accumulation B.
-The optional L1 penalty (MCAT's ``--reg_type omic``, ``λ·Σ|w|`` over all parameters) is added per
-patient without the division, as there; since the weights do not change inside an accumulation
+The optional L1 penalty (MCAT's ``--reg_type omic``, ``λ·Σ|w|`` over all parameters, or over the
+submodules named in ``l1_modules`` as PORPOISE's ``--reg_type pathomic``) is added per patient
+without the division, as there; since the weights do not change inside an accumulation
 window, the ``k`` per-patient penalties of a window of ``k`` patients are back-propagated once as
 ``k·λ·Σ|w|`` when the window closes (the same gradient ``k·λ·sign(w)`` and the same logged loss,
 without one pass over every weight per patient). An epoch visits as many patients as the training
 fold has, in the order of :func:`mmsurv.data.dataset.epoch_order` (class-balanced with replacement
 by default, MCAT's weighted sampler). Unlike MCAT, gradients left over at the end of an epoch
 (fewer than ``grad_accum`` batches) are applied by a last step (``flush_accumulation``) instead of
-leaking into the next epoch. Every loss term is logged per epoch (``train_loss_<term>``).
+leaking into the next epoch. Every loss term is logged per epoch (``train_loss_<term>``). The
+optimiser and the learning-rate schedule (per epoch, or per optimiser step with
+``scheduler_interval: step``) are built by :mod:`mmsurv.train.optim`.
 
 Evaluation ranks patients by the model's ``output.risk`` (float64) and reports the mean of the
 model's summed loss terms.
@@ -50,12 +53,10 @@ from mmsurv.data.inputs import collate
 from mmsurv.models.base import SURVIVAL_TERM, Batch, SurvivalModel, Target
 from mmsurv.train.loss import cox_ph_loss
 from mmsurv.train.metrics import concordance
-from mmsurv.train.settings import OPTIMIZER_NAMES, TrainConfig  # noqa: F401 (TrainConfig re-exported)
+from mmsurv.train.optim import make_optimizer, make_scheduler, steps_per_epoch
+from mmsurv.train.settings import TrainConfig  # noqa: F401 (TrainConfig re-exported)
 
 log = logging.getLogger(__name__)
-
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "radam": torch.optim.RAdam}
-assert set(OPTIMIZERS) == set(OPTIMIZER_NAMES)
 
 
 @dataclass
@@ -97,35 +98,28 @@ def chunks(order: list[int], size: int) -> list[list[int]]:
     return [order[start:start + size] for start in range(0, len(order), size)]
 
 
-def l1_norm(model: nn.Module) -> torch.Tensor:
-    """Σ|w| over every parameter (MCAT's ``l1_reg_all``)."""
-    return sum(p.abs().sum() for p in model.parameters())
+def l1_norm(model: nn.Module, modules: list[str] | None = None) -> torch.Tensor:
+    """Σ|w| over every parameter (MCAT's ``l1_reg_all``), or over the submodules named in ``modules``
+    (PORPOISE's ``l1_reg_modules``: ``fc_omic`` and ``mm`` there)."""
+    if modules is None:
+        return sum(p.abs().sum() for p in model.parameters())
+    return sum(p.abs().sum() for name in modules for p in _submodule(model, name).parameters())
 
 
-# torch's fused Adam/AdamW kernels (CPU and CUDA): one pass over each parameter per step instead of
-# several element-wise passes; 3x faster on CPU (20 M parameters: 35 -> 11 ms per step), which with
-# batch 1 and no accumulation is most of a large model's step. Same update up to float rounding (tested).
-FUSED_OPTIMIZERS = ("adam", "adamw")
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    fused = config.optimizer in FUSED_OPTIMIZERS and all(p.is_floating_point() for p in params)
-    return OPTIMIZERS[config.optimizer](params, lr=config.lr, weight_decay=config.weight_decay,
-                                        **({"fused": True} if fused else {}))
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
-    if config.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.min_lr)
-    if config.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
-    return None
+def _submodule(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        children = ", ".join(child for child, _ in model.named_children())
+        raise ValueError(f"training.l1_modules: {type(model).__name__} has no submodule {name!r} "
+                         f"(its top-level modules: {children})") from None
 
 
 def train_epoch(model: SurvivalModel, dataset: SurvivalDataset, optimizer: torch.optim.Optimizer,
-                config: TrainConfig, generator: torch.Generator, device: torch.device) -> dict:
-    """One epoch; returns the mean of every loss term per patient, the mean total and the training c-index."""
+                config: TrainConfig, generator: torch.Generator, device: torch.device, step_scheduler=None) -> dict:
+    """One epoch; returns the mean of every loss term per patient, the mean total and the training c-index.
+
+    ``step_scheduler`` (a per-step learning-rate schedule) is stepped after every optimiser step."""
     model.train()
     order = epoch_order(dataset.class_labels, weighted=config.weighted_sampling, generator=generator)
     optimizer.zero_grad(set_to_none=True)
@@ -155,15 +149,13 @@ def train_epoch(model: SurvivalModel, dataset: SurvivalDataset, optimizer: torch
         if position % config.grad_accum == 0:
             terms_total["l1"] += _window_l1(model, config, pending_patients, backward=True)
             _close_window(window, config, terms_total)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            _optimizer_step(optimizer, step_scheduler)
             pending_patients = 0
     if pending_patients:  # a last partial window: applied with flush_accumulation, else its gradients are dropped
         terms_total["l1"] += _window_l1(model, config, pending_patients, backward=config.flush_accumulation)
         if config.flush_accumulation:
             _close_window(window, config, terms_total)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            _optimizer_step(optimizer, step_scheduler)
     window.clear()
     count = max(1, len(order))
     record = {f"train_loss_{name}": value / count for name, value in terms_total.items() if name != "l1" or value}
@@ -173,12 +165,19 @@ def train_epoch(model: SurvivalModel, dataset: SurvivalDataset, optimizer: torch
     return record
 
 
+def _optimizer_step(optimizer: torch.optim.Optimizer, step_scheduler) -> None:
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if step_scheduler is not None:
+        step_scheduler.step()
+
+
 def _window_l1(model: nn.Module, config: TrainConfig, patients: int, *, backward: bool) -> float:
     """The L1 penalty of ``patients`` patients of one window (weights fixed): back-propagated, summed."""
     if not config.l1_reg or not patients:
         return 0.0
     with torch.set_grad_enabled(backward):
-        penalty = (config.l1_reg * patients) * l1_norm(model)
+        penalty = (config.l1_reg * patients) * l1_norm(model, config.l1_modules)
         if backward:
             penalty.backward()
     return float(penalty.detach())
@@ -257,7 +256,10 @@ def fit(model: SurvivalModel, train: SurvivalDataset, val: SurvivalDataset, conf
     device = next(model.parameters()).device
     model.nll_alpha = config.alpha
     optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, config)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch(len(train), config))
+    step_scheduler = scheduler if config.scheduler_interval == "step" else None
+    if config.l1_reg and config.l1_modules:
+        l1_norm(model, config.l1_modules)  # an unknown module name stops the run before training
     generator = torch.Generator().manual_seed(int(seed))
     selector = _Selector(config, holdout is not None)
     history: list[dict] = []
@@ -266,9 +268,9 @@ def fit(model: SurvivalModel, train: SurvivalDataset, val: SurvivalDataset, conf
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        record.update(train_epoch(model, train, optimizer, config, generator, device))
+        record.update(train_epoch(model, train, optimizer, config, generator, device, step_scheduler))
         seconds = time.perf_counter() - started
-        if scheduler is not None:
+        if scheduler is not None and step_scheduler is None:
             scheduler.step()
         val_result = evaluate(model, val, device, config.batch_size)
         record.update(val_loss=val_result.loss, val_cindex=val_result.cindex)

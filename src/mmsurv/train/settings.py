@@ -15,17 +15,25 @@ from mmsurv.data.missing import DEFAULT_MAX_MISSING_FEATURES
 from mmsurv.models.catalog import ResolvedModel
 
 OPTIMIZER_NAMES = ("adam", "adamw", "radam")
-SCHEDULERS = ("none", "cosine", "step")
+SCHEDULERS = ("none", "cosine", "step", "poly")
+SCHEDULER_INTERVALS = ("epoch", "step")
 LOSSES = ("nll", "cox")
 
 
 @dataclass
 class TrainConfig:
-    """Training settings; defaults are MCAT's (Adam, lr 2e-4, weight decay 1e-5, 20 epochs, gc 32)."""
+    """Training settings; defaults are MCAT's (Adam, lr 2e-4, weight decay 1e-5, 20 epochs, gc 32).
+
+    Optimiser and schedule options are described in :mod:`mmsurv.train.optim`."""
 
     optimizer: str = "adam"
     lr: float = 2e-4
     weight_decay: float = 1e-5
+    decoupled_weight_decay: bool | None = None  # None: the optimiser's rule (adam/radam: in the gradient; adamw: decoupled)
+    no_decay_1d: bool = False  # biases and 1-D weights (norms) take no weight decay (TransMIL's/timm's rule)
+    lookahead: bool = False  # Lookahead around the optimiser (TransMIL's lookahead_radam)
+    lookahead_k: int = 6
+    lookahead_alpha: float = 0.5
     epochs: int = 20
     grad_accum: int = 32
     batch_size: int = 1  # patients per forward pass (models that declare batchable)
@@ -33,9 +41,13 @@ class TrainConfig:
     step_size: int = 10  # step scheduler: epochs per decay
     gamma: float = 0.1  # step scheduler: decay factor
     min_lr: float = 0.0  # cosine scheduler floor
+    poly_power: float = 0.9  # poly scheduler: lr·(1 − s/T)^power (HDMoE's engine)
+    warmup_epochs: int = 0  # cosine/poly: linear warm-up from 0 over these epochs (SurvPath: 1)
+    scheduler_interval: str = "epoch"  # "epoch" | "step": when cosine/poly advance (SurvPath: every optimiser step)
     loss: str = "nll"
     alpha: float = 0.0  # NLL weight of the uncensored term (MCAT --alpha_surv)
     l1_reg: float = 0.0  # MCAT --lambda_reg with --reg_type omic (1e-4 for its SNN runs)
+    l1_modules: list[str] | None = None  # L1 over these submodules only (PORPOISE's --reg_type pathomic); None: all
     weighted_sampling: bool = True
     flush_accumulation: bool = True
     holdout_fraction: float = 0.0
@@ -66,11 +78,38 @@ class TrainConfig:
             raise ValueError(f"training.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.epochs < 1 or self.grad_accum < 1 or self.batch_size < 1:
             raise ValueError("training.epochs, training.grad_accum and training.batch_size must be at least 1")
+        self._validate_optimizer_options()
         if self.selection_metric not in (None, "cindex", "loss"):
             raise ValueError(f"training.selection_metric must be cindex or loss, got {self.selection_metric!r}")
         if self.early_stopping_patience is not None and self.holdout_fraction <= 0:
             raise ValueError("training.early_stopping_patience needs training.holdout_fraction > 0: "
                              "early stopping never looks at the validation fold")
+
+    def _validate_optimizer_options(self) -> None:
+        if self.scheduler_interval not in SCHEDULER_INTERVALS:
+            raise ValueError(f"training.scheduler_interval must be one of {', '.join(SCHEDULER_INTERVALS)}, "
+                             f"got {self.scheduler_interval!r}")
+        if self.scheduler_interval == "step" and self.scheduler not in ("cosine", "poly"):
+            raise ValueError(f"training.scheduler_interval: step needs scheduler cosine or poly, got {self.scheduler!r} "
+                             "(the step scheduler's step_size counts epochs)")
+        if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
+            raise ValueError(f"training.warmup_epochs must be a whole number >= 0, got {self.warmup_epochs!r}")
+        if self.warmup_epochs and self.scheduler not in ("cosine", "poly"):
+            raise ValueError(f"training.warmup_epochs needs scheduler cosine or poly, got {self.scheduler!r}")
+        if not self.poly_power > 0:
+            raise ValueError(f"training.poly_power must be positive, got {self.poly_power!r}")
+        if self.decoupled_weight_decay not in (None, True, False):
+            raise ValueError(f"training.decoupled_weight_decay must be true, false or null, got {self.decoupled_weight_decay!r}")
+        if self.optimizer == "adamw" and self.decoupled_weight_decay is False:
+            raise ValueError("training.decoupled_weight_decay: false contradicts optimizer adamw (always decoupled); "
+                             "use optimizer adam for decay in the gradient")
+        if self.lookahead and (not isinstance(self.lookahead_k, int) or self.lookahead_k < 1
+                               or not 0.0 <= self.lookahead_alpha <= 1.0):
+            raise ValueError(f"training.lookahead needs lookahead_k >= 1 and 0 <= lookahead_alpha <= 1, "
+                             f"got {self.lookahead_k!r} and {self.lookahead_alpha!r}")
+        if self.l1_modules is not None and (isinstance(self.l1_modules, str) or not self.l1_modules
+                                            or not all(isinstance(m, str) and m for m in self.l1_modules)):
+            raise ValueError(f"training.l1_modules must be a non-empty list of module names, got {self.l1_modules!r}")
 
     def as_dict(self) -> dict:
         return asdict(self)
