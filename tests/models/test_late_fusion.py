@@ -208,3 +208,14 @@ def test_clam_mb_late_fusion_embeds_every_bin_and_keeps_the_instance_term():
     assert set(terms) == {"surv", "instance"} and terms["instance"] > 0
     sum(terms.values()).backward()
     assert model.path_branch.instance_classifiers[int(model.example_target().label)].weight.grad.abs().sum() > 0
+
+
+def test_backbone_params_reach_the_backbone_and_unknown_ones_are_named():
+    from mmsurv.models import ModelInputs, build_model
+
+    inputs = ModelInputs(omic_dim=12, path_dim=32, n_bins=4)
+    model = build_model("transmil_cat", inputs, {"backbone_params": {"adaptive_landmarks": True}})
+    assert model.path_branch.layer1.attention.adaptive_landmarks is True
+    assert build_model("transmil_cat", inputs).path_branch.layer1.attention.adaptive_landmarks is False
+    with pytest.raises(ValueError, match="no parameter.*landmark_count"):
+        build_model("transmil_kp", inputs, {"backbone_params": {"landmark_count": 3}})

@@ -70,6 +70,9 @@ join the late-fusion loss. Registered: ``abmil_cat``, ``abmil_kp``, ``clam_mb_ca
   ``(1 − bag_weight) · CE`` on the bin branch's top/bottom-k patches, joins the loss as above; the
   fused NLL is not scaled by ``bag_weight``.
 
+``backbone_params`` passes the backbone's own hyper-parameters (e.g. ``{adaptive_landmarks: true}``
+for the TransMIL rows; default: the backbone's defaults).
+
 **Departures.** ``dropinput`` (default 0 here, PORPOISE's 0.1) drops bag features before the
 backbone; the late-fusion models use MCAT's training settings (Adam, lr 2e-4, weight decay 1e-5,
 20 epochs, accumulation 32), the package defaults.
@@ -159,7 +162,8 @@ def concat_fusion(in_dim: int = 512, out_dim: int = 256) -> nn.Sequential:
 HEAD_NAMES = ("classifier",)
 
 
-def build_backbone(name: str, *, path_dim: int, n_bins: int, dropout: float) -> tuple[SurvivalModel, int]:
+def build_backbone(name: str, *, path_dim: int, n_bins: int, dropout: float,
+                   backbone_params: dict | None = None) -> tuple[SurvivalModel, int]:
     """The registered pathology model ``name`` without its head, and the size of its slide embedding.
 
     ADAPTER (adjust at merge if needed). Convention: a backbone either defines
@@ -168,7 +172,9 @@ def build_backbone(name: str, *, path_dim: int, n_bins: int, dropout: float) -> 
     layout). In the second case the head is replaced by ``nn.Identity`` (so its parameters are not
     counted and its forward's ``logits`` are the embedding) and the embedding size is the backbone's
     ``headless_embedding_dim`` when it has one (CLAM-MB: one pooled vector per bin, flattened), else
-    the head's ``in_features``. ``dropout`` is passed when the backbone accepts it.
+    the head's ``in_features``. ``dropout`` is passed when the backbone accepts it, and
+    ``backbone_params`` (the backbone's own hyper-parameters, e.g. TransMIL's ``adaptive_landmarks``)
+    always; an unknown one is an error naming it.
     """
     from mmsurv.models.registry import model_spec
 
@@ -176,6 +182,11 @@ def build_backbone(name: str, *, path_dim: int, n_bins: int, dropout: float) -> 
     if spec.modality != "path":
         raise ValueError(f"late fusion: backbone {name!r} must be a pathology model, it is {spec.label}")
     params = {"dropout": dropout} if "dropout" in spec.parameters() else {}
+    unknown = sorted(set(backbone_params or {}) - set(spec.parameters()))
+    if unknown:
+        raise ValueError(f"late fusion: backbone {name!r} has no parameter(s) {', '.join(unknown)} "
+                         f"(accepted: {', '.join(spec.parameters())})")
+    params.update(backbone_params or {})
     backbone = spec.model_class(path_dim=path_dim, n_bins=n_bins, **params)
     if hasattr(backbone, "embed") and hasattr(backbone, "embed_dim"):
         return backbone, int(backbone.embed_dim)
@@ -223,7 +234,7 @@ class LateFusion(SurvivalModel):
     def __init__(self, *, omic_dim: int, path_dim: int = 1024, n_bins: int = 4, fusion: str | None = None,
                  embed_dim: int = 256, omic_hidden: tuple[int, ...] = (256, 256), kp_dim: int | None = 32,
                  gate_path: bool | None = None, gate_omic: bool | None = None, skip: bool = False,
-                 dropinput: float = 0.0, dropout: float = 0.25, **sizes):
+                 dropinput: float = 0.0, dropout: float = 0.25, backbone_params: dict | None = None, **sizes):
         super().__init__(n_bins=n_bins, path_dim=path_dim, omic_dim=omic_dim, **sizes)
         fusion = fusion or self.default_fusion
         if fusion not in FUSIONS:
@@ -234,7 +245,7 @@ class LateFusion(SurvivalModel):
         self.fusion_kind = fusion
         self.dropinput = nn.Dropout(dropinput) if dropinput else None
         self.path_branch, path_out = build_backbone(self.backbone_name, path_dim=path_dim, n_bins=n_bins,
-                                                    dropout=dropout)
+                                                    dropout=dropout, backbone_params=backbone_params)
         self.omic_branch = snn_encoder(omic_dim, omic_hidden, 0.25)
         if fusion == "concat":
             self.fusion = concat_fusion(path_out + omic_hidden[-1], embed_dim)
