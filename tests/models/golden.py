@@ -10,7 +10,8 @@ same weights, runs the same batch and compares.
 Fixture keys: ``model`` (registered name), ``source`` (repository, commit and file of the reference),
 ``settings`` (constructor hyper-parameters; {} = our defaults), ``sizes`` (``n_bins``, ``path_dim``,
 ``omic_dim``, ``group_sizes``), ``bag_size``, ``seed`` (weights and inputs), ``outputs`` (name → nested
-list; at least ``logits``, 1×K), ``tolerance`` (absolute, default 1e-5), ``notes`` (free text: what
+list; at least ``logits``, 1×K; CLAM's fixtures add ``instance_loss``, 1×K: the instance-clustering
+loss with each bin as the patient's label), ``tolerance`` (absolute, default 1e-5), ``notes`` (free text: what
 the reference run had to set to match our defaults, and why).
 """
 
@@ -93,4 +94,9 @@ def run_fixture(fixture: dict) -> dict[str, torch.Tensor]:
     batch = golden_batch(model, fixture["bag_size"], fixture.get("seed", 0))
     with torch.no_grad():
         output = model(batch)
-    return {"logits": output.logits.double()}
+        outputs = {"logits": output.logits.double()}
+        if "instance_loss" in fixture["outputs"]:  # CLAM: the instance-clustering loss for each bin as the label
+            outputs["instance_loss"] = torch.stack(
+                [model.instance_loss(output.attention_raw, output.features, label) for label in range(model.n_bins)]
+            ).double().unsqueeze(0)
+    return outputs

@@ -9,6 +9,9 @@ Defaults (MCAT, ``model_size_omic='small'``): ``hidden=(256, 256, 256, 256)``, `
 ``activation='elu'``. Note: MCAT's released code uses ELU inside ``SNN_Block`` although
 Klambauer et al.'s SNN uses SELU; ``activation='selu'`` gives the latter. (The ``[256, 256]``
 block stack is what MCAT uses for each signature group inside MCAT, see :mod:`mmsurv.models.mcat`.)
+The released class cannot be built as it stands: its ``__init__`` calls ``super(MaxNet, self)``, a
+name models/model_genomic.py does not define (NameError); with that name bound to ``SNN`` its outputs
+equal ours (tests/models/golden/snn.json, MCAT@b9cca63).
 """
 
 from __future__ import annotations
