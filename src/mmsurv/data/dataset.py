@@ -283,6 +283,11 @@ class SurvivalDataset(Dataset):
         return list(self._case_ids)
 
     @property
+    def rng(self) -> torch.Generator:
+        """The generator of the training patch cap (saved and restored by a resumed run)."""
+        return self._generator
+
+    @property
     def class_labels(self) -> np.ndarray:
         return self.patients["class_label"].to_numpy()
 
