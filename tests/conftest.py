@@ -24,3 +24,20 @@ def demo_cohort(tmp_path_factory):
     from mmsurv.demo.cohort import DemoSpec, generate_demo_cohort
 
     return generate_demo_cohort(tmp_path_factory.mktemp("demo"), DemoSpec(**SMALL_DEMO))
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 1 MiB tmpfs (a disk that fills up); the test is skipped where tmpfs cannot be mounted (not root)."""
+    import subprocess
+
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip() or result.returncode}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

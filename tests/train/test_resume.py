@@ -147,3 +147,16 @@ def test_a_finished_fold_kept_for_train_folds_is_rebuilt_without_training(small_
     monkeypatch.setattr(loop, "train_epoch", no_training)
     train("abmil", out, small_cohort)
     assert_same_outputs(out, references / "abmil")
+
+
+def test_a_resume_checkpoint_that_does_not_fit_on_the_disk_keeps_the_previous_one(small_tmpfs):
+    from mmsurv.io import DiskFullError
+    from mmsurv.train.resume import ResumeCheckpoint
+
+    checkpoint = ResumeCheckpoint(resume_path(small_tmpfs / "fold0"), {"settings": "a"})
+    checkpoint.save({"epoch": 1, "model": {"w": torch.zeros(1000)}})
+    with pytest.raises(DiskFullError, match=str(checkpoint.path)):
+        checkpoint.save({"epoch": 2, "model": {"w": torch.zeros(400_000)}})  # 1.6 MB on a 1 MiB disk
+    assert [p.name for p in checkpoint.path.parent.iterdir()] == ["state.pt"]
+    assert checkpoint.load()["epoch"] == 1
+    assert ResumeCheckpoint(checkpoint.path, {"settings": "b"}).load() is None  # another run's: not used
