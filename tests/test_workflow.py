@@ -227,3 +227,31 @@ def test_a_corrupt_local_slide_fails_naming_it(tmp_path, demo_run):
     assert not (tmp_path / f"results/demo/slides/{victim[:-4]}.svs").exists()
     linked = list((tmp_path / "results/demo/slides").iterdir())
     assert len(linked) == len(samples) - 1, "with --keep-going the other slides are still linked"
+
+
+def test_editing_a_model_file_reruns_exactly_its_train_jobs_and_aggregate(tmp_path, small_cohort):
+    """Training only (a cohort with its own features): a model file edited after the run makes
+    ``snakemake -n`` list that model's train jobs and aggregate, nothing else."""
+    import shutil
+
+    cohort = small_cohort["cohort"]
+    plugin = tmp_path / "probe_model.py"
+    shutil.copy(REPO / "tests/fixtures/coord_probe_model.py", plugin)
+    config = {"results": "results", "download": {"source": "local"}, "folds": 2, "seed": 1,
+              "cohorts": {"tiny": {"table": str(cohort.table), "splits_dir": str(cohort.splits_dir),
+                                   "signatures": str(cohort.signatures), "pathways": str(cohort.pathways),
+                                   "features_dir": str(small_cohort["root"] / "features/pt_files")}},
+              "models": ["snn", "coord_probe"], "model_plugins": [str(plugin)], "train_jobs": "per_model",
+              "train": {"data": {"feature_dim": 16}, "training": {"epochs": 1, "grad_accum": 1}}}
+    result = run_snakemake(tmp_path, config)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert not list((tmp_path / "results/tiny").rglob("resume")), "resume states are removed when a job ends"
+    assert run_snakemake(tmp_path, config, "-n").stdout.count("Nothing to be done") == 1
+
+    plugin.write_text(plugin.read_text() + "\n# an edit of the model's file\n")
+    result = run_snakemake(tmp_path, config, "-n")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    jobs = [job for job in re.findall(r"^(?:local)?rule (\w+):", output, flags=re.MULTILINE) if job != "all"]
+    assert sorted(jobs) == ["aggregate", "train_folds"], jobs
+    assert set(re.findall(r"model=(\w+)", output)) == {"coord_probe"}
