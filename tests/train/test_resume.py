@@ -117,7 +117,7 @@ def test_a_run_killed_after_epoch_2_resumes_with_the_same_numbers(small_cohort, 
     changed["training"]["lr"] = 1e-3
     with caplog.at_level(logging.INFO, logger="mmsurv.train"):
         train("abmil", tmp_path / "changed", small_cohort, config=changed)
-    assert "is of another run: its settings differ; starting over" in caplog.text
+    assert "is of another run (different settings): starting over" in caplog.text
     assert "resuming from" not in caplog.text
 
 

@@ -181,7 +181,13 @@ class ResumeCheckpoint:
         self.seconds_saving: list[float] = []
 
     def load(self) -> dict | None:
-        """The saved state when it exists and belongs to this run; else None (the log says why)."""
+        """The saved state when it exists and belongs to this run; else None (the log says why).
+
+        Temporary files a killed save left beside it are deleted (never read)."""
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp{self.path.suffix}"):
+            log.info("removing leftover temp file %s", stale)
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
         if not self.path.is_file():
             return None
         try:
@@ -196,7 +202,7 @@ class ResumeCheckpoint:
         recorded = state.get("identity") or {}
         differ = sorted(key for key in set(recorded) | set(self.identity) if recorded.get(key) != self.identity.get(key))
         if differ:
-            log.warning("resume checkpoint %s (epoch %s) is of another run: its %s differ; starting over",
+            log.warning("resume checkpoint %s (epoch %s) is of another run (different %s): starting over",
                         self.path, state.get("epoch"), ", ".join(differ))
             return None
         return state
