@@ -31,6 +31,8 @@ Outputs in ``out_dir`` (all written atomically): ``bin_edges.json``, ``training_
 per epoch), ``predictions.tsv`` (last epoch, validation fold: case_id, risk, S_1..S_K, time,
 event, bin), ``predictions_best.tsv`` (same at the best epoch), ``checkpoint_last.pt``,
 ``checkpoint_best.pt`` and ``metrics.json``. The returned dict is the content of ``metrics.json``.
+While it runs, ``resume/state.pt`` holds the state after the last finished epoch (see
+:mod:`mmsurv.train.resume`): a rerun continues from it, and it is deleted once the outputs are written.
 """
 
 from __future__ import annotations
