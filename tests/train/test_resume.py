@@ -160,3 +160,29 @@ def test_a_resume_checkpoint_that_does_not_fit_on_the_disk_keeps_the_previous_on
     assert [p.name for p in checkpoint.path.parent.iterdir()] == ["state.pt"]
     assert checkpoint.load()["epoch"] == 1
     assert ResumeCheckpoint(checkpoint.path, {"settings": "b"}).load() is None  # another run's: not used
+
+
+def test_a_stop_after_epoch_1_whose_best_is_the_model_itself_resumes_exactly(small_cohort, references, tmp_path,
+                                                                              monkeypatch):
+    """Epoch 1 is the best so far: its checkpoint stores the weights once (best = model); the rerun
+    must rebuild the best weights from them."""
+    import contextlib
+
+    import mmsurv.train.run as run
+    from mmsurv.train.resume import StopSignals, TrainingInterrupted
+
+    @contextlib.contextmanager
+    def stop_requested():
+        stop = StopSignals()
+        stop.received = "SIGUSR1"  # as if SLURM's warning came during epoch 1's save
+        yield stop
+
+    out = tmp_path / "abmil"
+    with monkeypatch.context() as patch:
+        patch.setattr(run, "stop_on_signals", stop_requested)
+        with pytest.raises(TrainingInterrupted, match="SIGUSR1 after epoch 1"):
+            train("abmil", out, small_cohort)
+    state = torch.load(resume_path(out), weights_only=True)
+    assert state["epoch"] == 1 and state["selector"]["best_epoch"] == 1 and state["best_state"] is None
+    train("abmil", out, small_cohort)
+    assert_same_outputs(out, references / "abmil")

@@ -338,7 +338,8 @@ def _fit_state(model: SurvivalModel, optimizer: torch.optim.Optimizer, scheduler
         "history": history,
         "selector": {"best_value": selector.best_value, "best_epoch": selector.best_epoch,
                      "since_best": selector.since_best},
-        "best_state": best_state,
+        # the best epoch's weights, unless they are the model's (the epoch just saved): a quarter less to write
+        "best_state": None if selector.best_epoch == len(history) else best_state,
         "best_eval": _eval_state(best_eval),
         "last_eval": _eval_state(last_eval),
         "stopped_early": stopped_early,
@@ -362,7 +363,10 @@ def _restore(state: dict, model: SurvivalModel, optimizer: torch.optim.Optimizer
     selector.best_value = state["selector"]["best_value"]
     selector.best_epoch = state["selector"]["best_epoch"]
     selector.since_best = state["selector"]["since_best"]
-    return (state["best_state"], _eval_from_state(state["best_eval"]), _eval_from_state(state["last_eval"]),
+    best_state = state["best_state"]
+    if best_state is None and selector.best_epoch == len(history):
+        best_state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+    return (best_state, _eval_from_state(state["best_eval"]), _eval_from_state(state["last_eval"]),
             bool(state["stopped_early"]))
 
 
