@@ -33,31 +33,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from mmsurv.data.cohort import read_cohort_table
 from mmsurv.demo.cohort import DemoSpec, generate_demo_cohort
-from mmsurv.naming import slide_stem
+from mmsurv.demo.features import write_random_features
 from mmsurv.train.run import train_fold
 
 
 def demo_sized_cohort(root: Path) -> dict:
     cohort = generate_demo_cohort(root / "cohort", DemoSpec(patients=40, seed=0, width=256, height=256, genes=200,
                                                             informative_genes=10, extra_slide_size=(256, 256)))
-    features = root / "features/pt_files"
-    features.mkdir(parents=True)
-    (root / "features/h5_files").mkdir()
-    rng = np.random.default_rng(0)
-    import h5py
-
-    for slides in read_cohort_table(cohort.table).slides_of_case().values():
-        for slide in slides:
-            n = int(rng.integers(15, 26))
-            torch.save(torch.from_numpy(rng.standard_normal((n, 1024)).astype("float32")),
-                       features / f"{slide_stem(slide)}.pt")
-            with h5py.File(root / f"features/h5_files/{slide_stem(slide)}.h5", "w") as handle:
-                handle["coords"] = np.stack([np.arange(n) * 512, np.full(n, 1024)], axis=1).astype("int64")
+    features = write_random_features(cohort.table, root / "features", dim=1024, rows=(15, 26))
     return {"table": cohort.table, "splits_dir": cohort.splits_dir, "signatures": cohort.signatures,
             "pathways": cohort.pathways, "features_dir": features}
 
