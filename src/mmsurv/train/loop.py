@@ -281,6 +281,8 @@ def fit(model: SurvivalModel, train: SurvivalDataset, val: SurvivalDataset, conf
         for record in history:
             if on_epoch is not None:
                 on_epoch(record)
+    if stop is not None:
+        stop.epoch = len(history)
     for epoch in range(len(history) + 1, config.epochs + 1):
         if stopped_early:
             break

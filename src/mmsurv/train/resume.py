@@ -229,13 +229,14 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.received: str | None = None
+        self.epoch = 0  # the last epoch whose state is saved
         self._protected = 0
 
     def handle(self, signum: int, frame) -> None:  # noqa: ARG002 - signal handler signature
         self.received = signal.Signals(signum).name
         log.warning("received %s: stopping (the last finished epoch's resume checkpoint is kept)", self.received)
         if not self._protected:
-            raise TrainingInterrupted(self.received)
+            raise TrainingInterrupted(self.received, self.epoch)
 
     @contextlib.contextmanager
     def protected(self) -> Iterator[None]:
@@ -247,6 +248,8 @@ class StopSignals:
             self._protected -= 1
 
     def check(self, epoch: int) -> None:
+        """After epoch ``epoch``'s save: stop now if a signal came."""
+        self.epoch = epoch
         if self.received is not None and not self._protected:
             raise TrainingInterrupted(self.received, epoch)
 
