@@ -43,18 +43,17 @@ def test_symlink_and_md5(tmp_path):
 
 
 def test_a_full_disk_leaves_no_partial_file_and_names_the_path_then_the_rerun_completes(small_tmpfs):
-    import h5py
     import numpy as np
     import torch
 
-    from mmsurv.io import DiskFullError, atomic_write_bytes, write_tsv
+    from mmsurv.io import DiskFullError, atomic_write_bytes, atomic_write_h5, write_tsv
 
     filler = small_tmpfs / "filler.bin"
     filler.write_bytes(b"x" * (700 << 10))
     big = np.ones((100_000, 4), dtype="float32")  # 1.6 MB in every format
     writers = {
         "features.pt": lambda tmp: torch.save(torch.from_numpy(big), tmp),  # torch hides the OS error
-        "features.h5": lambda tmp: h5py.File(tmp, "w").create_dataset("features", data=big),
+        "features.h5": None,  # HDF5 builds it in memory (atomic_write_h5): it never meets the full disk itself
         "table.tsv": None,
         "raw.bin": None,
     }
@@ -67,6 +66,8 @@ def test_a_full_disk_leaves_no_partial_file_and_names_the_path_then_the_rerun_co
                 write_tsv(pd.DataFrame(big), dest)
             elif name == "raw.bin":
                 atomic_write_bytes(dest, big.tobytes())
+            elif name == "features.h5":
+                atomic_write_h5(dest, lambda h5: h5.create_dataset("features", data=big))
             else:
                 with atomic_path(dest) as tmp:
                     write(tmp)

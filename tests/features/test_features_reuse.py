@@ -76,3 +76,24 @@ def test_input_size_normalisation_resize_and_encoder_version_are_compared(jobs, 
         with caplog.at_level(logging.WARNING, logger="mmsurv.features"):
             assert extract.valid_existing_metadata(paths, patches, {**made, **change}) is None, name
         assert name in caplog.text and "recomputing" in caplog.text
+
+
+def test_a_full_disk_fails_the_slide_naming_the_file_and_the_rerun_completes(jobs, small_tmpfs):
+    import os
+
+    from mmsurv.batch import BatchError
+
+    out = small_tmpfs / "features"
+    filler = small_tmpfs / "filler.bin"
+    stats = os.statvfs(small_tmpfs)
+    filler.write_bytes(b"x" * (stats.f_bavail * stats.f_frsize - 4096))  # 4 KiB left: no feature file fits
+    with pytest.raises(BatchError) as failure:
+        run_batch(jobs[:1], out)
+    message = failure.value.failures["a"]
+    assert message.startswith("DiskFullError: no space left on the device of ") and str(out) in message
+    assert "\n" not in message
+    leftovers = [p for p in out.rglob("*") if p.is_file()]
+    assert not leftovers, leftovers  # no partial h5, pt or json
+    filler.unlink()  # space freed: the rerun writes the slide
+    assert run_batch(jobs[:1], out) == {"a": False}
+    assert torch.load(extract.FeaturePaths.of(out, "a").pt).shape == (2, 1024)

@@ -105,7 +105,7 @@ from mmsurv.features.dataset import (
 from mmsurv.features.encoders import Encoder, build_encoder
 from mmsurv.features.inference import build_graph, compiled_graph
 from mmsurv.features.regions import choose_reader
-from mmsurv.io import atomic_path
+from mmsurv.io import atomic_path, atomic_write_h5
 from mmsurv.naming import slide_stem
 
 log = logging.getLogger(__name__)
@@ -587,26 +587,24 @@ def build_metadata(slide_name: str, slide_path: str | os.PathLike, patches_h5: s
 
 def write_outputs(paths: FeaturePaths, features: np.ndarray, patches: PatchCoords, metadata: dict) -> None:
     """h5, then pt, then json; each atomically."""
-    with atomic_path(paths.h5) as tmp:
-        _write_h5(tmp, features, patches, metadata)
+    atomic_write_h5(paths.h5, lambda h5: _fill_h5(h5, features, patches, metadata))
     with atomic_path(paths.pt) as tmp:
         torch.save(torch.from_numpy(features), tmp)
     _write_json(paths.json, metadata)
 
 
-def _write_h5(path: Path, features: np.ndarray, patches: PatchCoords, metadata: dict) -> None:
-    with h5py.File(path, "w") as h5:
-        h5.create_dataset("features", data=features.astype(np.float32, copy=False))
-        coords = h5.create_dataset("coords", data=patches.coords.astype(np.int64, copy=False))
-        for key, value in patches.attrs.items():
-            with contextlib.suppress(TypeError, ValueError):
-                coords.attrs[key] = value
-        for key, value in metadata.items():
-            if isinstance(value, str):
-                h5.attrs[key] = str(value)      # np.str_ has no HDF5 conversion
-            elif isinstance(value, (bool, int, float)):
-                h5.attrs[key] = value
-        h5.attrs["metadata"] = json.dumps(metadata, sort_keys=True)
+def _fill_h5(h5: h5py.File, features: np.ndarray, patches: PatchCoords, metadata: dict) -> None:
+    h5.create_dataset("features", data=features.astype(np.float32, copy=False))
+    coords = h5.create_dataset("coords", data=patches.coords.astype(np.int64, copy=False))
+    for key, value in patches.attrs.items():
+        with contextlib.suppress(TypeError, ValueError):
+            coords.attrs[key] = value
+    for key, value in metadata.items():
+        if isinstance(value, str):
+            h5.attrs[key] = str(value)      # np.str_ has no HDF5 conversion
+        elif isinstance(value, (bool, int, float)):
+            h5.attrs[key] = value
+    h5.attrs["metadata"] = json.dumps(metadata, sort_keys=True)
 
 
 def _write_json(path: Path, metadata: dict) -> None:
