@@ -165,27 +165,55 @@ def test_a_resume_checkpoint_that_does_not_fit_on_the_disk_keeps_the_previous_on
     assert ResumeCheckpoint(checkpoint.path, {"settings": "b"}).load() is None  # another run's: not used
 
 
-def test_a_stop_after_epoch_1_whose_best_is_the_model_itself_resumes_exactly(small_cohort, references, tmp_path,
-                                                                              monkeypatch):
-    """Epoch 1 is the best so far: its checkpoint stores the weights once (best = model); the rerun
-    must rebuild the best weights from them."""
+def stop_after(epoch: int):
+    """A stand-in for the signal handler: a stop request arrives during the save of ``epoch``."""
     import contextlib
 
-    import mmsurv.train.run as run
-    from mmsurv.train.resume import StopSignals, TrainingInterrupted
+    from mmsurv.train.resume import StopSignals
 
     @contextlib.contextmanager
-    def stop_requested():
+    def stop_on_signals():
         stop = StopSignals()
-        stop.received = "SIGUSR1"  # as if SLURM's warning came during epoch 1's save
+        check = stop.check
+
+        def check_then_stop(done: int) -> None:
+            if done == epoch:
+                stop.received = "SIGUSR1"
+            check(done)
+
+        stop.check = check_then_stop
         yield stop
 
-    out = tmp_path / "abmil"
+    return stop_on_signals
+
+
+EARLY_STOPPING = {"data": {"feature_dim": 16},
+                  "training": {"epochs": 12, "grad_accum": 2, "holdout_fraction": 0.3, "early_stopping_patience": 2,
+                               "num_threads": 1}}
+
+
+@pytest.mark.parametrize(("model", "config", "stop_epoch"), [
+    ("abmil", CONFIGS["abmil"], 1),  # epoch 1 is the best so far: its checkpoint stores the weights once
+    ("snn", EARLY_STOPPING, 2),  # hold-out selection and early stopping: the selector's state carries over
+])
+def test_a_run_stopped_at_an_epoch_end_resumes_exactly(small_cohort, references, tmp_path, monkeypatch, model, config,
+                                                       stop_epoch):
+    import mmsurv.train.run as run
+    from mmsurv.train.resume import TrainingInterrupted
+
+    reference = references / model if config is CONFIGS.get(model) else tmp_path / "reference"
+    if not (reference / "metrics.json").exists():
+        train(model, reference, small_cohort, config=config)
+    out = tmp_path / model
     with monkeypatch.context() as patch:
-        patch.setattr(run, "stop_on_signals", stop_requested)
-        with pytest.raises(TrainingInterrupted, match="SIGUSR1 after epoch 1"):
-            train("abmil", out, small_cohort)
+        patch.setattr(run, "stop_on_signals", stop_after(stop_epoch))
+        with pytest.raises(TrainingInterrupted, match=f"SIGUSR1 after epoch {stop_epoch}"):
+            train(model, out, small_cohort, config=config)
     state = torch.load(resume_path(out), weights_only=True)
-    assert state["epoch"] == 1 and state["selector"]["best_epoch"] == 1 and state["best_state"] is None
-    train("abmil", out, small_cohort)
-    assert_same_outputs(out, references / "abmil")
+    assert state["epoch"] == stop_epoch
+    if stop_epoch == 1:
+        assert state["selector"]["best_epoch"] == 1 and state["best_state"] is None
+    train(model, out, small_cohort, config=config)
+    assert_same_outputs(out, reference)
+    if model == "snn":
+        assert json.loads((out / "metrics.json").read_text())["stopped_early"]
