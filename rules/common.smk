@@ -9,6 +9,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+import mmsurv
 from mmsurv.config import check_config
 
 # Our check first: it names every bad key at once; then Snakemake's (fills schema defaults).
@@ -310,9 +311,34 @@ def cohort_features(wildcards):
     }
 
 
+def _source_of(spec):
+    """The file defining a model (catalog entry or, when the catalog imported the registry, its class)."""
+    import inspect
+
+    return getattr(spec, "source", None) or inspect.getsourcefile(spec.model_class)
+
+
+@functools.cache
+def model_source_files(model):
+    """The files whose edit changes a model's numbers: its module and the model modules it uses
+    (mmsurv.models.catalog.model_sources); the code every model shares is TRAINING_CODE below.
+    """
+    spec = resolve_model(model, config["train"].get("models")).spec
+    files = catalog.model_sources(
+        _source_of(spec), lambda name: _source_of(CATALOG.get(name))
+    )
+    return [str(path) for path in files]
+
+
+# The version of the training code every model shares (loop, data, base model): a train job's
+# params, so a new version reruns every train job; a model's own files are inputs of its jobs.
+TRAINING_CODE = mmsurv.__version__
+
+
 def train_input(wildcards):
     """Cohort files of a training job, and the cohort's feature index unless features come from
-    elsewhere: one input standing for thousands of feature files keeps the DAG small."""
+    elsewhere: one input standing for thousands of feature files keeps the DAG small. The model's
+    source files too: editing a model reruns exactly its train jobs (and aggregate)."""
     cohort = config["cohorts"][wildcards.cohort]
     inputs = {
         "table": cohort["table"],
@@ -320,6 +346,7 @@ def train_input(wildcards):
         "signatures": cohort["signatures"],
         "pathways": cohort_pathways(wildcards.cohort),
         "features_index": features_index(wildcards),
+        "model_source": model_source_files(wildcards.model),
     }
     return inputs
 

@@ -54,6 +54,7 @@ if config["train_jobs"] == "per_fold":
             features_dir=features_dir,
             seed=lookup(dpath="seed", within=config),
             plugins=PLUGINS,
+            training_code=TRAINING_CODE,
         script:
             "../workflow/scripts/train.py"
 
@@ -88,5 +89,6 @@ else:
             features_dir=features_dir,
             seed=lookup(dpath="seed", within=config),
             plugins=PLUGINS,
+            training_code=TRAINING_CODE,
         script:
             "../workflow/scripts/train.py"

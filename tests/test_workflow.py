@@ -227,3 +227,89 @@ def test_a_corrupt_local_slide_fails_naming_it(tmp_path, demo_run):
     assert not (tmp_path / f"results/demo/slides/{victim[:-4]}.svs").exists()
     linked = list((tmp_path / "results/demo/slides").iterdir())
     assert len(linked) == len(samples) - 1, "with --keep-going the other slides are still linked"
+
+
+def test_editing_a_model_file_reruns_exactly_its_train_jobs_and_aggregate(tmp_path, small_cohort):
+    """Training only (a cohort with its own features): a model file edited after the run makes
+    ``snakemake -n`` list that model's train jobs and aggregate, nothing else."""
+    import shutil
+
+    cohort = small_cohort["cohort"]
+    plugin = tmp_path / "probe_model.py"
+    shutil.copy(REPO / "tests/fixtures/coord_probe_model.py", plugin)
+    config = {"results": "results", "download": {"source": "local"}, "folds": 2, "seed": 1,
+              "cohorts": {"tiny": {"table": str(cohort.table), "splits_dir": str(cohort.splits_dir),
+                                   "signatures": str(cohort.signatures), "pathways": str(cohort.pathways),
+                                   "features_dir": str(small_cohort["root"] / "features/pt_files")}},
+              "models": ["snn", "coord_probe"], "model_plugins": [str(plugin)], "train_jobs": "per_model",
+              "train": {"data": {"feature_dim": 16}, "training": {"epochs": 1, "grad_accum": 1}}}
+    result = run_snakemake(tmp_path, config)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert not list((tmp_path / "results/tiny").rglob("resume")), "resume states are removed when a job ends"
+    assert run_snakemake(tmp_path, config, "-n").stdout.count("Nothing to be done") == 1
+
+    plugin.write_text(plugin.read_text() + "\n# an edit of the model's file\n")
+    result = run_snakemake(tmp_path, config, "-n")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    jobs = [job for job in re.findall(r"^(?:local)?rule (\w+):", output, flags=re.MULTILINE) if job != "all"]
+    assert sorted(jobs) == ["aggregate", "train_folds"], jobs
+    assert set(re.findall(r"model=(\w+)", output)) == {"coord_probe"}
+
+
+KILLER_PLUGIN = '''
+"""Test plugin: SIGKILL this train job once fold 1's resume checkpoint of epoch 2 is on disk (once)."""
+import os
+import signal
+from pathlib import Path
+
+from mmsurv.train.resume import ResumeCheckpoint
+
+MARKER = Path({marker!r})
+_save = ResumeCheckpoint.save
+
+
+def _save_then_die(self, state):
+    _save(self, state)
+    if self.path.parts[-3] == "fold1" and state["epoch"] == 2 and not MARKER.exists():
+        MARKER.write_text("killed")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+ResumeCheckpoint.save = _save_then_die
+'''
+
+
+def test_a_killed_train_folds_job_resumes_at_the_fold_and_epoch_reached(tmp_path, small_cohort):
+    from mmsurv.train.run import train_fold
+
+    cohort = small_cohort["cohort"]
+    plugin = tmp_path / "kill_after_epoch_2.py"
+    plugin.write_text(KILLER_PLUGIN.format(marker=str(tmp_path / "killed")))
+    training = {"epochs": 5, "grad_accum": 1}
+    config = {"results": "results", "download": {"source": "local"}, "folds": 2, "seed": 1, "train_threads": 1,
+              "cohorts": {"tiny": {"table": str(cohort.table), "splits_dir": str(cohort.splits_dir),
+                                   "signatures": str(cohort.signatures), "pathways": str(cohort.pathways),
+                                   "features_dir": str(small_cohort["root"] / "features/pt_files")}},
+              "models": ["abmil"], "model_plugins": [str(plugin)], "train_jobs": "per_model",
+              "train": {"data": {"feature_dim": 16}, "training": training}}
+    target = "results/tiny/abmil/fold1/metrics.json"
+    killed = run_snakemake(tmp_path, config, target)
+    assert killed.returncode != 0 and (tmp_path / "killed").exists(), (killed.stdout + killed.stderr)[-3000:]
+    folds = tmp_path / "results/tiny/abmil"
+    assert not (folds / "fold0/metrics.json").exists()  # Snakemake removed the failed job's outputs
+    assert (folds / "fold0/resume/state.pt").exists() and (folds / "fold1/resume/state.pt").exists()
+
+    resumed = run_snakemake(tmp_path, config, target)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    log = (tmp_path / "results/logs/train/tiny/abmil/folds.log").read_text()
+    assert "fold0/resume/state.pt: 5 of 5 epoch(s) done" in log and "fold1/resume/state.pt: 2 of 5 epoch(s) done" in log
+    assert not list(folds.rglob("resume"))
+    for fold in (0, 1):  # the numbers of an uninterrupted run
+        reference = tmp_path / f"reference{fold}"
+        train_fold({"data": {"feature_dim": 16}, "training": {"num_threads": 1, **training}}, cohort_table=cohort.table,
+                   splits_dir=cohort.splits_dir, fold=fold, model="abmil", out_dir=reference,
+                   signatures=cohort.signatures, pathways=cohort.pathways,
+                   features_dir=small_cohort["root"] / "features/pt_files", seed=1)
+        for name in ("predictions.tsv", "predictions_best.tsv"):
+            assert (folds / f"fold{fold}" / name).read_bytes() == (reference / name).read_bytes(), (fold, name)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from mmsurv import __version__
 from mmsurv.gdc.redact import redact
+from mmsurv.io import DiskFullError
 from mmsurv.logs import setup_logging
 
 COMMANDS = {  # command → (module whose register() adds it, help line)
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_file, logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, FileNotFoundError, RuntimeError, DiskFullError) as error:
         message = redact(error)
         logging.getLogger("mmsurv").error("%s", message)
         print(f"mmsurv: error: {message}", file=sys.stderr)

@@ -1,20 +1,25 @@
 """Crash-safe file output shared by every stage.
 
 A stage never leaves a half-written file where a rerun would trust it: it writes to a temporary
-file in the destination folder and renames it into place only when the content is complete.
+file in the destination folder, flushes it to disk (``fsync``) and renames it into place only when
+the content is complete (then syncs the folder, so the rename survives a crash too). A write that
+fails because the disk is full (or the quota reached) removes the temporary file and raises
+:class:`DiskFullError`, one line naming the destination; once space is freed a rerun completes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 MD5_CHUNK = 8 * 1024 * 1024
 
@@ -38,11 +43,60 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give outputs the usual permissions
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, dest)
-    except BaseException:
+        _fsync(dest.parent)
+    except BaseException as error:
+        full = isinstance(error, Exception) and is_disk_full(error, dest.parent)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if full:
+            raise DiskFullError(errno.ENOSPC, f"no space left on the device of {dest}: nothing was written "
+                                              f"({type(error).__name__}); free space and rerun", str(dest)) from None
         raise
+
+
+class DiskFullError(OSError):
+    """A write failed for want of space (ENOSPC / EDQUOT); ``filename`` is the destination."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+# Below this many free bytes, a write error of a library that hides the OS error (torch's zip writer
+# raises RuntimeError "file write failed") is taken for a full disk.
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def is_disk_full(error: BaseException, folder: str | os.PathLike) -> bool:
+    """Whether ``error`` (or what it wraps) is ENOSPC/EDQUOT, or a write failure on a nearly full filesystem."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(seen)
+        if "No space left on device" in text or "Disk quota exceeded" in text or "errno = 28" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if not isinstance(error, (OSError, RuntimeError)):
+        return False
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < NEARLY_FULL_BYTES
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.EBADF):  # folders on some filesystems cannot be synced
+            raise
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -61,6 +115,22 @@ def atomic_write_bytes(dest: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``dest`` atomically."""
     with atomic_path(dest) as tmp:
         tmp.write_bytes(data)
+
+
+def atomic_write_h5(dest: str | os.PathLike, fill: Callable[[Any], None]) -> None:
+    """Write an HDF5 file atomically: ``fill(h5)`` builds it in memory, its bytes are then written.
+
+    HDF5 never writes to the disk itself: when it does and the disk is full, its file cannot be
+    closed and the library is left in a state where later HDF5 calls of the process can crash.
+    Here a full disk is a plain failed Python write (:class:`DiskFullError`)."""
+    import io
+
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as handle:
+        fill(handle)
+    atomic_write_bytes(dest, buffer.getbuffer())
 
 
 def atomic_symlink(target: str | os.PathLike, link: str | os.PathLike) -> None:

@@ -133,3 +133,38 @@ def test_holdout_is_stratified_and_seeded():
     assert held_a == held_b and len(held_a) == 8 and not set(fit_a) & set(held_a)
     assert sorted(int(c[1:]) % 4 for c in held_a) == [0, 0, 1, 1, 2, 2, 3, 3]
     assert holdout_split(cases, strata, 0.2, seed=6)[1] != held_a
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign_pickle", "text", "truncated_h5"])
+def test_a_truncated_or_foreign_feature_file_fails_naming_the_file(tmp_path, damage):
+    import pickle
+
+    import h5py
+
+    features = tmp_path / "pt_files"
+    features.mkdir()
+    (tmp_path / "h5_files").mkdir()
+    for case in CASES:
+        torch.save(torch.ones(5, 4), features / f"{case}-01Z-00-DX1.AAA.pt")
+        with h5py.File(tmp_path / "h5_files" / f"{case}-01Z-00-DX1.AAA.h5", "w") as handle:
+            handle["coords"] = np.zeros((5, 2), dtype="int64")
+    name = f"{CASES[2]}-01Z-00-DX1.AAA"
+    bad = features / f"{name}.pt"
+    if damage == "truncated":  # a copy cut short
+        bad.write_bytes(bad.read_bytes()[:200])
+    elif damage == "foreign_pickle":  # a plain pickle of something else, not a torch file
+        bad.write_bytes(pickle.dumps({"features": [1, 2, 3]}))
+    elif damage == "text":
+        bad.write_text("version https://git-lfs.github.com/spec/v1\n")  # an LFS pointer instead of the file
+    else:
+        bad = tmp_path / "h5_files" / f"{name}.h5"
+        bad.write_bytes(bad.read_bytes()[:300])
+    data = fold(tmp_path, write_table(tmp_path / "t.csv"), modality="path", features_dir=features, feature_dim=4)
+    index = {case: i for i, case in enumerate(data.train.case_ids)}[CASES[2]]
+    with pytest.raises(CohortError) as caught:
+        if damage == "truncated_h5":
+            data.train.coords(index)
+        else:
+            data.train[index]
+    message = str(caught.value)
+    assert message.startswith(str(bad)) and "\n" not in message, message

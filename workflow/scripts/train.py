@@ -1,5 +1,10 @@
 """Snakemake glue for rules train (one fold) and train_folds (every fold of a model, one process)
-→ mmsurv.train.run.train_fold, in a GPU slot."""
+→ mmsurv.train.run.train_fold, in a GPU slot.
+
+Each fold resumes from its resume checkpoint (fold folder, ``resume/state.pt``; not a rule output,
+so Snakemake never deletes it). train_folds keeps every fold's until all folds are written: a job
+that fails at fold k rebuilds folds < k from their final states (Snakemake deletes a failed job's
+outputs). SIGTERM/SIGUSR1 exit with code 75 after the last epoch's checkpoint (mmsurv.train.resume)."""
 import sys
 from pathlib import Path
 
@@ -21,18 +26,28 @@ with gpu_slot():
         "training": {"num_threads": snakemake.threads, **snakemake.params.training},
         "models": {model: snakemake.params.model},
     }
+    from mmsurv.train.resume import INTERRUPTED_EXIT_CODE, TrainingInterrupted, remove_resume
+
     metrics = snakemake.output.metrics
-    for path in [metrics] if isinstance(metrics, str) else list(metrics):
+    paths = [metrics] if isinstance(metrics, str) else list(metrics)
+    for path in paths:
         out_dir = Path(path).parent
-        train_fold(
-            config,
-            cohort_table=snakemake.input.table,
-            splits_dir=snakemake.input.splits_dir,
-            signatures=snakemake.input.signatures,
-            pathways=snakemake.input.pathways,
-            features_dir=snakemake.params.features_dir,
-            fold=int(out_dir.name.removeprefix("fold")),
-            model=model,
-            out_dir=out_dir,
-            seed=snakemake.params.seed,
-        )
+        try:
+            train_fold(
+                config,
+                cohort_table=snakemake.input.table,
+                splits_dir=snakemake.input.splits_dir,
+                signatures=snakemake.input.signatures,
+                pathways=snakemake.input.pathways,
+                features_dir=snakemake.params.features_dir,
+                fold=int(out_dir.name.removeprefix("fold")),
+                model=model,
+                out_dir=out_dir,
+                seed=snakemake.params.seed,
+                keep_resume=len(paths) > 1,
+            )
+        except TrainingInterrupted as stopped:
+            print(f"{model} fold {out_dir.name}: {stopped}", file=sys.stderr)
+            sys.exit(INTERRUPTED_EXIT_CODE)
+    for path in paths:  # every fold written: the resume states are no longer needed
+        remove_resume(Path(path).parent)

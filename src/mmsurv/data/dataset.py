@@ -212,7 +212,8 @@ class BagLoader:
             with h5py.File(path, "r") as handle:
                 coords = np.asarray(handle["coords"][()])
         except (OSError, KeyError) as error:
-            raise CohortError(f"{path}: cannot read dataset 'coords' ({error})") from error
+            raise CohortError(f"{path}: cannot read dataset 'coords', truncated or not a CLAM h5 file "
+                              f"({first_line(error)})") from error
         if coords.ndim != 2 or coords.shape[1] != 2:
             raise CohortError(f"{path}: 'coords' must be N×2, got shape {coords.shape}")
         expected = self.row_count(slide_id)
@@ -225,13 +226,20 @@ class BagLoader:
         try:
             tensor = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises many kinds for corrupt files
-            raise CohortError(f"{path}: cannot be loaded as a feature tensor ({error})") from error
+            raise CohortError(f"{path}: cannot be loaded as a feature tensor, truncated or not a torch tensor file "
+                              f"({first_line(error)})") from error
         if not isinstance(tensor, torch.Tensor) or tensor.dim() != 2:
             shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
             raise CohortError(f"{path}: expected a 2-D N×{self.options.feature_dim} tensor, got {shape}")
         if tensor.shape[0] and tensor.shape[1] != self.options.feature_dim:
             raise CohortError(f"{path}: features have {tensor.shape[1]} columns, expected {self.options.feature_dim} (feature_dim)")
         return tensor.reshape(-1, self.options.feature_dim).float()
+
+
+def first_line(error: BaseException) -> str:
+    """``Type: first line of the message`` (library errors can span a page)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
 class GenomicScaler:
@@ -325,6 +333,11 @@ class SurvivalDataset(Dataset):
     @property
     def case_ids(self) -> list[str]:
         return list(self._case_ids)
+
+    @property
+    def rng(self) -> torch.Generator:
+        """The generator of the training patch cap (saved and restored by a resumed run)."""
+        return self._generator
 
     @property
     def class_labels(self) -> np.ndarray:

@@ -44,6 +44,7 @@ WEIGHTS_KEYWORDS = ("imagenet", "none")
 # Extra keys a full torchvision ResNet50 checkpoint has beyond the truncated trunk.
 RESNET_EXTRA_PREFIXES = ("layer4.", "fc.")
 CHECKPOINT_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
+RESNET50_TRUNC_VERSION = 1  # bump when a change of ResNet50Trunc's code changes its features
 
 
 class WeightsError(RuntimeError):
@@ -70,6 +71,11 @@ class EncoderInfo:
     weights_detail: str     # human-readable source (weights enum, file + sha256, random seed)
     pretrained: bool
     preprocessing: Preprocessing
+    # What makes the numbers, for the reuse check of existing features: the weights' identity
+    # (never a path: a checkpoint by its sha256) and the encoder code's version (bump it when a code
+    # change alters the features). Empty ``weights_id``: ``weights_detail`` stands for it.
+    weights_id: str = ""
+    version: int = 1
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -171,16 +177,19 @@ def _resnet50_trunc(weights: str, seed: int) -> Encoder:
     if weights == "none":
         model = _random_trunk(seed)
         detail = f"random initialisation (torch seed {seed}); NOT pretrained"
-        kind, pretrained = "none", False
+        kind, pretrained, identity = "none", False, f"random seed {seed}"
     elif weights == "imagenet":
         model = _trunk_from_state(imagenet_resnet50_state(), "torchvision ResNet50_Weights.IMAGENET1K_V1")
         detail, kind, pretrained = "torchvision ResNet50_Weights.IMAGENET1K_V1", "imagenet", True
+        identity = "torchvision ResNet50_Weights.IMAGENET1K_V1"
     else:
         path = _checkpoint_path(weights)
         model = _trunk_from_state(read_checkpoint(path), os.fspath(path))
-        detail = f"checkpoint {path} (sha256 {sha256_file(path)})"
+        identity = f"sha256 {sha256_file(path)}"
+        detail = f"checkpoint {path} ({identity})"
         kind, pretrained = "checkpoint", True
-    info = EncoderInfo("resnet50_trunc", kind, detail, pretrained, Preprocessing())
+    info = EncoderInfo("resnet50_trunc", kind, detail, pretrained, Preprocessing(), weights_id=identity,
+                       version=RESNET50_TRUNC_VERSION)
     return Encoder(model, ResNet50Trunc.out_dim, info)
 
 

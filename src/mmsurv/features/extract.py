@@ -18,8 +18,19 @@ our ``level0_dim``) must be the slide's, and every patch must lie inside it; a p
 another slide stops the run naming both, instead of encoding background into zero-variance features.
 
 An existing output is reused when it is valid: both files readable, N consistent with the patch
-file, equal coords, equal features in h5 and pt, same encoder and weights. Leftover temp files of a
-killed run are removed, never read.
+file, equal coords, equal features in h5 and pt, and the same **numbers key** (:func:`numbers_key`,
+recorded as ``numbers`` in the metadata): encoder and its code version, the weights' identity (a
+checkpoint by its sha256, never its path; the seed of random weights), preprocessing (input size,
+interpolation, antialiasing, normalisation mean/std), resolved precision, where the resize runs
+(uint8 in workers or float on the device: different numerics), the patch size and level read, the
+feature size. Any difference recomputes the slide and the log names it (``precision: made with
+'bf16', now 'fp32'``); files of an older format are recomputed. Left out on purpose, because they
+change the speed and the features only by float rounding: channels_last (fp32 ResNet50 trunk on
+this CPU, NHWC against NCHW: max |difference| 5.7e-6 on features up to 31, i.e. ~2e-7 relative,
+not bitwise equal), compilation and batch size (other kernels, same rounding scale), workers and
+the reader (the tile reader is used only where it is pixel-identical to OpenSlide). Recomputing a
+cohort for a 1e-7 change is not worth hours; reruns stay reproducible because the files are
+reused as they are. Leftover temp files of a killed run are removed, never read.
 
 Pipeline: coords are read once and visited in row order (y, x). On CPU (default), a DataLoader
 forks one worker per thread of the job; each worker takes a contiguous stretch of the slide's
@@ -96,13 +107,13 @@ from mmsurv.features.dataset import (
 from mmsurv.features.encoders import Encoder, build_encoder
 from mmsurv.features.inference import build_graph, compiled_graph, package_path
 from mmsurv.features.regions import choose_reader
-from mmsurv.io import atomic_path
+from mmsurv.io import atomic_path, atomic_write_h5
 from mmsurv.naming import slide_stem
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 15.0
-OUTPUT_FORMAT_VERSION = 1
+OUTPUT_FORMAT_VERSION = 2  # 2: the numbers key (reuse check)
 
 
 @dataclass(frozen=True)
@@ -168,16 +179,17 @@ def extract_slide_features(
     if not Path(slide_path).is_file():
         raise FileNotFoundError(f"slide {slide_name}: slide file {slide_path} does not exist")
     check_patches_match_slide(patches, slide_path, slide_name=slide_name, patches_h5=patches_h5)
+    plan = plan_extraction(settings, slide_path, patches)
+    built = shared_encoder(settings)
+    numbers = numbers_key(built, plan, patches)
     if not force:
-        existing = valid_existing_metadata(paths, patches, settings)
+        existing = valid_existing_metadata(paths, patches, numbers)
         if existing is not None:
             log.info("slide %s: valid features exist in %s, skipping", slide_name, paths.h5.parent.parent)
             if not paths.json.exists():
                 _write_json(paths.json, existing)
             return {**existing, "skipped": True}
 
-    plan = plan_extraction(settings, slide_path, patches)
-    built = shared_encoder(settings)
     t0 = time.perf_counter()
     forward = shared_forward(built, plan, settings, patches, len(patches) if job_patches is None else job_patches)
     prepare_s = time.perf_counter() - t0
@@ -193,6 +205,7 @@ def extract_slide_features(
     metadata = build_metadata(slide_name, slide_path, patches_h5, patches, built, settings, plan,
                               compiled=forward.compiled, prepare_s=prepare_s, extract_s=extract_s,
                               total_s=time.perf_counter() - started)
+    metadata["numbers"] = numbers
     write_outputs(paths, features, patches, metadata)
     log.info("slide %s: %d patches in %.1f s (%.1f patches/s) -> %s", slide_name, len(patches), extract_s,
              metadata["patches_per_s"], paths.h5)
@@ -604,26 +617,24 @@ def build_metadata(slide_name: str, slide_path: str | os.PathLike, patches_h5: s
 
 def write_outputs(paths: FeaturePaths, features: np.ndarray, patches: PatchCoords, metadata: dict) -> None:
     """h5, then pt, then json; each atomically."""
-    with atomic_path(paths.h5) as tmp:
-        _write_h5(tmp, features, patches, metadata)
+    atomic_write_h5(paths.h5, lambda h5: _fill_h5(h5, features, patches, metadata))
     with atomic_path(paths.pt) as tmp:
         torch.save(torch.from_numpy(features), tmp)
     _write_json(paths.json, metadata)
 
 
-def _write_h5(path: Path, features: np.ndarray, patches: PatchCoords, metadata: dict) -> None:
-    with h5py.File(path, "w") as h5:
-        h5.create_dataset("features", data=features.astype(np.float32, copy=False))
-        coords = h5.create_dataset("coords", data=patches.coords.astype(np.int64, copy=False))
-        for key, value in patches.attrs.items():
-            with contextlib.suppress(TypeError, ValueError):
-                coords.attrs[key] = value
-        for key, value in metadata.items():
-            if isinstance(value, str):
-                h5.attrs[key] = str(value)      # np.str_ has no HDF5 conversion
-            elif isinstance(value, (bool, int, float)):
-                h5.attrs[key] = value
-        h5.attrs["metadata"] = json.dumps(metadata, sort_keys=True)
+def _fill_h5(h5: h5py.File, features: np.ndarray, patches: PatchCoords, metadata: dict) -> None:
+    h5.create_dataset("features", data=features.astype(np.float32, copy=False))
+    coords = h5.create_dataset("coords", data=patches.coords.astype(np.int64, copy=False))
+    for key, value in patches.attrs.items():
+        with contextlib.suppress(TypeError, ValueError):
+            coords.attrs[key] = value
+    for key, value in metadata.items():
+        if isinstance(value, str):
+            h5.attrs[key] = str(value)      # np.str_ has no HDF5 conversion
+        elif isinstance(value, (bool, int, float)):
+            h5.attrs[key] = value
+    h5.attrs["metadata"] = json.dumps(metadata, sort_keys=True)
 
 
 def _write_json(path: Path, metadata: dict) -> None:
@@ -641,7 +652,32 @@ def remove_stale_temp_files(paths: FeaturePaths) -> None:
                     stale.unlink()
 
 
-def valid_existing_metadata(paths: FeaturePaths, patches: PatchCoords, settings: ExtractSettings
+def numbers_key(built: Encoder, plan: ExtractionPlan, patches: PatchCoords) -> dict[str, Any]:
+    """Every setting that changes the features' numbers (see the module docstring), as JSON values."""
+    info = built.info
+    return json.loads(json.dumps({
+        "encoder": info.name,
+        "encoder_version": info.version,
+        "weights": info.weights_id or info.weights_detail,
+        "preprocessing": asdict(info.preprocessing),
+        "precision": plan.precision,
+        "resize": plan.resize,
+        "patch_size": patches.patch_size,
+        "patch_level": patches.patch_level,
+        "feature_dim": built.out_dim,
+    }))
+
+
+def numbers_difference(recorded: Any, expected: dict[str, Any]) -> str:
+    """Which settings of the numbers key differ (empty when none), for the log."""
+    if not isinstance(recorded, dict):
+        return "made by an older version that did not record its settings"
+    keys = sorted(set(recorded) | set(expected))
+    return "; ".join(f"{key}: made with {recorded.get(key)!r}, now {expected.get(key)!r}"
+                     for key in keys if recorded.get(key) != expected.get(key))
+
+
+def valid_existing_metadata(paths: FeaturePaths, patches: PatchCoords, numbers: dict[str, Any]
                             ) -> dict[str, Any] | None:
     """The stored metadata when the outputs exist, are readable and consistent; else None."""
     if not (paths.h5.is_file() and paths.pt.is_file()):
@@ -655,7 +691,7 @@ def valid_existing_metadata(paths: FeaturePaths, patches: PatchCoords, settings:
     except Exception as error:  # noqa: BLE001 - any unreadable file means "recompute"
         log.warning("existing features %s unreadable (%s): recomputing", paths.h5, error)
         return None
-    problem = _output_problem(features, coords, tensor, metadata, patches, settings)
+    problem = _output_problem(features, coords, tensor, metadata, patches, numbers)
     if problem:
         log.warning("existing features %s not reusable (%s): recomputing", paths.h5, problem)
         return None
@@ -663,7 +699,7 @@ def valid_existing_metadata(paths: FeaturePaths, patches: PatchCoords, settings:
 
 
 def _output_problem(features: np.ndarray, coords: np.ndarray, tensor: Any, metadata: dict,
-                    patches: PatchCoords, settings: ExtractSettings) -> str:
+                    patches: PatchCoords, numbers: dict[str, Any]) -> str:
     n = len(patches)
     if features.dtype != np.float32 or features.ndim != 2 or features.shape[0] != n:
         return f"features {features.dtype} {features.shape}, expected ({n}, D) float32"
@@ -673,10 +709,7 @@ def _output_problem(features: np.ndarray, coords: np.ndarray, tensor: Any, metad
         return "pt tensor does not match the h5 features"
     if not np.array_equal(tensor.numpy(), features):
         return "pt and h5 features differ"
-    if (metadata.get("encoder"), metadata.get("weights_requested")) != (settings.encoder, settings.weights):
-        return (f"made with encoder {metadata.get('encoder')} / weights {metadata.get('weights_requested')}, "
-                f"requested {settings.encoder} / {settings.weights}")
-    return ""
+    return numbers_difference(metadata.get("numbers"), numbers)
 
 
 def iter_feature_files(out_dir: str | os.PathLike) -> Iterator[Path]:

@@ -272,6 +272,46 @@ def model_files(plugins: Iterable[str | os.PathLike] = ()) -> list[Path]:
     return [*own, *plugin_files(plugins)]
 
 
+# Shared by every model (their edits are covered by the training code's version, not per model).
+SHARED_MODULES = {"base", "registry", "catalog", "flops"}
+
+
+def model_sources(path: str | os.PathLike, backbone_source: Callable[[str], str | os.PathLike] | None = None
+                  ) -> list[Path]:
+    """A model's source file and, transitively, the model modules it imports (``layers``, another
+    model's blocks), without the modules shared by every model (:data:`SHARED_MODULES`): the files
+    whose edit changes this model's numbers and no other model's (the train rules' inputs).
+    ``backbone_source(name)`` finds the file of a model a class names as ``backbone_name = "..."``
+    (late fusion), followed the same way."""
+    first = Path(path).resolve()
+    found, queue = [first], [first]
+    while queue:
+        tree = ast.parse(queue.pop().read_text())
+        for node in ast.walk(tree):
+            names = []
+            if backbone_source is not None and isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                if (any(getattr(t, "id", None) == "backbone_name" for t in targets)
+                        and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+                    other = Path(backbone_source(node.value.value)).resolve()
+                    if other not in found:
+                        found.append(other)
+                        queue.append(other)
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module.startswith("mmsurv.models."):
+                    names = [node.module.rsplit(".", 1)[1]]
+                elif node.module == "mmsurv.models":
+                    names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name.rsplit(".", 1)[1] for alias in node.names if alias.name.startswith("mmsurv.models.")]
+            for name in names:
+                module = MODELS_DIR / f"{name}.py"
+                if name not in SHARED_MODULES and module.is_file() and module not in found:
+                    found.append(module)
+                    queue.append(module)
+    return found
+
+
 @dataclass
 class Catalog:
     """The registered models by name, read from source (``static``) or from the imported registry."""

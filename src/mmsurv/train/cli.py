@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import yaml
@@ -33,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE",
                         help="Python file registering extra models (repeatable)")
     parser.add_argument("--seed", type=int, help="random seed (default: the config's, else 1)")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="neither save nor use the per-epoch resume checkpoint (OUT_DIR/resume/state.pt); by "
+                             "default a rerun continues a killed run of the same settings, and SIGTERM/SIGUSR1 "
+                             "stop the run after saving, with exit code 75")
     parser.set_defaults(func=_run)
 
 
@@ -53,10 +58,17 @@ def _run(args: argparse.Namespace) -> int:
     from mmsurv.models.registry import load_plugins
     from mmsurv.train.run import train_fold
 
+    from mmsurv.train.resume import INTERRUPTED_EXIT_CODE, TrainingInterrupted
+
     load_plugins(args.plugin)
-    metrics = train_fold(load_config(args.config), cohort_table=args.table, splits_dir=args.splits_dir, fold=args.fold,
-                         model=args.model, out_dir=args.out_dir, signatures=args.signatures,
-                         features_dir=args.features_dir, pathways=args.pathways, seed=args.seed)
+    try:
+        metrics = train_fold(load_config(args.config), cohort_table=args.table, splits_dir=args.splits_dir,
+                             fold=args.fold, model=args.model, out_dir=args.out_dir, signatures=args.signatures,
+                             features_dir=args.features_dir, pathways=args.pathways, seed=args.seed,
+                             resume=not args.no_resume)
+    except TrainingInterrupted as stopped:
+        print(f"fold {args.fold} {args.model}: {stopped}", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
     print(f"fold {args.fold} {args.model}: c-index last {metrics['cindex_last']:.4f}, best {metrics['cindex_best']:.4f} "
           f"(epoch {metrics['best_epoch']}, selected on {metrics['best_selected_on']}); outputs in {args.out_dir}")
     return 0

@@ -36,6 +36,7 @@ Two results are kept and labelled:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from collections import defaultdict
@@ -54,6 +55,7 @@ from mmsurv.models.base import SURVIVAL_TERM, Batch, SurvivalModel, Target
 from mmsurv.train.loss import cox_ph_loss
 from mmsurv.train.metrics import concordance
 from mmsurv.train.optim import make_optimizer, make_scheduler, steps_per_epoch
+from mmsurv.train.resume import ResumeCheckpoint, StopSignals, rng_states, set_rng_states
 from mmsurv.train.settings import TrainConfig  # noqa: F401 (TrainConfig re-exported)
 
 log = logging.getLogger(__name__)
@@ -251,8 +253,15 @@ class _Selector:
 
 def fit(model: SurvivalModel, train: SurvivalDataset, val: SurvivalDataset, config: TrainConfig, *,
         holdout: SurvivalDataset | None = None, seed: int = 0,
-        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
-    """Train ``model`` for ``config.epochs`` (or until early stopping) and keep last and best."""
+        on_epoch: Callable[[dict], None] | None = None, resume: ResumeCheckpoint | None = None,
+        stop: StopSignals | None = None) -> FitResult:
+    """Train ``model`` for ``config.epochs`` (or until early stopping) and keep last and best.
+
+    With ``resume`` the whole training state is saved there at the end of every epoch, and a saved
+    state of the same run is restored first (:mod:`mmsurv.train.resume`): the run continues with the
+    numbers an uninterrupted run has. ``on_epoch`` sees every record, restored ones included.
+    ``stop`` (a signal handler) ends the run with ``TrainingInterrupted`` after the epoch's save.
+    """
     device = next(model.parameters()).device
     model.nll_alpha = config.alpha
     optimizer = make_optimizer(model, config)
@@ -265,7 +274,20 @@ def fit(model: SurvivalModel, train: SurvivalDataset, val: SurvivalDataset, conf
     history: list[dict] = []
     best_state, best_eval, val_result = None, None, None
     stopped_early = False
-    for epoch in range(1, config.epochs + 1):
+    saved = resume.load() if resume is not None else None
+    if saved is not None:
+        best_state, best_eval, val_result, stopped_early = _restore(saved, model, optimizer, scheduler, generator,
+                                                                    train, selector, history)
+        log.info("resuming from %s: %d of %d epoch(s) done%s", resume.path, len(history), config.epochs,
+                 " (stopped early)" if stopped_early else "")
+        for record in history:
+            if on_epoch is not None:
+                on_epoch(record)
+    if stop is not None:
+        stop.epoch = len(history)
+    for epoch in range(len(history) + 1, config.epochs + 1):
+        if stopped_early:
+            break
         started = time.perf_counter()
         record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         record.update(train_epoch(model, train, optimizer, config, generator, device, step_scheduler))
@@ -287,13 +309,83 @@ def fit(model: SurvivalModel, train: SurvivalDataset, val: SurvivalDataset, conf
         log.info("epoch %d/%d: train loss %.4f c-index %.4f | val loss %.4f c-index %.4f%s (%.1f s)",
                  epoch, config.epochs, record["train_loss"], record["train_cindex"], val_result.loss,
                  val_result.cindex, f" | holdout loss {monitored.loss:.4f}" if holdout is not None else "", seconds)
-        if on_epoch is not None:
-            on_epoch(record)
-        if (config.early_stopping_patience is not None and epoch >= config.early_stopping_min_epochs
-                and selector.since_best >= config.early_stopping_patience):
-            stopped_early = True
+        stopped_early = (config.early_stopping_patience is not None and epoch >= config.early_stopping_min_epochs
+                         and selector.since_best >= config.early_stopping_patience)
+        with stop.protected() if stop is not None else contextlib.nullcontext():
+            if on_epoch is not None:
+                on_epoch(record)
+            if resume is not None:
+                resume.save(_fit_state(model, optimizer, scheduler, generator, train, selector, history, best_state,
+                                       best_eval, val_result, stopped_early))
+        if stop is not None:
+            stop.check(epoch)
+        if stopped_early:
             log.info("early stopping after epoch %d (best hold-out epoch %d)", epoch, selector.best_epoch)
-            break
     return FitResult(history=history, last_eval=val_result, best_eval=best_eval, best_epoch=selector.best_epoch,
                      best_state=best_state, selected_on=selector.selected_on, selection_metric=selector.metric,
                      stopped_early=stopped_early, epoch_seconds=[r["seconds"] for r in history])
+
+
+def _fit_state(model: SurvivalModel, optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator,
+               train: SurvivalDataset, selector: _Selector, history: list[dict], best_state: dict | None,
+               best_eval: EvalResult | None, last_eval: EvalResult, stopped_early: bool) -> dict:
+    """Everything :func:`fit` needs to continue after the last epoch of ``history`` (see mmsurv.train.resume)."""
+    data_rng = getattr(train, "rng", None)
+    return {
+        "epoch": len(history),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "sampler": generator.get_state(),
+        "data_rng": data_rng.get_state() if data_rng is not None else None,
+        "rng": rng_states(),
+        "history": history,
+        "selector": {"best_value": selector.best_value, "best_epoch": selector.best_epoch,
+                     "since_best": selector.since_best},
+        # the best epoch's weights, unless they are the model's (the epoch just saved): a quarter less to write
+        "best_state": None if selector.best_epoch == len(history) else best_state,
+        "best_eval": _eval_state(best_eval),
+        "last_eval": _eval_state(last_eval),
+        "stopped_early": stopped_early,
+    }
+
+
+def _restore(state: dict, model: SurvivalModel, optimizer: torch.optim.Optimizer, scheduler,
+             generator: torch.Generator, train: SurvivalDataset, selector: _Selector, history: list[dict]
+             ) -> tuple[dict | None, EvalResult | None, EvalResult | None, bool]:
+    """Load a :func:`_fit_state` into the run's objects; → best state, best and last evaluation, stopped early."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state["scheduler"] is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["sampler"])
+    data_rng = getattr(train, "rng", None)
+    if data_rng is not None and state["data_rng"] is not None:
+        data_rng.set_state(state["data_rng"])
+    set_rng_states(state["rng"])
+    history.extend(state["history"])
+    selector.best_value = state["selector"]["best_value"]
+    selector.best_epoch = state["selector"]["best_epoch"]
+    selector.since_best = state["selector"]["since_best"]
+    best_state = state["best_state"]
+    if best_state is None and selector.best_epoch == len(history):
+        best_state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+    return (best_state, _eval_from_state(state["best_eval"]), _eval_from_state(state["last_eval"]),
+            bool(state["stopped_early"]))
+
+
+_EVAL_ARRAYS = ("survival", "risk", "time", "censorship", "label")
+
+
+def _eval_state(result: EvalResult | None) -> dict | None:
+    if result is None:
+        return None
+    state = {name: torch.from_numpy(np.ascontiguousarray(getattr(result, name))) for name in _EVAL_ARRAYS}
+    return {**state, "case_ids": list(result.case_ids), "loss": result.loss, "cindex": result.cindex}
+
+
+def _eval_from_state(state: dict | None) -> EvalResult | None:
+    if state is None:
+        return None
+    return EvalResult(case_ids=list(state["case_ids"]), loss=state["loss"], cindex=state["cindex"],
+                      **{name: state[name].numpy() for name in _EVAL_ARRAYS})

@@ -31,6 +31,8 @@ Outputs in ``out_dir`` (all written atomically): ``bin_edges.json``, ``training_
 per epoch), ``predictions.tsv`` (last epoch, validation fold: case_id, risk, S_1..S_K, time,
 event, bin), ``predictions_best.tsv`` (same at the best epoch), ``checkpoint_last.pt``,
 ``checkpoint_best.pt`` and ``metrics.json``. The returned dict is the content of ``metrics.json``.
+While it runs, ``resume/state.pt`` holds the state after the last finished epoch (see
+:mod:`mmsurv.train.resume`): a rerun continues from it, and it is deleted once the outputs are written.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from mmsurv.models.registry import ModelInputs, ResolvedModel, build_model
 from mmsurv.train.loop import EvalResult, FitResult, fit
 from mmsurv.train.settings import (CONFIG_SECTIONS, DATA_DEFAULTS, DEFAULT_SEED, TrainConfig,  # noqa: F401
                                    resolve_config, resolve_settings)
+from mmsurv.train.resume import ResumeCheckpoint, resume_path, run_identity, stop_on_signals
 from mmsurv.train.seed import default_threads, reproducible, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -66,24 +69,33 @@ log = logging.getLogger(__name__)
 def train_fold(config: Mapping | None, *, cohort_table: str | os.PathLike, splits_dir: str | os.PathLike, fold: int,
                model: str, out_dir: str | os.PathLike, signatures: str | os.PathLike | None = None,
                features_dir: str | os.PathLike | None = None, pathways: str | os.PathLike | None = None,
-               seed: int | None = None) -> dict:
+               seed: int | None = None, resume: bool = True, keep_resume: bool = False) -> dict:
     """Train and validate ``model`` on fold ``fold``; write the outputs to ``out_dir``; return the metrics.
 
     Deterministic mode and the thread count apply inside this call only (the caller's are restored);
     without ``training.num_threads`` the count is :func:`mmsurv.train.seed.default_threads` of the
     model's modality (1 for genomic-only models).
+
+    With ``resume`` (default) the run saves its state at the end of every epoch in
+    ``out_dir/resume/state.pt`` and continues from a state of the same run found there
+    (:mod:`mmsurv.train.resume`); the file is deleted once the outputs are written, unless
+    ``keep_resume`` (the workflow's ``train_folds`` keeps every fold's until all folds are done,
+    so a job that fails at fold k rebuilds folds < k from their final states without retraining).
+    SIGTERM and SIGUSR1 stop the run with ``TrainingInterrupted`` (the checkpoint stays).
     """
     data_cfg, train_cfg, resolved, config_seed = resolve_settings(config, model)
     seed = config_seed if seed is None else int(seed)
     num_threads = train_cfg.num_threads or default_threads(resolved.spec.modality)
-    with reproducible(train_cfg.deterministic, num_threads) as threads:
+    with reproducible(train_cfg.deterministic, num_threads) as threads, stop_on_signals() as stop:
         return _train_fold(data_cfg, train_cfg, resolved, seed=seed, threads=threads, cohort_table=cohort_table,
                            splits_dir=splits_dir, fold=fold, model=model, out_dir=Path(out_dir), signatures=signatures,
-                           features_dir=features_dir, pathways=pathways)
+                           features_dir=features_dir, pathways=pathways, resume=resume, keep_resume=keep_resume,
+                           stop=stop)
 
 
 def _train_fold(data_cfg: dict, train_cfg: TrainConfig, resolved: ResolvedModel, *, seed: int, threads: int, cohort_table,
-                splits_dir, fold: int, model: str, out_dir: Path, signatures, features_dir, pathways) -> dict:
+                splits_dir, fold: int, model: str, out_dir: Path, signatures, features_dir, pathways, resume: bool,
+                keep_resume: bool, stop) -> dict:
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(train_cfg.device)
@@ -125,8 +137,17 @@ def _train_fold(data_cfg: dict, train_cfg: TrainConfig, resolved: ResolvedModel,
         rows.append(record)
         write_tsv(pd.DataFrame(rows), log_path, float_format="%.8g")
 
+    checkpoint = None
+    if resume:
+        checkpoint = ResumeCheckpoint(resume_path(out_dir), run_identity(
+            settings={"model": model, "base_model": spec.name, "params": model_params, "data": data_cfg,
+                      "training": train_cfg.as_dict(), "seed": seed, "fold": fold, "device": device.type,
+                      "threads": threads},
+            data_files={"table": cohort_table, "split": split_file(splits_dir, fold), "signatures": signatures,
+                        "pathways": pathways},
+            features_dir=bag_options.features_dir, model_sources=model_source_files(network)))
     result = fit(network, fold_data.train, fold_data.val, train_cfg, holdout=fold_data.holdout, seed=seed,
-                 on_epoch=on_epoch)
+                 on_epoch=on_epoch, resume=checkpoint, stop=stop)
     checkpoint_meta = {"model": model, "base_model": spec.name, "model_params": model_params, "inputs": inputs.__dict__, "fold": fold,
                        "seed": seed, "bin_edges": edges.tolist(), "genomic_columns": fold_data.genomic_columns,
                        "group_names": fold_data.group_names, "scaler_mean": fold_data.scaler.mean_.tolist(),
@@ -143,7 +164,12 @@ def _train_fold(data_cfg: dict, train_cfg: TrainConfig, resolved: ResolvedModel,
                    label=spec.label, inputs=list(spec.inputs),
                    n_without_features={"train": fold_data.train.n_without_features,
                                        "val": fold_data.val.n_without_features})
+    if checkpoint is not None and checkpoint.seconds_saving:
+        metrics["resume_checkpoint"] = {"seconds_per_save": float(np.mean(checkpoint.seconds_saving)),
+                                        "mb": checkpoint.path.stat().st_size / 2**20}
     write_json(out_dir / "metrics.json", metrics)
+    if checkpoint is not None and not keep_resume:
+        checkpoint.remove()
     log.info("fold %d %s: c-index last %.4f, best %.4f (epoch %d, selected on %s)", fold, model,
              metrics["cindex_last"], metrics["cindex_best"], metrics["best_epoch"], metrics["best_selected_on"])
     return metrics
@@ -220,6 +246,20 @@ def fold_metrics(result: FitResult, fold_data: FoldData, network: SurvivalModel,
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (MiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def model_source_files(network: SurvivalModel) -> list[Path]:
+    """The model's module and the model modules it imports (what its numbers depend on besides shared code)."""
+    import inspect
+
+    from mmsurv.models.catalog import MODELS_DIR, model_sources
+
+    files: list[Path] = []
+    for module in network.modules():  # the model's class and every submodule class of a model file (backbones)
+        source = inspect.getsourcefile(type(module))
+        if source and (module is network or Path(source).resolve().parent == MODELS_DIR):
+            files += [path for path in model_sources(source) if path not in files]
+    return files
 
 
 def save_checkpoint(path: Path, state: dict, **meta) -> None:

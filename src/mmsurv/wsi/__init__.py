@@ -158,6 +158,11 @@ def _h5_attrs(slide: WsiSlide, patches: PatchResult, params: PatchParams) -> dic
     }
 
 
+def _file_bytes(path: str | os.PathLike) -> int | None:
+    """Size of the slide file (its data folder is not counted for MIRAX): recorded for the reuse check."""
+    return Path(path).stat().st_size if Path(path).is_file() else None
+
+
 def _summary(slide: WsiSlide, seg: Segmentation, patches: PatchResult, seg_params: SegmentParams,
              patch_params: PatchParams, preset: str, default_mpp: float, warnings: list[str],
              seconds: dict[str, float], outputs: dict[str, str]) -> dict[str, Any]:
@@ -171,7 +176,7 @@ def _summary(slide: WsiSlide, seg: Segmentation, patches: PatchResult, seg_param
         "parameters": {"preset": preset, "segment": seg_params.to_dict(),
                        "patch": patch_params.to_dict(), "default_mpp": default_mpp},
         "slide_info": {
-            "vendor": slide.vendor, "dimensions": slide.dimensions,
+            "vendor": slide.vendor, "dimensions": slide.dimensions, "file_bytes": _file_bytes(slide.path),
             "level_count": slide.level_count,
             "level_downsamples": [round(d, 4) for d in slide.level_downsamples],
             "mpp": slide.scale.mpp, "magnification": slide.scale.magnification,

@@ -4,12 +4,17 @@ For the rule ``segment_and_patch_batch``: N slides per process, so a patching jo
 paid once per batch. Each slide's four outputs are written as :func:`mmsurv.wsi.segment_and_patch`
 writes them (atomically, the JSON summary last); a slide whose summary exists with the SAME
 parameters is complete and skipped (a rerun after a kill redoes only the unfinished slides), a
-summary with other parameters is redone. Failures are collected per slide (:mod:`mmsurv.batch`).
+summary with other parameters is redone and the log names each difference
+(``patch.patch_size: made with 512, now 256``). The parameters are every setting that changes the
+coordinates: the preset's resolved segmentation parameters, the patch parameters, the default
+mpp; plus the slide file's size (a slide replaced under the same name). The PNGs' display size
+changes no number and is not compared. Failures are collected per slide (:mod:`mmsurv.batch`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +26,8 @@ from mmsurv.wsi.outputs import output_paths
 from mmsurv.wsi.slide import DEFAULT_MPP
 from mmsurv.wsi import resolve_params
 
+log = logging.getLogger(__name__)
+
 
 def expected_parameters(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The ``parameters`` a slide's summary records for these ``patching`` settings."""
@@ -30,16 +37,41 @@ def expected_parameters(settings: Mapping[str, Any]) -> dict[str, Any]:
                                   "default_mpp": extra.get("default_mpp", DEFAULT_MPP)}))
 
 
-def is_complete(out_dir: str | os.PathLike, slide_name: str, parameters: Mapping[str, Any]) -> bool:
-    """True when the slide's outputs exist and its summary records ``parameters``."""
+def is_complete(out_dir: str | os.PathLike, slide_name: str, parameters: Mapping[str, Any],
+                slide_path: str | os.PathLike | None = None) -> bool:
+    """True when the slide's outputs exist and its summary records ``parameters`` (and the slide's size)."""
+    return not completion_problem(out_dir, slide_name, parameters, slide_path)
+
+
+def completion_problem(out_dir: str | os.PathLike, slide_name: str, parameters: Mapping[str, Any],
+                       slide_path: str | os.PathLike | None = None) -> str:
+    """Why the slide's outputs cannot be reused ("" when they can): missing files or what differs."""
     paths = output_paths(out_dir, slide_name)
     if not all(Path(p).is_file() for p in (paths.h5, paths.mask, paths.stitch, paths.summary)):
-        return False
+        return "outputs missing"
     try:
-        recorded = json.loads(Path(paths.summary).read_text()).get("parameters")
-    except (OSError, ValueError):
-        return False
-    return recorded == parameters
+        summary = json.loads(Path(paths.summary).read_text())
+    except (OSError, ValueError) as error:
+        return f"summary {paths.summary} unreadable ({type(error).__name__})"
+    differences = differing(summary.get("parameters") or {}, dict(parameters))
+    recorded_bytes = (summary.get("slide_info") or {}).get("file_bytes")
+    if slide_path is not None and recorded_bytes is not None and Path(slide_path).is_file():
+        size = Path(slide_path).stat().st_size
+        if size != recorded_bytes:
+            differences.append(f"slide file size: made with {recorded_bytes}, now {size}")
+    return "; ".join(differences)
+
+
+def differing(recorded: Mapping[str, Any], expected: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``key: made with X, now Y`` for every leaf that differs between two nested settings dicts."""
+    result = []
+    for key in sorted(set(recorded) | set(expected), key=str):
+        old, new = recorded.get(key), expected.get(key)
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            result += differing(old, new, f"{prefix}{key}.")
+        elif old != new:
+            result.append(f"{prefix}{key}: made with {old!r}, now {new!r}")
+    return result
 
 
 def segment_and_patch_batch(slides: Sequence[tuple[str | os.PathLike, str]], out_dir: str | os.PathLike,
@@ -49,8 +81,11 @@ def segment_and_patch_batch(slides: Sequence[tuple[str | os.PathLike, str]], out
     parameters = expected_parameters(settings)
 
     def one(name: str) -> str:
-        if is_complete(out_dir, name, parameters):
+        problem = completion_problem(out_dir, name, parameters, paths[name])
+        if not problem:
             return "skipped"
+        if problem != "outputs missing":
+            log.warning("slide %s: existing patches not reusable (%s): recomputing", name, problem)
         segment_and_patch_from_config(paths[name], out_dir, slide_name=name, settings=settings)
         return "done"
 

@@ -36,7 +36,7 @@ import cv2
 import h5py
 import numpy as np
 
-from mmsurv.io import atomic_path, write_json
+from mmsurv.io import atomic_path, atomic_write_h5, write_json
 from mmsurv.wsi.segment import Segmentation, scale_contours
 
 GREEN = (0, 255, 0)
@@ -83,12 +83,14 @@ def write_coords_h5(path: str | os.PathLike, coords: np.ndarray, attrs: Mapping[
     """``coords`` (N, 2) int64 as dataset ``coords`` with ``attrs`` on it, atomically."""
     coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
     chunk_rows = max(1, min(coords.shape[0], 4096))
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as handle:
-            dataset = handle.create_dataset("coords", data=coords, maxshape=(None, 2),
-                                            chunks=(chunk_rows, 2), dtype="int64")
-            for key, value in attrs.items():
-                dataset.attrs[key] = _h5_value(value)
+
+    def fill(handle: h5py.File) -> None:
+        dataset = handle.create_dataset("coords", data=coords, maxshape=(None, 2), chunks=(chunk_rows, 2),
+                                        dtype="int64")
+        for key, value in attrs.items():
+            dataset.attrs[key] = _h5_value(value)
+
+    atomic_write_h5(path, fill)
 
 
 def read_coords_h5(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
