@@ -203,6 +203,10 @@ EARLY_STOPPING = {"data": {"feature_dim": 16},
 @pytest.mark.parametrize(("model", "config", "stop_epoch"), [
     ("abmil", CONFIGS["abmil"], 1),  # epoch 1 is the best so far: its checkpoint stores the weights once
     ("snn", EARLY_STOPPING, 2),  # hold-out selection and early stopping: the selector's state carries over
+    # TransMIL's defaults: Lookahead(RAdam) with decoupled decay (the slow weights resume), accumulation 2, hold-out
+    ("transmil", {"data": {"feature_dim": 16}, "training": {"epochs": 4, "num_threads": 1}}, 2),
+    # OmicMLP's defaults: cosine schedule stepped per optimizer step after a warm-up epoch
+    ("omic_mlp", {"training": {"epochs": 4, "num_threads": 1}}, 2),
 ])
 def test_a_run_stopped_at_an_epoch_end_resumes_exactly(small_cohort, references, tmp_path, monkeypatch, model, config,
                                                        stop_epoch):
