@@ -37,6 +37,7 @@ import torch
 
 from mmsurv.demo.cohort import DemoSpec, generate_demo_cohort
 from mmsurv.demo.features import write_random_features
+from mmsurv.machine import cpu_description
 from mmsurv.train.run import train_fold
 
 
@@ -52,7 +53,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="abmil,mcat,transmil,mmm")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds, not figures: ABMIL, 1 epoch (the test suite runs it so that the bench keeps running)")
     args = parser.parse_args()
+    if args.smoke:
+        args.models, args.epochs = "abmil", 1
+    print(cpu_description(), flush=True)
     torch.set_num_threads(1)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_resume_") as tmp:
