@@ -386,7 +386,7 @@ def report_pdfs():
         return []
     return [
         *(f"{REPORT}/km/km_{c}_{m}.pdf" for c in COHORTS for m in MODELS),
-        *(f"{REPORT}/km/km_grid_{m}.pdf" for m in MODELS),
+        *(f"{REPORT}/km/km_grid_{m}.pdf" for m in MODELS if len(COHORTS) > 1),
         f"{REPORT}/bubble_cindex_flops.pdf",
     ]
 

@@ -59,6 +59,7 @@ rule aggregate:
                 labels={"cohort": "all", "model": model},
             )
             for model in MODELS
+            if len(COHORTS) > 1
         ],
         bubble=report(
             f"{REPORT}/bubble_cindex_flops.png",

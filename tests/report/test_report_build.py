@@ -64,3 +64,13 @@ def test_cli_help_and_run(fake_results, tmp_path, capsys):
     assert "per-fold median" in (tmp_path / "rep" / "km_logrank.csv").read_text()
     assert main(["report", "--results", str(fake_results), "--cohorts", "luad", "--out-dir", str(tmp_path)]) == 1
     assert "cohort luad" in capsys.readouterr().err
+
+
+def test_one_cohort_has_no_grid_figure(fake_results, tmp_path):
+    """With one cohort the per-model grid would repeat the cohort's own Kaplan-Meier figure."""
+    from mmsurv.report import build_report
+
+    paths = build_report(fake_results, COHORTS[:1], ["snn"], tmp_path, folds=FOLDS, reference_bag_size=64,
+                         median_split="pooled")
+    assert f"km_{COHORTS[0]}_snn" in paths and not any(key.startswith("km_grid") for key in paths)
+    assert not list((tmp_path / "km").glob("km_grid_*"))

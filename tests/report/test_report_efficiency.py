@@ -101,3 +101,19 @@ def test_efficiency_table_values(built_report):
     assert table[table["cohort"] == "demo"]["flops_median"].isna().all()
     markdown = paths["efficiency_md"].read_text()
     assert "FLOPs @ 512" in markdown and "Median bag" in markdown
+
+
+def test_recorded_reference_flops_are_used_only_for_the_same_model(fake_results, monkeypatch):
+    """The training job's count (metrics.json ``flops_per_patient``) spares the report a 4,096-patch
+    forward per model; a count recorded for another parameter count is not trusted."""
+    import mmsurv.report.efficiency as efficiency
+
+    results = collect_results(fake_results, COHORTS, MODELS, folds=FOLDS)
+    fold = results.get("demo", "abmil")[0]
+    fold.metrics["flops_per_patient"] = {"4096": 123}
+    counted = []
+    monkeypatch.setattr(efficiency, "flops_per_patient", lambda model, bag: counted.append(bag) or 7)
+    assert efficiency.FlopsCache().count(fold, 4096) == 123 and counted == []
+    assert efficiency.FlopsCache().count(fold, 100) == 7 and counted == [100]  # not recorded: counted
+    fold.metrics["n_params"] += 1
+    assert efficiency.FlopsCache().count(fold, 4096) == 7 and counted == [100, 4096]

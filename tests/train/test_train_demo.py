@@ -89,6 +89,10 @@ def test_fold_outputs(demo, tmp_path):
                 "seconds_per_epoch", "peak_rss_mb", "n_params"):
         assert key in written
     assert written["n_train"] + written["n_val"] == 60 and written["best_selected_on"] == "val"
+    from mmsurv.models import ModelInputs, build_model, count_flops
+
+    rebuilt = build_model("abmil", ModelInputs(path_dim=written["config"]["data"]["feature_dim"]))
+    assert written["flops_per_patient"] == {"4096": count_flops(rebuilt, bag_size=4096)}  # the report's reference size
     predictions = pd.read_csv(tmp_path / "predictions.tsv", sep="\t")
     assert list(predictions.columns) == ["case_id", "risk", "S_1", "S_2", "S_3", "S_4", "time", "event", "bin"]
     assert len(predictions) == written["n_val"]

@@ -15,7 +15,8 @@ Reads ``{results_dir}/{cohort}/{model}/fold{k}/{metrics.json,predictions.tsv,pre
 * ``cindex_last.md|.tex`` / ``cindex_best.md|.tex``: the Table-1 style tables;
 * ``efficiency.csv|.md|.tex``: params, FLOPs, s/epoch, peak memory per model × cohort;
 * ``km/km_{cohort}_{model}.png`` (+ ``.pdf``): KM curves per cohort × model;
-* ``km/km_grid_{model}.png`` (+ ``.pdf``): KM panels of one model across cohorts;
+* ``km/km_grid_{model}.png`` (+ ``.pdf``): KM panels of one model across cohorts (runs of two or more
+  cohorts only: with one, it would be ``km_{cohort}_{model}`` again);
 * ``km_logrank.csv``: group sizes, events, χ² and log-rank p per cohort × model;
 * ``bubble_cindex_flops.png`` (+ ``.pdf``): c-index vs FLOPs, area ∝ parameters;
 * ``report.json``: the settings used and every file written (no timestamps: reruns are identical).
@@ -97,7 +98,7 @@ def _km_outputs(results, out: Path, *, median_split: str, variant: str, pdf: boo
         for strat in strata:
             written = save_figure(km_figure(strat), out / "km" / f"km_{strat.cohort}_{model}.png", pdf=pdf)
             paths.update(_named(f"km_{strat.cohort}_{model}", written))
-        if strata:
+        if strata and len(results.cohorts) > 1:  # with one cohort the grid would repeat km_{cohort}_{model}
             written = save_figure(km_grid_figure(strata), out / "km" / f"km_grid_{model}.png", pdf=pdf)
             paths.update(_named(f"km_grid_{model}", written))
         all_strata += strata

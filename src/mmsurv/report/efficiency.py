@@ -16,7 +16,10 @@ The rebuilt model's parameter count is checked against the recorded ``n_params``
 (``params_match`` column). The lowest fold of each cohort × model is rebuilt (all folds of a cohort
 share the genomic columns and groups); identical builds are counted once.
 
-FLOPs are counted by :func:`mmsurv.models.flops.count_flops` (``torch.utils.flop_counter``:
+FLOPs at the reference bag size are taken from the fold's ``metrics.json`` (``flops_per_patient``,
+counted by the training job after training) when its parameter count equals the rebuilt model's;
+otherwise, and at the median bag size, they are counted here. Both are counted by
+:func:`mmsurv.models.flops.count_flops` (``torch.utils.flop_counter``:
 matrix products and attention kernels, 2 FLOPs per multiply-add; element-wise operations not
 counted) on one forward pass of one patient with a random bag of N patches, at the reference bag
 size (default 4,096) and at the cohort's median bag size. The median bag size is the median over
@@ -133,7 +136,10 @@ class FlopsCache:
         model = self.model(fold, model_params)
         bag = int(bag_size) if model.modality != "omic" else 1  # omic models never read the bag
         if (key, bag) not in self._counts:
-            self._counts[(key, bag)] = flops_per_patient(model, bag)
+            recorded = (fold.metrics.get("flops_per_patient") or {}).get(str(bag))
+            same_model = fold.metrics.get("n_params") in (None, n_params(model))
+            self._counts[(key, bag)] = (int(recorded) if recorded is not None and same_model
+                                        else flops_per_patient(model, bag))
         return self._counts[(key, bag)]
 
     def model(self, fold: FoldResult, model_params: Mapping | None = None) -> SurvivalModel:

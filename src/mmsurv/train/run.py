@@ -37,6 +37,7 @@ While it runs, ``resume/state.pt`` holds the state after the last finished epoch
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -164,6 +165,7 @@ def _train_fold(data_cfg: dict, train_cfg: TrainConfig, resolved: ResolvedModel,
                    label=spec.label, inputs=list(spec.inputs),
                    n_without_features={"train": fold_data.train.n_without_features,
                                        "val": fold_data.val.n_without_features})
+    metrics["flops_per_patient"] = reference_flops(network, spec.name, model_params, inputs)
     if checkpoint is not None and checkpoint.seconds_saving:
         metrics["resume_checkpoint"] = {"seconds_per_save": float(np.mean(checkpoint.seconds_saving)),
                                         "mb": checkpoint.path.stat().st_size / 2**20}
@@ -241,6 +243,26 @@ def fold_metrics(result: FitResult, fold_data: FoldData, network: SurvivalModel,
         "python": platform.python_version(),
         "config": config,
     }
+
+
+_FLOPS: dict[str, dict[str, int]] = {}
+
+
+def reference_flops(network: SurvivalModel, name: str, params: Mapping, inputs: ModelInputs) -> dict[str, int]:
+    """Forward FLOPs of one patient at the report's reference bag size (``{"4096": n}``; genomic-only
+    models ``{"1": n}``, they never read a bag), counted once per process and architecture.
+
+    Counted here, after training, so that the report need not rebuild and run every model at 4,096
+    patches (most of the aggregate job's time): the report uses this figure when its reference bag
+    size is the same and its rebuilt model has the recorded parameter count."""
+    from mmsurv.models.flops import count_flops
+    from mmsurv.report.settings import DEFAULT_REFERENCE_BAG_SIZE  # torch-free constants of the report
+
+    bag = 1 if network.modality == "omic" else DEFAULT_REFERENCE_BAG_SIZE
+    key = json.dumps([name, params, inputs.sizes(), bag], sort_keys=True, default=str)
+    if key not in _FLOPS:
+        _FLOPS[key] = {str(bag): count_flops(network, bag_size=bag)}
+    return dict(_FLOPS[key])
 
 
 def peak_rss_mb() -> float:
