@@ -46,7 +46,8 @@ def test_a_full_disk_leaves_no_partial_file_and_names_the_path_then_the_rerun_co
     import numpy as np
     import torch
 
-    from mmsurv.io import DiskFullError, atomic_write_bytes, atomic_write_h5, write_tsv
+    from mmsurv.h5write import atomic_write_h5
+    from mmsurv.io import DiskFullError, atomic_write_bytes, write_tsv
 
     filler = small_tmpfs / "filler.bin"
     filler.write_bytes(b"x" * (700 << 10))

@@ -17,9 +17,8 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 MD5_CHUNK = 8 * 1024 * 1024
 
@@ -115,22 +114,6 @@ def atomic_write_bytes(dest: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``dest`` atomically."""
     with atomic_path(dest) as tmp:
         tmp.write_bytes(data)
-
-
-def atomic_write_h5(dest: str | os.PathLike, fill: Callable[[Any], None]) -> None:
-    """Write an HDF5 file atomically: ``fill(h5)`` builds it in memory, its bytes are then written.
-
-    HDF5 never writes to the disk itself: when it does and the disk is full, its file cannot be
-    closed and the library is left in a state where later HDF5 calls of the process can crash.
-    Here a full disk is a plain failed Python write (:class:`DiskFullError`)."""
-    import io
-
-    import h5py
-
-    buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as handle:
-        fill(handle)
-    atomic_write_bytes(dest, buffer.getbuffer())
 
 
 def atomic_symlink(target: str | os.PathLike, link: str | os.PathLike) -> None:

@@ -107,7 +107,8 @@ from mmsurv.features.dataset import (
 from mmsurv.features.encoders import Encoder, build_encoder
 from mmsurv.features.inference import build_graph, compiled_graph, package_path
 from mmsurv.features.regions import choose_reader
-from mmsurv.io import atomic_path, atomic_write_h5
+from mmsurv.h5write import atomic_write_h5
+from mmsurv.io import atomic_path
 from mmsurv.naming import slide_stem
 
 log = logging.getLogger(__name__)

@@ -6,11 +6,22 @@ paper tables and figures into one folder. Modules: :mod:`~mmsurv.report.collect`
 fold results), :mod:`~mmsurv.report.tables`, :mod:`~mmsurv.report.efficiency`,
 :mod:`~mmsurv.report.km`, :mod:`~mmsurv.report.figures`, :mod:`~mmsurv.report.build`,
 :mod:`~mmsurv.report.cli`.
+
+The names below are imported on first use, so that :mod:`mmsurv.report.settings` (constants the
+training job and the workflow read) costs no matplotlib or torch import.
 """
 
 from __future__ import annotations
 
-from mmsurv.report.build import build_report
-from mmsurv.report.collect import ResultsError, ResultSet, collect_results
+import importlib
+from typing import Any
 
-__all__ = ["build_report", "collect_results", "ResultSet", "ResultsError"]
+_EXPORTS = {"build_report": "mmsurv.report.build", "collect_results": "mmsurv.report.collect",
+            "ResultSet": "mmsurv.report.collect", "ResultsError": "mmsurv.report.collect"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mmsurv.report' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,4 +1,4 @@
 """Report settings shared by the command line and the report code (importable without torch)."""
 
-DEFAULT_REFERENCE_BAG_SIZE = 4096  # patches per patient of the reference FLOP count
+from mmsurv.train.settings import FLOPS_REFERENCE_BAG_SIZE as DEFAULT_REFERENCE_BAG_SIZE  # noqa: F401 (one value)
 MEDIAN_SPLITS = ("fold_train", "pooled")  # how Kaplan-Meier risk groups are split

@@ -60,8 +60,8 @@ from mmsurv.io import atomic_path, write_json, write_tsv
 from mmsurv.models.base import SurvivalModel, group_kind, n_params
 from mmsurv.models.registry import ModelInputs, ResolvedModel, build_model
 from mmsurv.train.loop import EvalResult, FitResult, fit
-from mmsurv.train.settings import (CONFIG_SECTIONS, DATA_DEFAULTS, DEFAULT_SEED, TrainConfig,  # noqa: F401
-                                   resolve_config, resolve_settings)
+from mmsurv.train.settings import (CONFIG_SECTIONS, DATA_DEFAULTS, DEFAULT_SEED,  # noqa: F401
+                                   FLOPS_REFERENCE_BAG_SIZE, TrainConfig, resolve_config, resolve_settings)
 from mmsurv.train.resume import ResumeCheckpoint, resume_path, run_identity, stop_on_signals
 from mmsurv.train.seed import default_threads, reproducible, resolve_device, seed_everything
 
@@ -256,9 +256,8 @@ def reference_flops(network: SurvivalModel, name: str, params: Mapping, inputs: 
     patches (most of the aggregate job's time): the report uses this figure when its reference bag
     size is the same and its rebuilt model has the recorded parameter count."""
     from mmsurv.models.flops import count_flops
-    from mmsurv.report.settings import DEFAULT_REFERENCE_BAG_SIZE  # torch-free constants of the report
 
-    bag = 1 if network.modality == "omic" else DEFAULT_REFERENCE_BAG_SIZE
+    bag = 1 if network.modality == "omic" else FLOPS_REFERENCE_BAG_SIZE
     key = json.dumps([name, params, inputs.sizes(), bag], sort_keys=True, default=str)
     if key not in _FLOPS:
         _FLOPS[key] = {str(bag): count_flops(network, bag_size=bag)}

@@ -116,6 +116,9 @@ class TrainConfig:
 
 
 DEFAULT_SEED = 1
+# Patches per patient of the reference FLOP count: the training job counts its model's FLOPs at this
+# bag size (metrics.json flops_per_patient) and the report's efficiency table compares models at it.
+FLOPS_REFERENCE_BAG_SIZE = 4096
 DATA_DEFAULTS = {
     "n_bins": 4,
     "groups": "signatures",

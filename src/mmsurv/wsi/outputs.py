@@ -36,7 +36,8 @@ import cv2
 import h5py
 import numpy as np
 
-from mmsurv.io import atomic_path, atomic_write_h5, write_json
+from mmsurv.h5write import atomic_write_h5
+from mmsurv.io import atomic_path, write_json
 from mmsurv.wsi.segment import Segmentation, scale_contours
 
 GREEN = (0, 255, 0)
