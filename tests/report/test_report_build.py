@@ -16,6 +16,9 @@ def test_every_output_written(built_report):
     expected = {f"cindex_{v}_{kind}" for v in ("last", "best") for kind in ("csv", "summary_csv", "md", "tex")}
     expected |= {"efficiency_csv", "efficiency_md", "efficiency_tex", "models_csv", "models_md", "km_logrank_csv", "bubble", "report_json"}
     expected |= {f"km_{c}_{m}" for c in COHORTS for m in MODELS} | {f"km_grid_{m}" for m in MODELS}
+    expected |= {f"{name}_{kind}" for name in ("statistics", "comparisons") for kind in ("csv", "md", "tex")}
+    expected |= {"statistics_folds_csv", "calibration_csv"}
+    expected |= {f"significance_{c}" for c in COHORTS} | {f"calibration_{m}" for m in MODELS}
     assert set(paths) == expected
     assert all(path.is_file() and path.stat().st_size > 0 for path in paths.values())
     assert not list(out.rglob(".*.tmp*"))  # no temporary file left behind

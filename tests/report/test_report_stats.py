@@ -99,3 +99,47 @@ def test_corrected_ttest_and_holm_by_hand():
     assert t == pytest.approx(expected_t) and 0 < p < 1
     assert p > corrected_ttest(d, 0.0)[1]  # the correction widens the test
     np.testing.assert_allclose(holm([0.01, 0.04, 0.03, np.nan]), [0.03, 0.06, 0.06, np.nan])
+
+
+def test_report_writes_statistics_tables_and_figures(built_report):
+    import pandas as pd
+    from report_fakes import COHORTS, MODELS
+
+    _, out, paths, _ = built_report
+    table = pd.read_csv(out / "statistics.csv", dtype={"note": str})
+    table["note"] = table["note"].astype(object).fillna("")
+    assert len(table) == len(COHORTS) * len(MODELS)
+    assert ((table["cindex_low"] <= table["cindex_pooled"]) & (table["cindex_pooled"] <= table["cindex_high"])).all()
+    assert table["ibs_pooled"].between(0, 1).all()
+    for name in ("cindex", "uno", "ibs", "auc_12", "auc_36", "auc_60"):  # a blank always has its reason
+        blank = table[f"{name}_pooled"].isna()
+        assert table.loc[blank, "note"].str.contains(name).all()
+    assert table["uno_pooled"].notna().all() and table["auc_36_pooled"].notna().all()
+    comparisons = pd.read_csv(out / "comparisons.csv", keep_default_na=False, na_values=[""])
+    # fake fold c-indices differ by exact constants: the corrected t-test is undefined and says why
+    assert comparisons.loc[comparisons["p_nadeau_bengio"].isna(), "note"].str.contains("zero variance").all()
+    assert len(comparisons) == len(COHORTS) * 3  # 3 pairs of 3 models per cohort
+    assert (comparisons["p_bootstrap_holm"] >= comparisons["p_bootstrap"]).all()
+    markdown = (out / "statistics.md").read_text()
+    assert "95% CI" in markdown and "| BLCA | SNN |" in markdown
+    assert "\\begin{tabular}" in (out / "comparisons.tex").read_text()
+    for cohort in COHORTS:
+        assert paths[f"significance_{cohort}"].stat().st_size > 1000
+    for model in MODELS:
+        assert paths[f"calibration_{model}"].is_file()
+
+
+def test_statistics_reproducible_with_the_seed(fake_results):
+    from report_fakes import COHORTS, MODELS
+
+    from mmsurv.report.collect import collect_results
+    from mmsurv.report.stats import compute_statistics
+
+    results = collect_results(fake_results, COHORTS[:1], MODELS[:2])
+    first = compute_statistics(results, n_boot=50, seed=3)
+    again = compute_statistics(results, n_boot=50, seed=3)
+    other = compute_statistics(results, n_boot=50, seed=4)
+    pd_equal = first.table.equals(again.table) and first.comparisons.equals(again.comparisons)
+    assert pd_equal
+    assert not first.table["cindex_low"].equals(other.table["cindex_low"])
+    assert (first.table["cindex_pooled"] == other.table["cindex_pooled"]).all()

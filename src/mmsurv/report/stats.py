@@ -17,6 +17,8 @@ Choices (each one stated in the table notes or the HTML captions):
   validation patients (the K-fold splits partition the cohort; a fold whose ``n_train`` in
   metrics.json differs from that count gets a note). Pooled out-of-fold metrics use the whole
   cohort (every patient is in the pooled set).
+* **Follow-up cap.** Validation patients followed beyond the last training time are censored just
+  below it for the IPCW metrics (:func:`cap_follow_up`; metrics are evaluated below the cap only).
 * **Time grids.** The IBS grid is 15 quantiles (10 %–80 %) of the observed times of the evaluated
   patients (inside their follow-up, as ``brier_score`` requires); Uno's C is truncated at
   ``tau`` = the 80th percentile of the cohort's observed times; the AUC is reported at 12, 36 and
@@ -51,9 +53,8 @@ from sksurv.metrics import (brier_score, concordance_index_censored, concordance
 from sksurv.nonparametric import CensoringDistributionEstimator, kaplan_meier_estimator
 
 from mmsurv.report.collect import ResultSet
+from mmsurv.report.settings import DEFAULT_N_BOOT, DEFAULT_SEED
 
-DEFAULT_N_BOOT = 1000
-DEFAULT_SEED = 0
 AUC_HORIZONS = (12.0, 36.0, 60.0)  # months
 TAU_QUANTILE = 0.8
 GRID_QUANTILES = np.linspace(0.1, 0.8, 15)
@@ -103,10 +104,27 @@ def _short(error: Exception) -> str:
     return text[:120] or type(error).__name__
 
 
-def time_grid(times: np.ndarray) -> np.ndarray:
-    """The IBS grid: unique quantiles of ``times``, strictly inside [min, max)."""
+def time_grid(times: np.ndarray, cap: float = np.inf) -> np.ndarray:
+    """The IBS grid: unique quantiles of ``times``, strictly inside [min, max) and below ``cap``."""
     grid = np.unique(np.quantile(times, GRID_QUANTILES))
-    return grid[(grid >= times.min()) & (grid < times.max())]
+    return grid[(grid >= times.min()) & (grid < min(times.max(), cap))]
+
+
+def cap_follow_up(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, float]:
+    """``test`` administratively censored just below the largest training time, and that cap.
+
+    The censoring distribution (Kaplan–Meier on ``train``) is undefined after the last training time
+    (scikit-survival raises, or the weights are 1/0). Every metric here is evaluated at times below
+    the cap only (IBS grid, AUC horizon, Uno's tau; the callers check), and a patient followed beyond
+    all of them counts the same whether it is an event at t or censored at the cap: only the weights
+    become computable. Harrell's c-index is always computed on the uncapped times.
+    """
+    cap = float(train["time"].max())
+    capped = test.copy()
+    beyond = capped["time"] >= cap
+    capped["time"][beyond] = np.nextafter(cap, -np.inf)
+    capped["event"][beyond] = False
+    return capped, cap
 
 
 def evaluate(train: np.ndarray, test: np.ndarray, risk: np.ndarray, survival: np.ndarray | None,
@@ -116,29 +134,38 @@ def evaluate(train: np.ndarray, test: np.ndarray, risk: np.ndarray, survival: np
     n_events = int(test["event"].sum())
     result.set("cindex", lambda: _require_events(n_events) or
                concordance_index_censored(test["event"], test["time"], risk, tied_tol=TIED_TOL)[0])
-    result.set("uno", lambda: _require_events(n_events) or
-               concordance_index_ipcw(train, test, risk, tau=tau, tied_tol=TIED_TOL)[0])
+    capped, cap = cap_follow_up(train, test)
+
+    def uno():
+        _require_events(n_events)
+        if tau >= cap:
+            raise ValueError(f"tau {tau:.1f} mo beyond training follow-up ({cap:.1f} mo)")
+        return concordance_index_ipcw(train, capped, risk, tau=tau, tied_tol=TIED_TOL)[0]
+
+    result.set("uno", uno)
     if survival is None or edges is None:
         for name in ("ibs", *(f"auc_{int(h)}" for h in AUC_HORIZONS)):
             result.values[name] = float("nan")
             result.notes[name] = "no survival function (bin_edges.json missing)"
         return result
-    grid = time_grid(test["time"])
+    grid = time_grid(test["time"], cap)
 
     def ibs():
         if len(grid) < 2:
             raise ValueError("fewer than 2 grid times inside the follow-up")
-        return integrated_brier_score(train, test, survival_at(survival, edges, grid), grid)
+        return integrated_brier_score(train, capped, survival_at(survival, edges, grid), grid)
 
     result.set("ibs", ibs)
     for horizon in AUC_HORIZONS:
         def auc(horizon=horizon):
             if horizon >= test["time"].max():
                 raise ValueError(f"horizon {horizon:g} mo beyond follow-up ({test['time'].max():.0f} mo)")
+            if horizon >= cap:
+                raise ValueError(f"horizon {horizon:g} mo beyond training follow-up ({cap:.0f} mo)")
             if not np.any(test["event"] & (test["time"] <= horizon)):
                 raise ValueError(f"no event before {horizon:g} mo")
             estimate = 1.0 - survival_at(survival, edges, [horizon])[:, 0]
-            return cumulative_dynamic_auc(train, test, estimate, [horizon], tied_tol=TIED_TOL)[0][0]
+            return cumulative_dynamic_auc(train, capped, estimate, [horizon], tied_tol=TIED_TOL)[0][0]
 
         result.set(f"auc_{int(horizon)}", auc)
     return result
@@ -151,8 +178,9 @@ def _require_events(n_events: int) -> None:
 
 def brier_curve(train: np.ndarray, test: np.ndarray, survival: np.ndarray, edges: np.ndarray):
     """(grid, Brier score at each grid time) with scikit-survival's ``brier_score``."""
-    grid = time_grid(test["time"])
-    return brier_score(train, test, survival_at(survival, edges, grid), grid)
+    capped, cap = cap_follow_up(train, test)
+    grid = time_grid(test["time"], cap)
+    return brier_score(train, capped, survival_at(survival, edges, grid), grid)
 
 
 # ---------------------------------------------------------------------------------------- bootstrap
@@ -192,17 +220,19 @@ def pair_matrices(train: np.ndarray, test: np.ndarray, risk: np.ndarray, surviva
     event, time = test["event"], test["time"]
     comparable = comparable_pairs(event, time).astype("float64")
     out = {"cindex": PairStatistic(comparable * concordance(risk), comparable)}
+    capped, cap = cap_follow_up(train, test)
+    event, time = capped["event"], capped["time"]
     censoring = CensoringDistributionEstimator().fit(train)
     try:
-        ipcw = censoring.predict_ipcw(test)
+        ipcw = censoring.predict_ipcw(capped)
     except ValueError:
         ipcw = None
-    if ipcw is not None:
+    if ipcw is not None and tau < cap:
         weight = np.where(time < tau, ipcw ** 2, 0.0)
         uno = comparable * weight[:, None]
         out["uno"] = PairStatistic(uno * concordance(risk), uno)
     if survival is not None and edges is not None and ipcw is not None:
-        for horizon in AUC_HORIZONS:
+        for horizon in (h for h in AUC_HORIZONS if h < cap):
             estimate = 1.0 - survival_at(survival, edges, [horizon])[:, 0]
             cases = (event & (time <= horizon)) * ipcw
             pairs = cases[:, None] * (time > horizon)[None, :].astype("float64")
@@ -212,9 +242,11 @@ def pair_matrices(train: np.ndarray, test: np.ndarray, risk: np.ndarray, surviva
 
 def brier_contributions(train: np.ndarray, test: np.ndarray, survival: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Each patient's share of the IBS: the mean of these over patients is ``integrated_brier_score``."""
-    grid = time_grid(test["time"])
+    capped, cap = cap_follow_up(train, test)
+    grid = time_grid(test["time"], cap)
     if len(grid) < 2:
         raise ValueError("fewer than 2 grid times inside the follow-up")
+    test = capped
     censoring = CensoringDistributionEstimator().fit(train)
     g_time = censoring.predict_proba(test["time"])
     g_grid = censoring.predict_proba(grid)
@@ -427,7 +459,7 @@ def _compare(cohort: str, models: list[str], data: dict[str, ModelData], boot: d
     for a, b in itertools.combinations(models, 2):
         da, db = data[a], data[b]
         note = []
-        same = da.frame["case_id"].tolist() == db.frame["case_id"].tolist()
+        same = all(da.frame[c].tolist() == db.frame[c].tolist() for c in ("case_id", "time", "event"))
         row = {"cohort": cohort, "model_a": a, "model_b": b, "n": len(da.frame)}
         if same:
             ya = structured(da.frame["event"], da.frame["time"])
@@ -437,7 +469,7 @@ def _compare(cohort: str, models: list[str], data: dict[str, ModelData], boot: d
             low, high = percentile_interval(deltas)
             row.update(delta_cindex=delta, delta_low=low, delta_high=high, p_bootstrap=paired_bootstrap_p(deltas))
         else:
-            note.append("different patients: no paired bootstrap")
+            note.append("different patients or outcomes: no paired bootstrap")
         common = sorted(set(da.fold_cindex) & set(db.fold_cindex))
         differences = [da.fold_cindex[k] - db.fold_cindex[k] for k in common]
         row["fold_delta_mean"] = float(np.mean(differences)) if differences else float("nan")
