@@ -87,7 +87,12 @@ def _signed(value: float) -> str:
 def _p(p: float, adjusted: float) -> str:
     if not np.isfinite(p):
         return ""
-    return f"{p:.3g} ({adjusted:.3g}){' *' if adjusted < ALPHA else ''}"
+    return f"{format_p(p)} ({format_p(adjusted)}){' *' if adjusted < ALPHA else ''}"
+
+
+def format_p(p: float) -> str:
+    """A p-value in 2 significant digits; below 0.001 as "<0.001" (a bootstrap p of 0 means below 1/resamples)."""
+    return "<0.001" if p < 0.001 else f"{p:.2g}"
 
 
 def comparisons_caption(stats: Statistics) -> str:
@@ -160,7 +165,7 @@ def significance_figure(stats: Statistics, cohort: str):
     for i in range(n):
         for j in range(n):
             if i != j and np.isfinite(pvalue[i, j]):
-                text = f"{pvalue[i, j]:.2g}" + ("*" if pvalue[i, j] < ALPHA else "")
+                text = format_p(pvalue[i, j]) + ("*" if pvalue[i, j] < ALPHA else "")
                 ax.text(j, i, text, ha="center", va="center", fontsize=font * 0.8,
                         fontweight="bold" if pvalue[i, j] < ALPHA else "normal")
     labels = [display_model(m) for m in models]
@@ -180,14 +185,14 @@ def calibration_figure(frame: pd.DataFrame, model: str):
     cohorts = list(dict.fromkeys(frame["cohort"]))
     columns = min(GRID_COLUMNS, max(1, len(cohorts)))
     rows = max(1, math.ceil(len(cohorts) / columns))
-    figure = new_figure(3.3 * columns, 3.3 * rows)
+    figure = new_figure(max(4.2, 3.5 * columns), 3.6 * rows)
     for k, cohort in enumerate(cohorts or [None]):
         ax = figure.add_subplot(rows, columns, k + 1)
         ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
-        ax.set_xlabel("predicted survival", fontsize=BASE_FONT)
+        ax.set_xlabel("predicted survival (mean of risk quartile)", fontsize=BASE_FONT)
         ax.set_ylabel("observed survival (Kaplan-Meier)", fontsize=BASE_FONT)
         if cohort is None:
             ax.set_title(f"{display_model(model)}: no survival function", fontsize=BASE_FONT)
@@ -201,6 +206,6 @@ def calibration_figure(frame: pd.DataFrame, model: str):
                         xytext=(3, 3), textcoords="offset points")
         horizon = part["horizon_months"].iloc[0]
         ax.set_title(f"{display_cohort(cohort)}: S({horizon:.0f} mo)", fontsize=BASE_FONT)
-    figure.suptitle(f"{display_model(model)}: calibration by quantile of predicted survival", fontsize=BASE_FONT + 1)
+    figure.suptitle(f"{display_model(model)}: calibration", fontsize=BASE_FONT + 1)
     figure.tight_layout()
     return figure
