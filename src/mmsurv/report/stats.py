@@ -407,6 +407,7 @@ def compute_statistics(results: ResultSet, *, n_boot: int = DEFAULT_N_BOOT, seed
                    "tau_months": tau}
             notes = list(d.notes)
             fold_values = {name: [] for name in METRICS}
+            fold_reasons: dict[str, str] = {}
             for fold, part in d.frame.groupby("fold"):
                 mask = (d.frame["fold"] == fold).to_numpy()
                 s = d.survival[mask] if d.survival is not None else None
@@ -415,6 +416,8 @@ def compute_statistics(results: ResultSet, *, n_boot: int = DEFAULT_N_BOOT, seed
                                   "note": "; ".join(f"{k}: {v}" for k, v in ev.notes.items())})
                 for name in METRICS:
                     fold_values[name].append(ev.values[name])
+                    if name in ev.notes:
+                        fold_reasons.setdefault(name, f"fold {fold}: {ev.notes[name]}")
             pooled = evaluate(y, y, d.frame["risk"].to_numpy(), d.survival, d.edges, tau)
             counts = resample_counts(len(y), n_boot, seed) if counts is None or counts.shape[1] != len(y) else counts
             pairs = pair_matrices(y, y, d.frame["risk"].to_numpy(), d.survival, d.edges, tau)
@@ -430,7 +433,8 @@ def compute_statistics(results: ResultSet, *, n_boot: int = DEFAULT_N_BOOT, seed
                 row[f"{name}_fold_mean"] = float(finite.mean()) if finite.size else float("nan")
                 row[f"{name}_fold_std"] = float(finite.std()) if finite.size else float("nan")
                 if finite.size < values.size:
-                    notes.append(f"{name}: {values.size - finite.size} of {values.size} folds not computable")
+                    notes.append(f"{name}: {values.size - finite.size} of {values.size} folds not computable "
+                                 f"(e.g. {fold_reasons[name]})")
                 row[f"{name}_pooled"] = pooled.values[name]
                 if name in pooled.notes:
                     notes.append(f"{name} pooled: {pooled.notes[name]}")
