@@ -447,9 +447,9 @@ def compute_statistics(results: ResultSet, *, n_boot: int = DEFAULT_N_BOOT, seed
         comparison_rows += _compare(cohort, models, data, boot)
     table = pd.DataFrame(rows)
     comparisons = pd.DataFrame(comparison_rows, columns=COMPARISON_COLUMNS)
-    if not comparisons.empty:
-        for column in ("p_bootstrap", "p_nadeau_bengio"):
-            comparisons[f"{column}_holm"] = comparisons.groupby("cohort")[column].transform(lambda p: holm(p.to_numpy()))
+    for column in ("p_bootstrap", "p_nadeau_bengio"):
+        comparisons[f"{column}_holm"] = (comparisons.groupby("cohort")[column].transform(lambda p: holm(p.to_numpy()))
+                                         if not comparisons.empty else pd.Series(dtype="float64"))
     return Statistics(table=table, folds=pd.DataFrame(fold_rows), comparisons=comparisons,
                       calibration=pd.DataFrame(calibration_rows, columns=CALIBRATION_COLUMNS), n_boot=n_boot, seed=seed)
 

@@ -61,7 +61,7 @@ def statistics_display(stats: Statistics) -> tuple[list[str], list[list[str]]]:
 
 
 def statistics_caption(stats: Statistics) -> str:
-    return (f"Survival statistics of the out-of-fold predictions: fold mean ± std (population std over folds) and "
+    return (f"Survival statistics of the out-of-fold predictions (last epoch): fold mean ± std (population std over folds) and "
             f"pooled value with a 95% bootstrap interval over patients ({stats.n_boot} resamples, seed {stats.seed}). "
             "IBS on a grid of the 10-80% quantiles of observed times; S(t) constant within a model's time bin; "
             "censoring distribution from the training fold (pooled: the whole cohort). Blank: not computable (see note).")
