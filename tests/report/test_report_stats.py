@@ -143,3 +143,22 @@ def test_statistics_reproducible_with_the_seed(fake_results):
     assert pd_equal
     assert not first.table["cindex_low"].equals(other.table["cindex_low"])
     assert (first.table["cindex_pooled"] == other.table["cindex_pooled"]).all()
+
+
+def test_fold_metrics_use_the_training_censoring_and_cap_follow_up_beyond_it():
+    y, risk, survival = _cohort(90, seed=4)
+    train, test = y[:60], y[60:]
+    tau = 25.0
+    pairs = pair_matrices(train, test, risk[60:], survival[60:], EDGES, tau)
+    ones = np.ones((1, 30))
+    capped = test.copy()
+    beyond = capped["time"] >= train["time"].max()
+    capped["time"][beyond], capped["event"][beyond] = np.nextafter(train["time"].max(), 0), False
+    assert pairs["uno"].value(ones)[0] == pytest.approx(concordance_index_ipcw(train, capped, risk[60:], tau=tau)[0])
+    result = evaluate(train, test, risk[60:], survival[60:], EDGES, tau)
+    assert result.values["uno"] == pytest.approx(pairs["uno"].value(ones)[0])
+    estimate = 1 - survival_at(survival[60:], EDGES, [12.0])[:, 0]
+    assert result.values["auc_12"] == pytest.approx(cumulative_dynamic_auc(train, capped, estimate, [12.0])[0][0])
+    no_events = structured(np.zeros(30, bool), test["time"])
+    empty = evaluate(train, no_events, risk[60:], survival[60:], EDGES, tau)
+    assert np.isnan(empty.values["cindex"]) and empty.notes["cindex"] == "no event"
