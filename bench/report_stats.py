@@ -12,8 +12,10 @@ calibration figures). ``--patients 400`` gives a real-cohort-sized run (LUAD/BLC
 
 ``--smoke`` (3 models, 50 resamples) only checks that the script runs. One thread (OMP_NUM_THREADS=1).
 
-Measured (2 shared cores, one thread, 27 models, 40 patients, 1,000 resamples): see the commit log
-of bench/report_stats.py and the report of issue 27.
+Measured (2 shared cores, one thread, 27 models × 40 patients, 1,000 resamples, 351 pairs):
+compute_statistics 3.0 s, write_statistics 6.4 s (the 28 figures dominate), 9.4 s wall-clock,
+4.6 s CPU: under the 30 s target. On the real demo results (/work/main/results, 27 models) the whole
+``mmsurv report`` took 51 s wall-clock, KM figures and FLOP counts included.
 """
 
 from __future__ import annotations
