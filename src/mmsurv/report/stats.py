@@ -11,7 +11,9 @@ Choices (each one stated in the table notes or the HTML captions):
 * **Survival function on a time grid.** The models predict discrete hazards on K bins; S_k is the
   probability of surviving past bin k. S(t) is taken constant within a bin and equal to the S of the
   bin containing t (bins left-closed, times before the first edge in bin 1, after the last in bin K):
-  :func:`survival_at`.
+  :func:`survival_at`. As S_k is survival to the END of bin k, this is the lower value within the
+  bin (S at the bin's start, S_{k-1}, would be the upper one); no interpolation inside a bin, since
+  the model says nothing about when within its bin an event falls.
 * **Censoring distribution.** Per fold, the Kaplan–Meier estimate of the censoring distribution is
   fitted on the fold's training patients. The training patients of fold k are the other folds'
   validation patients (the K-fold splits partition the cohort; a fold whose ``n_train`` in
