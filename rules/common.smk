@@ -352,7 +352,7 @@ def train_input(wildcards):
 
 
 def aggregate_input(wildcards):
-    """Every fold's metrics and predictions, and each cohort's bag sizes when it was patched here."""
+    """Every fold's metrics, predictions and bin edges, and each cohort's bag sizes when it was patched here."""
     inputs = {
         "metrics": expand(
             f"{RESULTS}/{{cohort}}/{{model}}/fold{{fold}}/metrics.json",
@@ -362,6 +362,13 @@ def aggregate_input(wildcards):
         ),
         "predictions": expand(
             f"{RESULTS}/{{cohort}}/{{model}}/fold{{fold}}/predictions_best.tsv",
+            cohort=COHORTS,
+            model=MODELS,
+            fold=FOLDS,
+        ),
+        # the survival function's time bins (report statistics: IBS, AUC, calibration)
+        "bin_edges": expand(
+            f"{RESULTS}/{{cohort}}/{{model}}/fold{{fold}}/bin_edges.json",
             cohort=COHORTS,
             model=MODELS,
             fold=FOLDS,
@@ -388,6 +395,8 @@ def report_pdfs():
         *(f"{REPORT}/km/km_{c}_{m}.pdf" for c in COHORTS for m in MODELS),
         *(f"{REPORT}/km/km_grid_{m}.pdf" for m in MODELS if len(COHORTS) > 1),
         f"{REPORT}/bubble_cindex_flops.pdf",
+        *(f"{REPORT}/stats/significance_{c}.pdf" for c in COHORTS),
+        *(f"{REPORT}/stats/calibration_{m}.pdf" for m in MODELS),
     ]
 
 

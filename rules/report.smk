@@ -67,6 +67,44 @@ rule aggregate:
             category="Figures",
             labels={"figure": "c-index vs FLOPs"},
         ),
+        statistics=report(
+            f"{REPORT}/statistics.md",
+            caption="../workflow/report/statistics_table.rst",
+            category="Statistics",
+            labels={"table": "IBS, AUC, Uno's C with 95% intervals"},
+        ),
+        statistics_csv=f"{REPORT}/statistics.csv",
+        statistics_tex=f"{REPORT}/statistics.tex",
+        statistics_folds=f"{REPORT}/statistics_folds.csv",
+        comparisons=report(
+            f"{REPORT}/comparisons.md",
+            caption="../workflow/report/comparisons_table.rst",
+            category="Statistics",
+            labels={"table": "paired model comparisons"},
+        ),
+        comparisons_csv=f"{REPORT}/comparisons.csv",
+        comparisons_tex=f"{REPORT}/comparisons.tex",
+        calibration_csv=f"{REPORT}/calibration.csv",
+        significance=[
+            report(
+                f"{REPORT}/stats/significance_{cohort}.png",
+                caption="../workflow/report/significance.rst",
+                category="Statistics",
+                subcategory="significance",
+                labels={"cohort": cohort, "figure": "significance matrix"},
+            )
+            for cohort in COHORTS
+        ],
+        calibration=[
+            report(
+                f"{REPORT}/stats/calibration_{model}.png",
+                caption="../workflow/report/calibration.rst",
+                category="Statistics",
+                subcategory="calibration",
+                labels={"model": model, "figure": "calibration"},
+            )
+            for model in MODELS
+        ],
         pdfs=report_pdfs(),
         summary=f"{REPORT}/report.json",
     log:

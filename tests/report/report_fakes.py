@@ -20,6 +20,7 @@ FOLDS = 3
 FEATURE_DIM = 64
 GROUP_SIZES = {"blca": [5, 7, 4], "demo": [3, 6]}
 PATIENTS_PER_FOLD = 24
+BIN_EDGES = [0.0, 8.0, 20.0, 40.0, 200.0]  # months, 4 bins
 MODALITY = {"snn": "omic", "abmil": "path", "mcat": "multimodal"}
 
 
@@ -54,13 +55,15 @@ def write_fake_results(root: Path) -> None:
                 for name in ("predictions.tsv", "predictions_best.tsv"):
                     fake_predictions(rng, cohort, fold).to_csv(out / name, sep="\t", index=False)
                 (out / "checkpoint_last.pt").write_bytes(b"not a real checkpoint")
+                (out / "bin_edges.json").write_text(json.dumps({"edges_months": BIN_EDGES, "n_bins": 4}))
     write_patching(root / "blca")
 
 
 def fake_predictions(rng: np.random.Generator, cohort: str, fold: int) -> pd.DataFrame:
     n = PATIENTS_PER_FOLD
-    time = rng.exponential(30.0, n).round(2) + 0.5
-    event = (rng.random(n) < 0.6).astype(int)
+    outcomes = np.random.default_rng([COHORTS.index(cohort), fold])  # the same patients for every model
+    time = outcomes.exponential(30.0, n).round(2) + 0.5
+    event = (outcomes.random(n) < 0.6).astype(int)
     risk = -time / 30.0 + rng.normal(0, 0.4, n) + 0.3 * fold  # informative, with a fold shift
     frame = pd.DataFrame({"case_id": [f"TCGA-{cohort}-{fold}{i:03d}" for i in range(n)], "risk": risk})
     survival = np.exp(-np.outer(np.exp(risk), [0.2, 0.4, 0.6, 0.8]))

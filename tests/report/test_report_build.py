@@ -16,6 +16,9 @@ def test_every_output_written(built_report):
     expected = {f"cindex_{v}_{kind}" for v in ("last", "best") for kind in ("csv", "summary_csv", "md", "tex")}
     expected |= {"efficiency_csv", "efficiency_md", "efficiency_tex", "models_csv", "models_md", "km_logrank_csv", "bubble", "report_json"}
     expected |= {f"km_{c}_{m}" for c in COHORTS for m in MODELS} | {f"km_grid_{m}" for m in MODELS}
+    expected |= {f"{name}_{kind}" for name in ("statistics", "comparisons") for kind in ("csv", "md", "tex")}
+    expected |= {"statistics_folds_csv", "calibration_csv"}
+    expected |= {f"significance_{c}" for c in COHORTS} | {f"calibration_{m}" for m in MODELS}
     assert set(paths) == expected
     assert all(path.is_file() and path.stat().st_size > 0 for path in paths.values())
     assert not list(out.rglob(".*.tmp*"))  # no temporary file left behind
@@ -58,8 +61,14 @@ def test_cli_help_and_run(fake_results, tmp_path, capsys):
     assert exit_info.value.code == 0
     assert "--median-split" in capsys.readouterr().out
     code = main(["report", "--results", str(fake_results), "--cohorts", "demo", "--models", "snn",
-                 "--out-dir", str(tmp_path / "rep"), "--median-split", "fold_train", "--reference-bag-size", "64"])
+                 "--out-dir", str(tmp_path / "rep"), "--median-split", "fold_train", "--reference-bag-size", "64",
+                 "--bootstrap", "20", "--bootstrap-seed", "5"])
     assert code == 0
+    settings = json.loads((tmp_path / "rep" / "report.json").read_text())["settings"]
+    assert (settings["bootstrap"], settings["bootstrap_seed"]) == (20, 5)
+    assert "20 resamples, seed 5" in (tmp_path / "rep" / "statistics.md").read_text()
+    assert (tmp_path / "rep" / "stats" / "significance_demo.png").is_file()
+    assert "p_bootstrap_holm" in (tmp_path / "rep" / "comparisons.csv").read_text()  # one model: no pair, same columns
     assert (tmp_path / "rep" / "km" / "km_demo_snn.png").is_file()
     assert "per-fold median" in (tmp_path / "rep" / "km_logrank.csv").read_text()
     assert main(["report", "--results", str(fake_results), "--cohorts", "luad", "--out-dir", str(tmp_path)]) == 1

@@ -4,7 +4,8 @@ For the workflow's ``aggregate`` rule and the ``mmsurv report`` command: :func:`
 reads the per-fold training outputs (``{results}/{cohort}/{model}/fold{k}/``) and writes the
 paper tables and figures into one folder. Modules: :mod:`~mmsurv.report.collect` (find and load
 fold results), :mod:`~mmsurv.report.tables`, :mod:`~mmsurv.report.efficiency`,
-:mod:`~mmsurv.report.km`, :mod:`~mmsurv.report.figures`, :mod:`~mmsurv.report.build`,
+:mod:`~mmsurv.report.km`, :mod:`~mmsurv.report.figures`, :mod:`~mmsurv.report.stats` (IBS, AUC, Uno's C,
+bootstrap intervals, paired tests), :mod:`~mmsurv.report.stats_report`, :mod:`~mmsurv.report.build`,
 :mod:`~mmsurv.report.cli`.
 
 The names below are imported on first use, so that :mod:`mmsurv.report.settings` (constants the

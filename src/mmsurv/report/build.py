@@ -4,7 +4,7 @@ Called by the Snakemake rule ``aggregate`` and by ``mmsurv report``::
 
     build_report(results_dir, cohorts, models, out_dir, *, folds=None, reference_bag_size=4096,
                  median_split="fold_train", model_params=None, pdf=False, km_variant="last",
-                 std_ddof=0) -> dict[str, Path]
+                 std_ddof=0, bootstrap=1000, bootstrap_seed=0) -> dict[str, Path]
 
 Reads ``{results_dir}/{cohort}/{model}/fold{k}/{metrics.json,predictions.tsv,predictions_best.tsv}``
 (and, for the median bag size, ``{results_dir}/{cohort}/wsi/patching.tsv`` and
@@ -19,6 +19,10 @@ Reads ``{results_dir}/{cohort}/{model}/fold{k}/{metrics.json,predictions.tsv,pre
   cohorts only: with one, it would be ``km_{cohort}_{model}`` again);
 * ``km_logrank.csv``: group sizes, events, χ² and log-rank p per cohort × model;
 * ``bubble_cindex_flops.png`` (+ ``.pdf``): c-index vs FLOPs, area ∝ parameters;
+* ``statistics.csv|.md|.tex``, ``statistics_folds.csv``, ``comparisons.csv|.md|.tex``, ``calibration.csv``,
+  ``stats/significance_{cohort}.png``, ``stats/calibration_{model}.png``: Harrell's and Uno's C, IBS,
+  time-dependent AUC with bootstrap intervals, paired model comparisons, calibration
+  (:mod:`mmsurv.report.stats`, :mod:`mmsurv.report.stats_report`);
 * ``report.json``: the settings used and every file written (no timestamps: reruns are identical).
 
 The returned dict maps a key (``cindex_last_md``, ``km_{cohort}_{model}``, ``km_grid_{model}``,
@@ -38,6 +42,8 @@ from mmsurv.report.collect import VARIANTS, collect_results
 from mmsurv.report.efficiency import DEFAULT_REFERENCE_BAG_SIZE, efficiency_frame
 from mmsurv.report.figures import bubble_figure, bubble_points, km_figure, km_grid_figure, save_figure
 from mmsurv.report.km import MEDIAN_SPLITS, stratification_frame, stratify
+from mmsurv.report.stats import DEFAULT_N_BOOT, DEFAULT_SEED, compute_statistics
+from mmsurv.report.stats_report import write_statistics
 from mmsurv.report.tables import (DEFAULT_DDOF, OVERALL, summarise_cindex, write_cindex_tables, write_csv,
                                   write_efficiency_tables, write_models_table)
 
@@ -48,12 +54,14 @@ def build_report(results_dir: str | os.PathLike, cohorts: Sequence[str] | None, 
                  out_dir: str | os.PathLike, *, folds: int | None = None,
                  reference_bag_size: int = DEFAULT_REFERENCE_BAG_SIZE, median_split: str = "fold_train",
                  model_params: Mapping | None = None, pdf: bool = False, km_variant: str = "last",
-                 std_ddof: int = DEFAULT_DDOF) -> dict[str, Path]:
+                 std_ddof: int = DEFAULT_DDOF, bootstrap: int = DEFAULT_N_BOOT,
+                 bootstrap_seed: int = DEFAULT_SEED) -> dict[str, Path]:
     """Write every table and figure of the report into ``out_dir``; return ``{key: path}``.
 
     ``cohorts``/``models`` None (or empty) means every one found under ``results_dir``;
     ``folds=K`` requires folds 0..K-1 everywhere. ``model_params`` (``{model: {hyper-parameter: value}}``)
-    is used only for folds whose metrics.json lacks ``config.model_params``.
+    is used only for folds whose metrics.json lacks ``config.model_params``. ``bootstrap`` resamples
+    (seeded by ``bootstrap_seed``) give the statistics' intervals and paired comparisons.
     """
     if median_split not in MEDIAN_SPLITS:
         raise ValueError(f"median_split must be one of {', '.join(MEDIAN_SPLITS)}, got {median_split!r}")
@@ -73,6 +81,8 @@ def build_report(results_dir: str | os.PathLike, cohorts: Sequence[str] | None, 
     paths.update(write_efficiency_tables(efficiency, out, reference_bag_size))
     paths.update(write_models_table(results, out))
     paths.update(_km_outputs(results, out, median_split=median_split, variant=km_variant, pdf=pdf))
+    statistics = compute_statistics(results, n_boot=bootstrap, seed=bootstrap_seed, variant="last")
+    paths.update(write_statistics(statistics, out, pdf=pdf))
 
     means = summarise_cindex(results, "last", std_ddof).mean[OVERALL]
     figure = bubble_figure(bubble_points(means, efficiency), reference_bag_size=reference_bag_size, variant="last")
@@ -81,7 +91,8 @@ def build_report(results_dir: str | os.PathLike, cohorts: Sequence[str] | None, 
     paths["report_json"] = out / "report.json"
     settings = {"results_dir": str(results_dir), "cohorts": list(results.cohorts), "models": list(results.models),
                 "folds": sorted({f.fold for f in results.folds}), "reference_bag_size": int(reference_bag_size),
-                "median_split": median_split, "km_variant": km_variant, "std_ddof": std_ddof, "pdf": pdf}
+                "median_split": median_split, "km_variant": km_variant, "std_ddof": std_ddof, "pdf": pdf,
+                "bootstrap": int(bootstrap), "bootstrap_seed": int(bootstrap_seed)}
     document = {"settings": settings,
                 "files": {key: os.path.relpath(path, out) for key, path in sorted(paths.items())}}
     atomic_write_text(paths["report_json"], json.dumps(document, indent=2) + "\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmsurv.report.settings import DEFAULT_REFERENCE_BAG_SIZE, MEDIAN_SPLITS
+from mmsurv.report.settings import DEFAULT_N_BOOT, DEFAULT_REFERENCE_BAG_SIZE, DEFAULT_SEED, MEDIAN_SPLITS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Summarise RESULTS/{cohort}/{model}/fold{k}/ (metrics.json, predictions.tsv, predictions_best.tsv) "
             "into OUT_DIR: c-index tables (last and best epoch; CSV, Markdown, LaTeX), the efficiency table "
             "(parameters, FLOPs at the reference and the median bag size, s/epoch, peak memory), Kaplan-Meier "
-            "figures per cohort x model and per model, the log-rank tests and a c-index vs FLOPs bubble chart. "
+            "figures per cohort x model and per model, the log-rank tests, a c-index vs FLOPs bubble chart, and the survival "
+            "statistics (Harrell's and Uno's C, IBS, time-dependent AUC with bootstrap intervals, paired model "
+            "comparisons with a significance matrix, calibration figures). "
             "Training outputs are only read."
         ),
     )
@@ -32,6 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "validation risks) or the pooled median of all out-of-fold risks (default: fold_train)")
     parser.add_argument("--km-variant", choices=("last", "best"), default="last",
                         help="predictions used for the KM curves: last or best epoch (default: last)")
+    parser.add_argument("--bootstrap", type=int, default=DEFAULT_N_BOOT,
+                        help=f"bootstrap resamples of the statistics' intervals and paired comparisons "
+                             f"(default: {DEFAULT_N_BOOT})")
+    parser.add_argument("--bootstrap-seed", type=int, default=DEFAULT_SEED,
+                        help=f"seed of the bootstrap resamples (default: {DEFAULT_SEED})")
     parser.add_argument("--pdf", action="store_true", help="also save every figure as PDF")
     parser.set_defaults(func=_run)
 
@@ -44,6 +51,7 @@ def _run(args: argparse.Namespace) -> int:
     out_dir = args.out_dir or str(Path(args.results) / "report")
     paths = build_report(args.results, args.cohorts, args.models, out_dir, folds=args.folds,
                          reference_bag_size=args.reference_bag_size, median_split=args.median_split,
-                         pdf=args.pdf, km_variant=args.km_variant)
+                         pdf=args.pdf, km_variant=args.km_variant, bootstrap=args.bootstrap,
+                         bootstrap_seed=args.bootstrap_seed)
     print(f"report: {len(paths)} files written to {out_dir}")
     return 0

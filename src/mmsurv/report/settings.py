@@ -2,3 +2,5 @@
 
 from mmsurv.train.settings import FLOPS_REFERENCE_BAG_SIZE as DEFAULT_REFERENCE_BAG_SIZE  # noqa: F401 (one value)
 MEDIAN_SPLITS = ("fold_train", "pooled")  # how Kaplan-Meier risk groups are split
+DEFAULT_N_BOOT = 1000  # bootstrap resamples of the statistics' intervals and paired comparisons
+DEFAULT_SEED = 0  # seed of the bootstrap resamples
