@@ -7,7 +7,7 @@ import pytest
 from sksurv.metrics import (concordance_index_censored, concordance_index_ipcw, cumulative_dynamic_auc,
                             integrated_brier_score)
 
-from mmsurv.report.stats import (brier_contributions, corrected_ttest, evaluate, holm, pair_matrices,
+from mmsurv.report.stats import (brier_contributions, corrected_ttest, evaluate, fold_mean_cindex, holm, pair_matrices,
                                  paired_bootstrap_p, percentile_interval, resample_counts, structured, survival_at)
 
 EDGES = np.array([0.0, 10.0, 20.0, 30.0, 40.0])
@@ -44,6 +44,22 @@ def test_pair_statistics_equal_sksurv_on_the_sample_and_on_a_resample():
     grid = np.unique(np.quantile(y["time"], np.linspace(0.1, 0.8, 15)))
     ibs = integrated_brier_score(y, y, survival_at(survival, EDGES, grid), grid)
     assert brier_contributions(y, y, survival, EDGES).mean() == pytest.approx(ibs)
+
+
+def test_fold_mean_cindex_is_the_papers_statistic_on_the_sample_and_on_a_resample():
+    """The paper tables' interval is of the mean over folds of each fold's Harrell's C."""
+    y, risk, _ = _cohort(90, seed=3)
+    folds = np.arange(len(y)) % 3
+    per_fold = [concordance_index_censored(y["event"][folds == k], y["time"][folds == k], risk[folds == k])[0]
+                for k in range(3)]
+    assert fold_mean_cindex(y["event"], y["time"], risk, folds, np.ones((1, len(y))))[0] == pytest.approx(np.mean(per_fold))
+    counts = resample_counts(len(y), 2, seed=1)
+    index = np.repeat(np.arange(len(y)), counts[1].astype(int))
+    expected = np.mean([concordance_index_censored(y["event"][index][folds[index] == k], y["time"][index][folds[index] == k],
+                                                   risk[index][folds[index] == k])[0] for k in range(3)])
+    assert fold_mean_cindex(y["event"], y["time"], risk, folds, counts)[1] == pytest.approx(expected)
+    low, high = percentile_interval(fold_mean_cindex(y["event"], y["time"], risk, folds, resample_counts(len(y), 400, 0)))
+    assert low < np.mean(per_fold) < high
 
 
 def test_ibs_of_a_perfect_predictor_is_zero_and_of_a_constant_one_is_not():

@@ -75,13 +75,16 @@ def build_report(results_dir: str | os.PathLike, cohorts: Sequence[str] | None, 
              len(results.models), len(results.folds), results.results_dir)
 
     paths: dict[str, Path] = {}
-    for variant in VARIANTS:
-        paths.update(write_cindex_tables(results, out, variant, std_ddof))
+    statistics = compute_statistics(results, n_boot=bootstrap, seed=bootstrap_seed, variant="last")
+    intervals = {(row.cohort, row.model): (row.cindex_fold_mean_low, row.cindex_fold_mean_high)
+                 for row in statistics.table.itertuples()}
+    for variant in VARIANTS:  # the statistics are of the last epoch's predictions: its table shows the intervals
+        paths.update(write_cindex_tables(results, out, variant, std_ddof, intervals if variant == "last" else None,
+                                         bootstrap))
     efficiency = efficiency_frame(results, reference_bag_size, model_params)
     paths.update(write_efficiency_tables(efficiency, out, reference_bag_size))
     paths.update(write_models_table(results, out))
     paths.update(_km_outputs(results, out, median_split=median_split, variant=km_variant, pdf=pdf))
-    statistics = compute_statistics(results, n_boot=bootstrap, seed=bootstrap_seed, variant="last")
     paths.update(write_statistics(statistics, out, pdf=pdf))
 
     means = summarise_cindex(results, "last", std_ddof).mean[OVERALL]

@@ -41,6 +41,7 @@ Choices (each one stated in the table notes or the HTML captions):
 from __future__ import annotations
 
 import itertools
+import warnings
 import json
 import math
 from collections.abc import Sequence
@@ -273,6 +274,23 @@ def percentile_interval(values: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def fold_mean_cindex(event: np.ndarray, time: np.ndarray, risk: np.ndarray, folds: np.ndarray,
+                     counts: np.ndarray) -> np.ndarray:
+    """The mean over folds of each fold's Harrell's C (the papers' "mean ± std over folds" statistic)
+    for each row of ``counts``: pairs are compared only within a fold, so a resample of the pooled
+    patients is a resample of every fold at once. Row of ones: the fold mean itself."""
+    comparable = comparable_pairs(event, time).astype("float64")
+    agree = comparable * concordance(risk)
+    per_fold = []
+    for fold in np.unique(folds):
+        inside = (folds == fold).astype("float64")
+        same = inside[:, None] * inside[None, :]
+        per_fold.append(PairStatistic(agree * same, comparable * same).value(counts))
+    with warnings.catch_warnings():  # a resample whose folds all lack a comparable pair: NaN, dropped later
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.vstack(per_fold), axis=0)
+
+
 def bootstrap_values(pairs: dict[str, PairStatistic], brier: np.ndarray | None, counts: np.ndarray) -> dict[str, np.ndarray]:
     """Each metric over the resamples (rows of ``counts``)."""
     values = {name: statistic.value(counts) for name, statistic in pairs.items()}
@@ -428,6 +446,9 @@ def compute_statistics(results: ResultSet, *, n_boot: int = DEFAULT_N_BOOT, seed
             except ValueError:
                 brier = None
             boot[model] = bootstrap_values(pairs, brier, counts)
+            folds_of = d.frame["fold"].to_numpy()
+            row["cindex_fold_mean_low"], row["cindex_fold_mean_high"] = percentile_interval(
+                fold_mean_cindex(y["event"], y["time"], d.frame["risk"].to_numpy(), folds_of, counts))
             for name in METRICS:
                 values = np.asarray(fold_values[name], dtype="float64")
                 finite = values[np.isfinite(values)]

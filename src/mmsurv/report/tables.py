@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,9 @@ class CindexSummary:
     ddof: int
     selected_on: tuple[str, ...]  # best_selected_on values seen (best variant)
     modalities: Mapping[str, str]
+    # (cohort, model) → 95% bootstrap interval of the fold mean (mmsurv.report.stats), when computed
+    intervals: Mapping[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    n_boot: int | None = None
 
 
 def summarise_cindex(results: ResultSet, variant: str, ddof: int = DEFAULT_DDOF) -> CindexSummary:
@@ -108,6 +111,9 @@ def cindex_caption(summary: CindexSummary) -> str:
     std_text = "population std, ddof=0, as MCAT" if summary.ddof == 0 else f"sample std, ddof={summary.ddof}"
     text = (f"Validation c-index, {VARIANT_TEXT[summary.variant]}: mean ± std over {fold_text} cross-validation "
             f"folds ({std_text}); Overall = mean of the cohort means. Best in bold, second best underlined.")
+    if summary.intervals:
+        text += (f" [a, b]: 95% bootstrap interval of the fold mean ({summary.n_boot} resamples of the patients, "
+                 f"pairs compared within folds; Overall has none).")
     if summary.variant == "best" and "val" in summary.selected_on:
         text += (" Note: in some folds the best epoch was selected on the validation fold itself, so these "
                  "values are optimistic.")
@@ -129,7 +135,11 @@ def _cells(summary: CindexSummary, model: str) -> list[tuple[str, str | None]]:
     cells = []
     for column in summary.mean.columns:
         std = None if column == OVERALL else summary.std.loc[model, column]
-        cells.append((format_cell(summary.mean.loc[model, column], std), marks[column][model]))
+        text = format_cell(summary.mean.loc[model, column], std)
+        low, high = summary.intervals.get((column, model), (float("nan"), float("nan")))
+        if np.isfinite(low) and np.isfinite(high):
+            text += f" [{low:.{DECIMALS}f}, {high:.{DECIMALS}f}]"
+        cells.append((text, marks[column][model]))
     return cells
 
 
@@ -165,19 +175,23 @@ def cindex_summary_frame(summary: CindexSummary) -> pd.DataFrame:
     rows = []
     for model in summary.models:
         for cohort in summary.cohorts:
+            low, high = summary.intervals.get((cohort, model), (float("nan"), float("nan")))
             rows.append({"variant": summary.variant, "cohort": cohort, "model": model,
                          "n_folds": int(summary.n_folds.loc[model, cohort]), "mean": summary.mean.loc[model, cohort],
-                         "std": summary.std.loc[model, cohort], "ddof": summary.ddof})
+                         "std": summary.std.loc[model, cohort], "ddof": summary.ddof, "ci_low": low, "ci_high": high})
         rows.append({"variant": summary.variant, "cohort": OVERALL, "model": model, "n_folds": None,
-                     "mean": summary.mean.loc[model, OVERALL], "std": None, "ddof": summary.ddof})
+                     "mean": summary.mean.loc[model, OVERALL], "std": None, "ddof": summary.ddof,
+                     "ci_low": float("nan"), "ci_high": float("nan")})
     return pd.DataFrame(rows)
 
 
 def write_cindex_tables(results: ResultSet, out_dir: str | os.PathLike, variant: str,
-                        ddof: int = DEFAULT_DDOF) -> dict[str, Path]:
-    """Write ``cindex_{variant}.csv`` (per fold, long), ``cindex_{variant}_summary.csv``, ``.md`` and ``.tex``."""
+                        ddof: int = DEFAULT_DDOF, intervals: Mapping[tuple[str, str], tuple[float, float]] | None = None,
+                        n_boot: int | None = None) -> dict[str, Path]:
+    """Write ``cindex_{variant}.csv`` (per fold, long), ``cindex_{variant}_summary.csv``, ``.md`` and ``.tex``;
+    ``intervals`` ((cohort, model) → 95% interval of the fold mean, from ``n_boot`` resamples) join the cells."""
     out = Path(out_dir)
-    summary = summarise_cindex(results, variant, ddof)
+    summary = replace(summarise_cindex(results, variant, ddof), intervals=dict(intervals or {}), n_boot=n_boot)
     per_fold = results.cindex_frame()
     per_fold = per_fold[per_fold["variant"] == variant].reset_index(drop=True)
     paths = {
