@@ -33,6 +33,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from mmsurv.machine import cpu_description  # noqa: E402
+
 EDGES = [0.0, 10.0, 25.0, 50.0, 300.0]
 
 
@@ -78,6 +80,7 @@ def main() -> None:
     from mmsurv.report.stats import compute_statistics
     from mmsurv.report.stats_report import write_statistics
 
+    print(cpu_description(), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "results"
         models = write_fake(root, args.models, args.patients)

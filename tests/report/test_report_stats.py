@@ -178,3 +178,22 @@ def test_fold_metrics_use_the_training_censoring_and_cap_follow_up_beyond_it():
     no_events = structured(np.zeros(30, bool), test["time"])
     empty = evaluate(train, no_events, risk[60:], survival[60:], EDGES, tau)
     assert np.isnan(empty.values["cindex"]) and empty.notes["cindex"] == "no event"
+
+
+def test_one_fold_takes_the_censoring_distribution_from_its_own_patients(fake_results, tmp_path):
+    """``folds: 1`` (the SLURM test, a quick try) has no other fold to estimate censoring from."""
+    import shutil
+
+    from report_fakes import COHORTS, MODELS
+
+    from mmsurv.report.collect import collect_results
+    from mmsurv.report.stats import compute_statistics
+
+    cohort, model = COHORTS[0], MODELS[0]
+    source = fake_results / cohort / model / "fold0"
+    shutil.copytree(source, tmp_path / cohort / model / "fold0")
+    stats = compute_statistics(collect_results(tmp_path, [cohort], [model], folds=1), n_boot=20, seed=0)
+    row = stats.table.iloc[0]
+    assert np.isfinite(row["cindex_pooled"]) and np.isfinite(row["cindex_fold_mean"])
+    assert row["uno_fold_mean"] == pytest.approx(row["uno_pooled"])
+    assert "one fold only" in row["note"]

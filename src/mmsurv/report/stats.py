@@ -430,7 +430,14 @@ def compute_statistics(results: ResultSet, *, n_boot: int = DEFAULT_N_BOOT, seed
             for fold, part in d.frame.groupby("fold"):
                 mask = (d.frame["fold"] == fold).to_numpy()
                 s = d.survival[mask] if d.survival is not None else None
-                ev = evaluate(y[~mask], y[mask], d.frame.loc[mask, "risk"].to_numpy(), s, d.edges, tau)
+                censoring = y[~mask]
+                if len(censoring) == 0:
+                    # One fold only: no other fold's patients to estimate the censoring distribution
+                    # from, so the IPCW metrics use the validation patients' own (as the pooled row).
+                    censoring = y[mask]
+                    fold_reasons.setdefault("censoring", f"fold {fold}: censoring distribution from "
+                                            "its own patients (one fold only)")
+                ev = evaluate(censoring, y[mask], d.frame.loc[mask, "risk"].to_numpy(), s, d.edges, tau)
                 fold_rows.append({"cohort": cohort, "model": model, "fold": int(fold), **ev.values,
                                   "note": "; ".join(f"{k}: {v}" for k, v in ev.notes.items())})
                 for name in METRICS:
@@ -449,6 +456,8 @@ def compute_statistics(results: ResultSet, *, n_boot: int = DEFAULT_N_BOOT, seed
             folds_of = d.frame["fold"].to_numpy()
             row["cindex_fold_mean_low"], row["cindex_fold_mean_high"] = percentile_interval(
                 fold_mean_cindex(y["event"], y["time"], d.frame["risk"].to_numpy(), folds_of, counts))
+            if "censoring" in fold_reasons:
+                notes.append(fold_reasons["censoring"])
             for name in METRICS:
                 values = np.asarray(fold_values[name], dtype="float64")
                 finite = values[np.isfinite(values)]
