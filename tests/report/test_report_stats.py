@@ -197,3 +197,27 @@ def test_one_fold_takes_the_censoring_distribution_from_its_own_patients(fake_re
     assert np.isfinite(row["cindex_pooled"]) and np.isfinite(row["cindex_fold_mean"])
     assert row["uno_fold_mean"] == pytest.approx(row["uno_pooled"])
     assert "one fold only" in row["note"]
+
+
+def test_a_single_fold_without_events_gives_nan_metrics_not_a_crash(fake_results, tmp_path):
+    """A 6-patient run with ``folds: 1`` can have only censored patients in its fold (the SLURM test did)."""
+    import shutil
+
+    import pandas as pd
+    from report_fakes import COHORTS, MODELS
+
+    from mmsurv.report.collect import collect_results
+    from mmsurv.report.stats import compute_statistics
+
+    cohort, model = COHORTS[0], MODELS[0]
+    fold_dir = tmp_path / cohort / model / "fold0"
+    shutil.copytree(fake_results / cohort / model / "fold0", fold_dir)
+    for name in ("predictions.tsv", "predictions_best.tsv"):
+        frame = pd.read_csv(fold_dir / name, sep="\t")
+        frame["event"] = 0
+        frame.to_csv(fold_dir / name, sep="\t", index=False)
+    stats = compute_statistics(collect_results(tmp_path, [cohort], [model], folds=1), n_boot=20, seed=0)
+    row = stats.table.iloc[0]
+    assert row["events"] == 0
+    assert np.isnan(row["cindex_pooled"]) and np.isnan(row["uno_pooled"]) and np.isnan(row["cindex_low"])
+    assert "no event" in row["note"]

@@ -224,9 +224,8 @@ def pair_matrices(train: np.ndarray, test: np.ndarray, risk: np.ndarray, surviva
     out = {"cindex": PairStatistic(comparable * concordance(risk), comparable)}
     capped, cap = cap_follow_up(train, test)
     event, time = capped["event"], capped["time"]
-    censoring = CensoringDistributionEstimator().fit(train)
-    try:
-        ipcw = censoring.predict_ipcw(capped)
+    try:  # no event in ``train`` (a small fold): no censoring distribution, no IPCW metric
+        ipcw = CensoringDistributionEstimator().fit(train).predict_ipcw(capped)
     except ValueError:
         ipcw = None
     if ipcw is not None and tau < cap:
