@@ -16,13 +16,13 @@ from mmsurv.config import check_config
 check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 validate(config, schema="../workflow/schemas/config.schema.yaml")
 
-from mmsurv.models import catalog
+from mmsurv.models import catalog, registry
 
 # Extra model modules (files registering models): read here, imported through params by every job
 # that builds models (train, aggregate). The catalog reads the model modules' source: parsing the
 # workflow imports no torch (unless a model module does not describe itself statically).
 PLUGINS = [str(Path(path).resolve()) for path in config.get("model_plugins", [])]
-CATALOG = catalog.catalog(PLUGINS)
+CATALOG = registry.known_models(PLUGINS)
 
 
 def resolve_model(name, models_config):

@@ -9,7 +9,9 @@ same weights, runs the same batch and compares.
 
 Fixture keys: ``model`` (registered name), ``source`` (repository, commit and file of the reference),
 ``settings`` (constructor hyper-parameters; {} = our defaults), ``sizes`` (``n_bins``, ``path_dim``,
-``omic_dim``, ``group_sizes``), ``bag_size``, ``seed`` (weights and inputs), ``outputs`` (name → nested
+``omic_dim``, ``group_sizes``), ``bag_size``, ``seed`` (weights and inputs), optional ``renamed_keys``
+(a part of today's state-dict key → what it read when the fixture was made: the weights are seeded
+by key name, so a renamed submodule seeds by its old name), ``outputs`` (name → nested
 list; at least ``logits``, 1×K; CLAM's fixtures add ``instance_loss``, 1×K: the instance-clustering
 loss with each bin as the patient's label), ``tolerance`` (absolute, default 1e-5), ``notes`` (free text: what
 the reference run had to set to match our defaults, and why).
@@ -35,7 +37,7 @@ def _generator(seed: int, name: str) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + zlib.crc32(name.encode()))
 
 
-def fill_parameters(model: nn.Module, seed: int = 0) -> nn.Module:
+def fill_parameters(model: nn.Module, seed: int = 0, renamed_keys: dict[str, str] | None = None) -> nn.Module:
     """Overwrite every parameter (and BatchNorm running statistics) with seeded values.
 
     Weights (≥ 2-D) are N(0, 1/fan_in), vectors N(0, 0.1²), LayerNorm/BatchNorm scales 1 + N(0, 0.1²),
@@ -48,7 +50,10 @@ def fill_parameters(model: nn.Module, seed: int = 0) -> nn.Module:
             is_param = isinstance(tensor, nn.Parameter)
             if not is_param and not name.endswith(("running_mean", "running_var")):
                 continue  # constant buffers (masks, positions) keep their values
-            g = _generator(seed, name)
+            seed_name = name
+            for today, then in (renamed_keys or {}).items():
+                seed_name = seed_name.replace(today, then)
+            g = _generator(seed, seed_name)
             values = torch.randn(tensor.shape, generator=g, dtype=torch.float64)
             if name.endswith("running_var"):
                 values = 0.5 + torch.rand(tensor.shape, generator=g, dtype=torch.float64)
@@ -85,7 +90,7 @@ def build_from_fixture(fixture: dict) -> nn.Module:
                          group_names=list(sizes.get("group_names") or []))
     torch.manual_seed(0)
     model = build_model(fixture["model"], inputs, fixture.get("settings", {}))
-    return fill_parameters(model, fixture.get("seed", 0)).eval()
+    return fill_parameters(model, fixture.get("seed", 0), fixture.get("renamed_keys")).eval()
 
 
 def run_fixture(fixture: dict) -> dict[str, torch.Tensor]:

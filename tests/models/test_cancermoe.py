@@ -196,9 +196,10 @@ def test_refresh_policies_follow_the_training_cindex_and_epochs():
     model = small()
     _visit(model, bags, omic)
     assert model._epoch == 1 and model._refreshing
-    _visit(model, bags, omic, train=False)  # the loop evaluates after each epoch
+    _visit(model, bags, omic, train=False)  # the loop evaluates after each epoch, then calls the hook
+    model.on_epoch_end({"epoch": 1, "train_cindex": 0.6})
     _visit(model, bags, omic)
-    assert model._epoch == 2 and len(model._cindex_history) == 1 and not model._refreshing
+    assert model._epoch == 2 and model._cindex_history == [0.6] and not model._refreshing
     model._cindex_history = [0.7, 0.6]
     assert model.refresh_decision()  # the training c-index dropped
     model._cindex_history = [0.6, 0.7]
@@ -230,15 +231,36 @@ def test_scores_stay_fixed_unless_refreshing_and_travel_with_the_state_dict():
     assert state["_extra_state"].dtype == torch.uint8
 
 
-def test_epochs_are_counted_from_patients_without_evaluation():
-    generator = torch.Generator().manual_seed(2)
-    bags = [torch.randn(30 + i, 16, generator=generator) for i in range(3)]
-    omic = torch.randn(3, 20, generator=generator)
+def test_the_loop_tells_the_epochs_and_the_training_cindex(tmp_path):
+    """``fit`` calls ``on_epoch_end`` once per epoch: the history is the loop's ``train_cindex`` column."""
+    import numpy as np
+
+    from mmsurv.train.loop import TrainConfig, fit
+
+    class Sample:
+        def __init__(self, index, generator):
+            self.case_id, self.n_patches = f"P{index}", 40 + index
+            self.inputs = {"path": torch.randn(40 + index, 16, generator=generator),
+                           "omic": torch.randn(20, generator=generator)}
+            self.label, self.censorship, self.time = index % 4, index % 2, float(5 + 3 * index)
+
+    class Dataset(list):
+        @property
+        def class_labels(self):
+            return np.array([sample.label for sample in self])
+
+        @property
+        def case_ids(self):
+            return [sample.case_id for sample in self]
+
+    generator = torch.Generator().manual_seed(3)
+    train = Dataset(Sample(i, generator) for i in range(8))
+    val = Dataset(Sample(i, generator) for i in range(8, 12))
     model = small()
-    for _ in range(2):
-        for row in range(3):
-            _visit(model, [bags[row]], omic[row:row + 1])
-    assert model._epoch == 2 and len(model._cindex_history) == 1
+    torch.manual_seed(0)
+    result = fit(model, train, val, TrainConfig(epochs=3, grad_accum=1, batch_size=1, lr=1e-3), seed=0)
+    assert model._epoch == 4
+    assert model._cindex_history == pytest.approx([record["train_cindex"] for record in result.history], nan_ok=True)
 
 
 # ------------------------------------------------------------------ attention consolidation and sparsification

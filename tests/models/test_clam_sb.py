@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from mmsurv.models import ModelInputs, build_model, n_params
 from mmsurv.models.base import SURVIVAL_TERM, Target
 from mmsurv.models.clam_sb import CLAMSB, INSTANCE_TERM, instance_indices
-from mmsurv.train.loss import nll_surv_loss
+from mmsurv.models.survival import nll_surv_loss
 
 
 def small(seed: int = 0, **params) -> CLAMSB:

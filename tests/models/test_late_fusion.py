@@ -215,7 +215,7 @@ def test_backbone_params_reach_the_backbone_and_unknown_ones_are_named():
 
     inputs = ModelInputs(omic_dim=12, path_dim=32, n_bins=4)
     model = build_model("transmil_cat", inputs, {"backbone_params": {"adaptive_landmarks": True}})
-    assert model.path_branch.layer1.attention.adaptive_landmarks is True
-    assert build_model("transmil_cat", inputs).path_branch.layer1.attention.adaptive_landmarks is False
+    assert model.path_branch.layer1.attn.adaptive_landmarks is True
+    assert build_model("transmil_cat", inputs).path_branch.layer1.attn.adaptive_landmarks is False
     with pytest.raises(ValueError, match="no parameter.*landmark_count"):
         build_model("transmil_kp", inputs, {"backbone_params": {"landmark_count": 3}})

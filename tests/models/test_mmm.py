@@ -11,7 +11,7 @@ from mmsurv.models.mmm import DAM, GME, MMM, GaussianCrossAttention, gaussian_bi
 from mmsurv.models.mmm_v1 import MMMv1
 from mmsurv.models.layers import micro_batches
 from mmsurv.models.registry import resolve_model
-from mmsurv.train.loss import nll_surv_loss
+from mmsurv.models.survival import nll_surv_loss
 
 BLCA = ModelInputs(omic_dim=3392, group_sizes=[94, 334, 521, 468, 1496, 479])
 TINY = dict(group_sizes=[3, 5, 4], path_dim=16, n_bins=4, dim=32, dim2=16, attn_dim=8)

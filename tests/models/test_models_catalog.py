@@ -10,21 +10,21 @@ from pathlib import Path
 import pytest
 
 from mmsurv.models import catalog
-from mmsurv.models.registry import available_models, model_spec
+from mmsurv.models.registry import available_models, known_models, model_spec
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN = REPO / "tests/fixtures/coord_probe_model.py"
 
 
 def test_every_builtin_model_describes_itself_statically():
-    found = catalog.catalog()
+    found = known_models()
     assert found.static, f"a model module is not readable without importing it: {found.reason}"
     assert found.names() == available_models()
 
 
 @pytest.mark.parametrize("name", available_models())
 def test_catalog_entry_equals_the_registry_spec(name):
-    entry, spec = catalog.catalog().get(name), model_spec(name)
+    entry, spec = known_models().get(name), model_spec(name)
     assert entry.inputs == spec.inputs and entry.modality == spec.modality and entry.batchable == spec.batchable
     assert entry.defaults == spec.defaults
     assert entry.display_name == spec.display_name and entry.citation == spec.citation
@@ -40,7 +40,7 @@ def test_plugins_are_read_too_and_unknown_sources_fall_back_to_the_registry(tmp_
     from mmsurv.models import registry
 
     monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))  # the plugin registers for this test only
-    found = catalog.catalog([PLUGIN])
+    found = known_models([PLUGIN])
     assert found.static and found.get("coord_probe").inputs == ("path", "coords", "omic_groups:pathways")
     builder = tmp_path / "builder_style.py"
     builder.write_text(
@@ -49,7 +49,7 @@ def test_plugins_are_read_too_and_unknown_sources_fall_back_to_the_registry(tmp_
         "@register_model('snn_built', SNN)\n"
         "def build(inputs, **params):\n"
         "    return SNN(omic_dim=inputs.omic_dim, **params)\n")
-    fallback = catalog.catalog([builder])
+    fallback = known_models([builder])
     assert not fallback.static and "builder-style" in fallback.reason
     assert "snn_built" in fallback.names() and fallback.get("snn_built").modality == "omic"
 
@@ -62,5 +62,14 @@ def test_parsing_the_workflow_imports_no_torch(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time")}
-    assert "mmsurv.models.catalog" in imported
+    assert "mmsurv.models.catalog" in imported and "mmsurv.models.registry" in imported
     assert "torch" not in imported and "sksurv" not in imported
+
+
+def test_the_contract_vocabulary_and_the_catalog_import_no_torch_and_no_registry():
+    """The source catalog stands below the registry (no circle): reading it imports neither."""
+    code = ("import sys, mmsurv.models.catalog, mmsurv.models.inputs, mmsurv.models.registry\n"
+            "print(sorted(m for m in ('torch', 'mmsurv.models.base') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

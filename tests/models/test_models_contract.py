@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from mmsurv.models import Batch, ModelInputs, available_models, build_model, count_flops, model_spec, n_params
-from mmsurv.models.base import SURVIVAL_TERM, Target, modality_of
+from mmsurv.models.base import SURVIVAL_TERM, Target
+from mmsurv.models.inputs import modality_of
 from mmsurv.models.registry import expand_models, resolve_model
 from mmsurv.models.snn import SNN
 

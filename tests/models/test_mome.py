@@ -79,7 +79,7 @@ def test_micro_batches_split_the_bag_and_average_loss_and_risk():
     assert output.chunk_logits.shape == (40 // 16 + 1, 4)  # the reference's N // bs_micro + 1 chunks
     risk = -torch.cumprod(torch.sigmoid(-output.chunk_logits), dim=1).sum(dim=1)
     torch.testing.assert_close(output.risk, risk.mean().reshape(1))
-    from mmsurv.train.loss import nll_surv_loss
+    from mmsurv.models.survival import nll_surv_loss
 
     per_chunk = [nll_surv_loss(torch.sigmoid(row[None]), torch.cumprod(torch.sigmoid(-row[None]), dim=1),
                                target.label, target.censorship) for row in output.chunk_logits]

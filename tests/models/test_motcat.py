@@ -12,7 +12,7 @@ from mmsurv.models import ModelInputs, build_model, n_params
 from mmsurv.models.base import Target
 from mmsurv.models.layers import mean_curve_logits, micro_batches
 from mmsurv.models.motcat import transport_cost, uot_plan
-from mmsurv.train.loss import nll_surv_loss
+from mmsurv.models.survival import nll_surv_loss
 
 BLCA_GROUPS = [94, 334, 521, 468, 1496, 479]
 TINY = ModelInputs(omic_dim=50, group_sizes=[3, 7, 5], path_dim=32, n_bins=4)

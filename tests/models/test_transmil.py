@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from mmsurv.models import ModelInputs, build_model, n_params
-from mmsurv.models.transmil import PPEG, TransMIL, pad_to_square
+from mmsurv.models.layers import PPEG, pad_to_square
+from mmsurv.models.transmil import TransMIL
 
 
 def small(seed: int = 0) -> TransMIL:
@@ -22,8 +23,8 @@ def test_layers_are_the_nystrom_package():
     from nystrom_attention import NystromAttention
 
     model = build_model("transmil", ModelInputs())
-    attention = model.layer1.attention
-    assert isinstance(attention, NystromAttention) and isinstance(model.layer2.attention, NystromAttention)
+    attention = model.layer1.attn
+    assert isinstance(attention, NystromAttention) and isinstance(model.layer2.attn, NystromAttention)
     assert attention.heads == 8 and attention.num_landmarks == 256 and attention.pinv_iterations == 6
     assert [conv.kernel_size for conv in model.ppeg.convs] == [(7, 7), (5, 5), (3, 3)]
     assert all(conv.groups == 512 for conv in model.ppeg.convs)
@@ -92,12 +93,12 @@ def test_landmarks_are_the_references_by_default_and_adaptive_ones_are_an_option
     model = small()  # dim 32: 16 landmarks
     batch = model.example_batch(bag_size=8)  # 1 + 9 tokens
     model(batch)
-    assert model.layer1.attention.num_landmarks == 16 and model.layer2.attention.num_landmarks == 16
+    assert model.layer1.attn.num_landmarks == 16 and model.layer2.attn.num_landmarks == 16
     adaptive = TransMIL(path_dim=16, dim=32, heads=4, adaptive_landmarks=True)
     adaptive(batch)
-    assert adaptive.layer1.attention.num_landmarks == 10 and adaptive.layer2.attention.num_landmarks == 10
+    assert adaptive.layer1.attn.num_landmarks == 10 and adaptive.layer2.attn.num_landmarks == 10
     adaptive(adaptive.example_batch(bag_size=40))  # 1 + 49 tokens: the reference count
-    assert adaptive.layer1.attention.num_landmarks == 16
+    assert adaptive.layer1.attn.num_landmarks == 16
 
 
 def test_checkpointed_layers_give_the_same_output_and_gradients():
@@ -113,3 +114,16 @@ def test_checkpointed_layers_give_the_same_output_and_gradients():
     (out0, grads0), (out1, grads1) = results
     assert torch.equal(out0, out1)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads0, grads1))
+
+
+def test_a_checkpoint_from_before_the_shared_nystrom_block_still_loads():
+    """TransMIL's layers named their attention ``attention``; the shared block names it ``attn``."""
+    torch.manual_seed(0)
+    model = TransMIL(path_dim=16, n_bins=4, dim=32, landmarks=8)
+    old = {key.replace(".attn.", ".attention."): value.clone() for key, value in model.state_dict().items()}
+    assert any(".attention." in key for key in old)
+    torch.manual_seed(1)
+    fresh = TransMIL(path_dim=16, n_bins=4, dim=32, landmarks=8)
+    fresh.load_state_dict(old)
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key

@@ -50,7 +50,7 @@ from mmsurv.data.cohort import CohortError, CohortTable
 from mmsurv.data.inputs import loader_for
 from mmsurv.data.splits import Split, holdout_split
 from mmsurv.data.survival import survival_labels
-from mmsurv.models.base import group_kind, modality_of
+from mmsurv.models.inputs import group_kind, modality_of
 from mmsurv.naming import slide_stem
 
 log = logging.getLogger(__name__)

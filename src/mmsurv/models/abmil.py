@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from mmsurv.models.base import Batch, GatedAttention, ModelOutput, SurvivalModel, attention_pool
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
+from mmsurv.models.layers import GatedAttention, attention_pool
 from mmsurv.models.registry import register_model
 
 

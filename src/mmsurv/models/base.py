@@ -52,11 +52,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from mmsurv.models.catalog import GROUP_KINDS, PATH_INPUTS, group_kind, modality_of  # noqa: F401 (re-exported)
-from mmsurv.train.loss import nll_surv_loss
+from mmsurv.models.inputs import group_kind, modality_of
+from mmsurv.models.survival import discrete_survival, mcat_risk, nll_logits_loss, nll_surv_loss
 
 SURVIVAL_TERM = "surv"
-ROW_INPUTS = ("path", "coords", "slide_index", "slide_magnification")
 
 
 @dataclass
@@ -141,14 +140,16 @@ class Batch:
 
 @dataclass
 class Target:
-    """The survival labels of a batch's B patients (what a model's loss may read)."""
+    """The survival labels of a batch's B patients (what a model's loss may read), and how the
+    NLL weighs them: ``alpha`` is MCAT's α_surv (the loop passes ``training.alpha``)."""
 
     label: torch.Tensor  # B long: survival bin
     censorship: torch.Tensor  # B float: 1 = censored
     time: torch.Tensor  # B float: survival months
+    alpha: float = 0.0
 
     def to(self, device: torch.device | str) -> Target:
-        return Target(self.label.to(device), self.censorship.to(device), self.time.to(device))
+        return Target(self.label.to(device), self.censorship.to(device), self.time.to(device), self.alpha)
 
 
 @dataclass
@@ -159,6 +160,7 @@ class ModelOutput:
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
     attention: dict[str, torch.Tensor] | None = None
     risk_score: torch.Tensor | None = None  # B; None: MCAT's −Σ S
+    chunk_logits: torch.Tensor | None = None  # C×K: one row per micro-batch of a B = 1 bag (see survival_loss)
 
     @property
     def hazards(self) -> torch.Tensor:
@@ -167,14 +169,14 @@ class ModelOutput:
     @property
     def survival(self) -> torch.Tensor:
         """S_k = Π_{j≤k} (1 − h_j), with 1 − sigmoid(x) computed as sigmoid(−x) (exact near 1)."""
-        return torch.cumprod(torch.sigmoid(-self.logits), dim=1)
+        return discrete_survival(self.logits)
 
     @property
     def risk(self) -> torch.Tensor:
         """The score evaluation ranks by (higher = earlier event): the model's own, else −Σ_k S_k."""
         if self.risk_score is not None:
             return self.risk_score.reshape(-1)
-        return -self.survival.sum(dim=1)
+        return mcat_risk(self.survival)
 
 
 class SurvivalModel(nn.Module):
@@ -192,7 +194,6 @@ class SurvivalModel(nn.Module):
         self.omic_dim = omic_dim
         self.group_sizes = list(group_sizes or [])
         self.group_names = list(group_names or [])
-        self.nll_alpha = 0.0  # MCAT's alpha_surv, set by the loop from training.alpha
 
     @property
     def modality(self) -> str:
@@ -203,8 +204,27 @@ class SurvivalModel(nn.Module):
 
     def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
         """Named loss terms, each a mean over the batch's patients: MCAT's NLL plus ``output.aux``."""
-        nll = nll_surv_loss(output.hazards, output.survival, target.label, target.censorship, alpha=self.nll_alpha)
-        return {SURVIVAL_TERM: nll, **output.aux}
+        return {SURVIVAL_TERM: self.survival_loss(output, target), **output.aux}
+
+    @staticmethod
+    def survival_loss(output: ModelOutput, target: Target) -> torch.Tensor:
+        """MCAT's NLL of ``output``'s hazards and curve (:mod:`mmsurv.models.survival`), α from ``target``.
+
+        An output of micro-batches (``chunk_logits``, C×K, :func:`mmsurv.models.layers.micro_batch_output`)
+        gives the mean of the C chunks' NLL with the patient's label: the references' ``loss / cnt``
+        (MOTCat's trainer, reused by MoME and MMM)."""
+        if output.chunk_logits is not None:
+            count = output.chunk_logits.shape[0]
+            return nll_logits_loss(output.chunk_logits, target.label.expand(count), target.censorship.expand(count),
+                                   alpha=target.alpha)
+        return nll_surv_loss(output.hazards, output.survival, target.label, target.censorship, alpha=target.alpha)
+
+    def on_epoch_end(self, record: dict) -> None:
+        """Called by the loop once per epoch, after the epoch's validation (and after the best state
+        was kept), with the epoch's record (``epoch``, ``train_loss``, ``train_cindex``, …). For
+        models whose training depends on the epoch (CancerMoE's score refresh); a model's numbers
+        must not depend on the validation entries. Not called for epochs restored on resume (their
+        effect is in the checkpoint). Default: nothing."""
 
     def example_batch(self, bag_size: int = 1000, device: torch.device | str = "cpu", batch_size: int = 1,
                       seed: int = 0) -> Batch:
@@ -250,23 +270,3 @@ def require(value, what: str, model: str):
     if value is None:
         raise ValueError(f"{model}: the batch has no {what}")
     return value
-
-
-class GatedAttention(nn.Module):
-    """Gated attention scores (Ilse et al. 2018, eq. 9): w^T (tanh(V h) ⊙ sigmoid(U h)), one per row."""
-
-    def __init__(self, in_dim: int, hidden_dim: int, dropout: float, n_outputs: int = 1):
-        super().__init__()
-        self.tanh_branch = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.Tanh(), nn.Dropout(dropout))
-        self.sigmoid_branch = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.Sigmoid(), nn.Dropout(dropout))
-        self.score = nn.Linear(hidden_dim, n_outputs)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """N×in_dim → N×n_outputs unnormalised scores."""
-        return self.score(self.tanh_branch(h) * self.sigmoid_branch(h))
-
-
-def attention_pool(scores: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax over the N rows of ``scores`` (N×1) and the weighted sum of ``h`` (N×D) → (1×D, 1×N)."""
-    weights = torch.softmax(scores.transpose(0, 1), dim=1)
-    return weights @ h, weights

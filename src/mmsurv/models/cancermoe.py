@@ -68,20 +68,16 @@ c-index), ``"epoch"`` (Table 8's "per epoch"), ``"every_n"`` (refreshing epochs 
 with r = ``refresh_every``). Table 8 lists "per epoch" and "1 epoch apart" as different settings, so
 we map "n epochs apart" to r = n + 1 (n epochs without a refresh between two refreshing ones; our
 reading). A patient without stored scores is always stored. *How the model gets this information
-(the training loop neither gives case ids nor calls the model between epochs):*
+(the training loop gives no case ids):*
 
 * patients are keyed by a content hash of their bag (blake2b of the real-row count, the width and
   rows 0, n/2 and n − 1): stable within a fold since the bag files do not change (NOT with
   ``data.max_patches``, which redraws the bag per visit: CancerMoE's paper defaults leave it unset,
   DPS being the cap);
-* the training c-index is computed by the model itself: ``loss()`` records each training batch's
-  risks, times and censorships; at an epoch boundary their Harrell's C is appended to a history
-  (on a demo fold the saved history equals the loop's ``train_cindex`` column epoch for epoch);
-* an epoch boundary is the first TRAINING forward after an evaluation forward (the loop evaluates
-  the validation fold after every epoch). Until the model has seen an evaluation, it falls back on
-  counting patients: an epoch ends when a patient key comes back and as many training visits as
-  distinct patients have been made (exact for sampling without replacement; with the loop's
-  default class-balanced sampling WITH replacement only the evaluation signal is exact);
+* epochs and the training c-index come from the loop: its ``on_epoch_end`` hook (the contract's,
+  called after each epoch's validation) appends the epoch's ``train_cindex`` to a history, counts
+  the epoch and decides whether the next one refreshes. A loop that never calls it trains every
+  epoch as the first (scores refreshed at every visit);
 * the scores (per patient: the N selected row positions and their scores — bounded by N, not by
   the bag), the epoch counter, the c-index history, the refresh flag and the seed of the "w/o DPS"
   sets are the module's ``get_extra_state`` (serialised into a uint8 tensor so ``state_dict``
@@ -125,8 +121,8 @@ layer"). Head importance I_h = E_x|A_h(x)ᵀ ∂L/∂A_h(x)| with A_h(x) **the h
 (the paper: "A_i(x) represents the output features"; Michel et al. 2019's formula), summed over
 every query row — the cls row included, in layer 1 too — accumulated per layer on training batches
 by a backward hook (sum and count in buffers) and L2-normalised per layer (as Michel et al.). Once
-importance has been accumulated over a finished epoch (or, before the model has seen an epoch
-boundary, as soon as it exists; when consolidation starts is not in the paper: ours), the
+importance has been accumulated over a finished epoch (or, before the model has seen an
+evaluation, as soon as it exists; when consolidation starts is not in the paper: ours), the
 ``keep_heads`` (2; Table 9's best "number of informative attention heads") heads of largest I are
 kept, every other head joins the kept head whose output (this patient's, over its real tokens) is
 most cosine-similar (Algorithm 2), and each cluster's output is Σ_h softmax(I)_h · A_h(x) over the
@@ -189,9 +185,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmsurv.models.base import SURVIVAL_TERM, Batch, ModelOutput, SurvivalModel, Target, require
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel, require
 from mmsurv.models.registry import register_model
-from mmsurv.train.loss import nll_surv_loss
 
 CLS, WSI, GENOMIC = 0, 1, 2  # modality ids (router one-hot)
 REFRESH_POLICIES = ("cindex", "epoch", "every_n")
@@ -558,11 +553,7 @@ class CancerMoE(SurvivalModel):
         self._epoch = 1
         self._cindex_history: list[float] = []
         self._refreshing = True
-        self._saw_eval = False
-        self._ever_eval = False
-        self._visits_this_epoch = 0
-        self._keys_this_epoch: set[int] = set()
-        self._epoch_records: list[tuple[float, float, float]] = []  # (risk, time, censorship), not saved
+        self._ever_eval = False  # an evaluation forward was seen: epochs are being counted
         self._last_keys: list[int] = []
         self._last_selections: list[torch.Tensor] = []
 
@@ -704,10 +695,8 @@ class CancerMoE(SurvivalModel):
         keys = [bag_key(bag) for bag in bags]
         omic = batch.omic if self.n_genomic_tokens else None
         training = self.training
-        if training:
-            self._start_visit(keys)
-        else:
-            self._saw_eval = self._ever_eval = True
+        if not training:
+            self._ever_eval = True
         dps = self.selection == "dps"
         selections = [self._select(bag, key, training) for bag, key in zip(bags, keys)]
         scoring_pass = (not training and dps
@@ -728,26 +717,11 @@ class CancerMoE(SurvivalModel):
         return ModelOutput(logits=logits, aux=aux, attention=attention)
 
     # ---------------------------------------------------------------- epochs, c-index, refresh
-    def _start_visit(self, keys: list[int]) -> None:
-        boundary = self._saw_eval
-        if not self._ever_eval and self._keys_this_epoch and any(key in self._keys_this_epoch for key in keys):
-            boundary = self._visits_this_epoch >= len(self._keys_this_epoch)  # fallback: count patients
-        if boundary and (self._visits_this_epoch or self._epoch_records):
-            self._close_epoch()
-        self._saw_eval = False
-        self._visits_this_epoch += len(keys)
-        self._keys_this_epoch.update(keys)
-
-    def _close_epoch(self) -> None:
-        from mmsurv.train.metrics import concordance
-
-        if self._epoch_records:
-            risk, time, censorship = zip(*self._epoch_records)
-            self._cindex_history.append(concordance(time, censorship, risk))
+    def on_epoch_end(self, record: dict) -> None:
+        """The loop's epoch boundary: the epoch's training c-index joins the history, the next epoch
+        starts, and whether it refreshes the stored scores is decided."""
+        self._cindex_history.append(float(record.get("train_cindex", float("nan"))))
         self._epoch += 1
-        self._epoch_records.clear()
-        self._visits_this_epoch = 0
-        self._keys_this_epoch = set()
         self._refreshing = self.refresh_decision()
 
     def refresh_decision(self) -> bool:
@@ -758,14 +732,6 @@ class CancerMoE(SurvivalModel):
             return (self._epoch - 1) % max(1, self.refresh_every) == 0
         history = [c for c in self._cindex_history if not math.isnan(c)]
         return len(history) >= 2 and history[-1] < history[-2]
-
-    def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
-        """MCAT's NLL (``surv``) plus the balance term; records training risks for the running c-index."""
-        if self.training and output.logits.requires_grad:
-            risk = output.risk.detach().double().cpu().tolist()
-            self._epoch_records += list(zip(risk, target.time.cpu().tolist(), target.censorship.cpu().tolist()))
-        nll = nll_surv_loss(output.hazards, output.survival, target.label, target.censorship, alpha=self.nll_alpha)
-        return {SURVIVAL_TERM: nll, **output.aux}
 
     def get_extra_state(self) -> torch.Tensor:
         state = {"version": 2, "selection_seed": self._selection_seed, "epoch": self._epoch, "cindex": list(self._cindex_history),

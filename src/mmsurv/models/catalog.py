@@ -5,9 +5,10 @@ module of ``mmsurv/models/`` (and each plugin file) is read as source: a class d
 ``@register_model("name", display=..., citation=...)`` whose ``inputs``, ``batchable`` and
 ``defaults`` are literals in its body (or in a base class of the same file) and whose keyword
 arguments have defaults is described here without running the module. A model the source does not
-fully describe (a builder function, attributes computed or inherited from another module) makes
-:func:`catalog` import the real registry instead (with torch): always right, only slower;
-``tests/models/test_models_catalog.py`` checks both agree and that the built-in models are static.
+fully describe (a builder function, attributes computed or inherited from another module) raises
+:class:`NotStatic`, and :func:`mmsurv.models.registry.known_models` imports the modules instead
+(with torch): always right, only slower; ``tests/models/test_models_catalog.py`` checks both agree
+and that the built-in models are static. This module imports nothing of the registry.
 
 Variants (``train.models.NAME: {model: BASE, ...}``) and ``models: all`` are resolved here too
 (:func:`resolve_model`, :func:`expand_models`), for the registry and the catalog alike.
@@ -22,52 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmsurv.models.inputs import DescribesModel
+
 MODELS_DIR = Path(__file__).resolve().parent
-NOT_MODEL_MODULES = {"base", "registry", "flops", "layers", "catalog"}
+NOT_MODEL_MODULES = {"base", "registry", "flops", "layers", "catalog", "inputs", "survival"}
 SIZE_ARGUMENTS = ("n_bins", "path_dim", "omic_dim", "group_sizes", "group_names")
-MODALITY_LABELS = {"omic": "genomic", "path": "pathology", "multimodal": "multimodal"}
 CONFIG_KEYS = ("model", "data", "training", "display")
-PATH_INPUTS = ("path", "coords", "slide_index", "slide_magnification")
-GROUP_KINDS = ("signatures", "pathways")
 PLUGINS_VARIABLE = "MMSURV_MODEL_PLUGINS"
 _BASE_DEFAULTS = {"inputs": ("omic",), "batchable": False, "defaults": {}}
-
-
-def modality_of(inputs: Iterable[str]) -> str:
-    """``omic`` (genomics only), ``path`` (WSI only) or ``multimodal``, from declared input names."""
-    names = list(inputs)
-    reads_path = any(name in PATH_INPUTS for name in names)
-    reads_omic = any(name == "omic" or name.startswith("omic_groups") for name in names)
-    if reads_path and reads_omic:
-        return "multimodal"
-    return "path" if reads_path else "omic"
-
-
-def group_kind(name: str, default: str) -> str | None:
-    """The grouping an ``omic_groups[:kind]`` input reads (``default`` for plain ``omic_groups``)."""
-    if name == "omic_groups":
-        return default
-    if name.startswith("omic_groups:"):
-        kind = name.split(":", 1)[1]
-        if kind not in GROUP_KINDS:
-            raise ValueError(f"input {name!r}: grouping must be one of {', '.join(GROUP_KINDS)}")
-        return kind
-    return None
-
-
-class DescribesModel:
-    """What the catalog's entries and the registry's specs derive alike from ``inputs``."""
-
-    inputs: tuple[str, ...]
-
-    @property
-    def modality(self) -> str:
-        return modality_of(self.inputs)
-
-    @property
-    def label(self) -> str:
-        """The table label: genomic, pathology or multimodal."""
-        return MODALITY_LABELS[self.modality]
 
 
 @dataclass(frozen=True)
@@ -273,7 +236,7 @@ def model_files(plugins: Iterable[str | os.PathLike] = ()) -> list[Path]:
 
 
 # Shared by every model (their edits are covered by the training code's version, not per model).
-SHARED_MODULES = {"base", "registry", "catalog", "flops"}
+SHARED_MODULES = {"base", "registry", "catalog", "flops", "inputs", "survival"}
 
 
 def model_sources(path: str | os.PathLike, backbone_source: Callable[[str], str | os.PathLike] | None = None
@@ -330,20 +293,11 @@ class Catalog:
             raise ValueError(f"unknown model {name!r} (available: {', '.join(self.names())})") from None
 
 
-def catalog(plugins: Iterable[str | os.PathLike] = ()) -> Catalog:
-    """Every registered model, from source when every file says everything, else from the registry."""
-    entries: dict[str, ModelEntry] = {}
-    try:
-        for entry in SourceIndex(model_files(plugins)).entries():
-            entries[entry.name] = entry
-    except (NotStatic, SyntaxError, OSError) as reason:
-        from mmsurv.models import registry
-
-        registry.load_plugins(plugins)
-        registry.discover()
-        return Catalog({name: registry.model_spec(name) for name in registry.available_models()}, static=False,
-                       reason=str(reason))
-    return Catalog(entries)
+def read_catalog(plugins: Iterable[str | os.PathLike] = ()) -> Catalog:
+    """Every registered model as its source describes it; :class:`NotStatic` (or a ``SyntaxError``,
+    ``OSError``) when a file does not say everything (:func:`mmsurv.models.registry.known_models`
+    then imports the modules instead)."""
+    return Catalog({entry.name: entry for entry in SourceIndex(model_files(plugins)).entries()})
 
 
 @dataclass(frozen=True)
@@ -356,10 +310,6 @@ class ResolvedModel:
     data: dict  # data overrides of this model (config)
     training: dict  # training overrides of this model (config)
     display_name: str
-
-    @property
-    def is_variant(self) -> bool:
-        return self.name != self.spec.name
 
 
 def resolve_model(name: str, models_config: Mapping | None, lookup: Callable[[str], Any],

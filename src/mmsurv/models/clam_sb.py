@@ -62,9 +62,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmsurv.models.base import SURVIVAL_TERM, Batch, GatedAttention, ModelOutput, SurvivalModel, Target
+from mmsurv.models.base import SURVIVAL_TERM, Batch, ModelOutput, SurvivalModel, Target
+from mmsurv.models.layers import GatedAttention
 from mmsurv.models.registry import register_model
-from mmsurv.train.loss import nll_surv_loss
 
 INSTANCE_TERM = "instance"
 INSTANCE_LOSSES = ("ce", "svm")
@@ -163,7 +163,7 @@ class CLAMBase(SurvivalModel):
 
     def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
         """``bag_weight · NLL`` as ``surv`` plus ``(1 − bag_weight) · instance CE`` as ``instance``."""
-        nll = nll_surv_loss(output.hazards, output.survival, target.label, target.censorship, alpha=self.nll_alpha)
+        nll = self.survival_loss(output, target)
         terms = {SURVIVAL_TERM: self.bag_weight * nll, **output.aux}
         if isinstance(output, CLAMOutput) and output.features is not None:
             instance = self.instance_loss(output.attention_raw, output.features, int(target.label.reshape(-1)[0]))

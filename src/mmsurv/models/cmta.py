@@ -68,9 +68,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
-from mmsurv.models.layers import ClassTokenEncoder, use_adaptive_landmarks, xavier_init
+from mmsurv.models.layers import ClassTokenEncoder, snn_encoder, use_adaptive_landmarks, xavier_init
 from mmsurv.models.registry import register_model
-from mmsurv.models.snn import snn_encoder
 
 
 @register_model("cmta", display="CMTA", citation="Zhou & Chen, ICCV 2023")

@@ -68,7 +68,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmsurv.models.base import Batch, ModelOutput, SurvivalModel, attention_pool
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
+from mmsurv.models.layers import attention_pool
 from mmsurv.models.registry import register_model
 
 FINGERPRINT_ROWS = 64

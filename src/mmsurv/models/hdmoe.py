@@ -80,9 +80,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
-from mmsurv.models.layers import ClassTokenEncoder, use_adaptive_landmarks, xavier_init
+from mmsurv.models.layers import ClassTokenEncoder, snn_encoder, use_adaptive_landmarks, xavier_init
 from mmsurv.models.registry import register_model
-from mmsurv.models.snn import snn_encoder
 
 SEGMENTS = (1, 2, 4, 8, 16, 32, 64, 128)
 SEGMENTS2 = (1, 2, 4, 8, 16, 32, 64, 128, 256)

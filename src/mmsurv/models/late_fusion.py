@@ -87,8 +87,8 @@ import torch
 from torch import nn
 
 from mmsurv.models.base import SURVIVAL_TERM, Batch, ModelOutput, SurvivalModel, Target, require
+from mmsurv.models.layers import snn_encoder
 from mmsurv.models.registry import register_model
-from mmsurv.models.snn import snn_encoder
 
 FUSIONS = ("concat", "kronecker", "bilinear")
 

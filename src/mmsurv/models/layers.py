@@ -1,36 +1,115 @@
-"""Building blocks several models share (not a model module: the registry does not scan it)."""
+"""Building blocks several models share (as ``torchvision.ops``); not a model module.
+
+For model authors. Sections: initialisation (:func:`xavier_init`, :func:`lecun_normal_init`);
+MCAT's SNN blocks; attention MIL pooling (gated attention, MCAT's readout and transformer);
+Nyström attention (:func:`nystrom_attention`, the one pre-norm :class:`NystromBlock`, TransMIL's
+:class:`PPEG` and the class-token encoder of TransMIL, CMTA and HDMoE); micro-batches (MOTCat's
+trainer, reused by MoME and MMM). The registry does not scan this module.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from mmsurv.models.base import ModelOutput, Target
+from mmsurv.models.base import ModelOutput
+from mmsurv.models.survival import discrete_survival, mcat_risk
 
 LOGIT_CLAMP = 1e-7
 
 
-class PyramidPositionEncoding(nn.Module):
-    """TransMIL's PPEG: the identity plus depth-wise 7×7, 5×5 and 3×3 convolutions over the square
-    token grid; the class token (first) passes through unchanged."""
+# ---------------------------------------------------------------------------- initialisation
 
-    def __init__(self, dim: int):
+def xavier_init(module: nn.Module) -> None:
+    """Xavier-normal ``nn.Linear`` weights, zero biases; LayerNorm weight 1, bias 0. CMTA's
+    ``initialize_weights`` (HDMoE's network.py applies the same function) and PORPOISE's (which
+    touches Linear layers only: the same result, LayerNorm's defaults being 1 and 0). (MoME's code
+    never calls its copy of it, utils/utils.py, for the MoME model: MoME keeps PyTorch's default
+    initialisation.)"""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_normal_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.LayerNorm):
+            nn.init.ones_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+
+def lecun_normal_init(module: nn.Module) -> None:
+    """Every ``nn.Linear`` (exactly that type): weight ~ N(0, 1/fan_in), bias 0 (MCAT's ``init_max_weights``)."""
+    for layer in module.modules():
+        if type(layer) is nn.Linear:
+            nn.init.normal_(layer.weight, 0.0, 1.0 / math.sqrt(layer.weight.size(1)) if layer.weight.size(1) else 1.0)
+            nn.init.zeros_(layer.bias)
+
+
+# ---------------------------------------------------------------------------- SNN blocks (MCAT)
+
+SNN_ACTIVATIONS = {"elu": nn.ELU, "selu": nn.SELU}
+
+
+def snn_block(in_dim: int, out_dim: int, dropout: float = 0.25, activation: str = "elu") -> nn.Sequential:
+    """``Linear → ELU (or SELU) → AlphaDropout``: MCAT's ``SNN_Block``."""
+    if activation not in SNN_ACTIVATIONS:
+        raise ValueError(f"SNN activation must be one of {', '.join(SNN_ACTIVATIONS)}, got {activation!r}")
+    return nn.Sequential(nn.Linear(in_dim, out_dim), SNN_ACTIVATIONS[activation](), nn.AlphaDropout(p=dropout))
+
+
+def snn_encoder(in_dim: int, hidden, dropout: float = 0.25, activation: str = "elu") -> nn.Sequential:
+    """SNN blocks ``in_dim → hidden[0] → … → hidden[-1]``."""
+    dims = [in_dim, *hidden]
+    return nn.Sequential(*(snn_block(a, b, dropout, activation) for a, b in zip(dims[:-1], dims[1:])))
+
+
+# ---------------------------------------------------------------------------- attention pooling
+
+class GatedAttention(nn.Module):
+    """Gated attention scores (Ilse et al. 2018, eq. 9): w^T (tanh(V h) ⊙ sigmoid(U h)), one per row."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, dropout: float, n_outputs: int = 1):
         super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(dim, dim, k, 1, k // 2, groups=dim) for k in (7, 5, 3))
+        self.tanh_branch = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.Tanh(), nn.Dropout(dropout))
+        self.sigmoid_branch = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.Sigmoid(), nn.Dropout(dropout))
+        self.score = nn.Linear(hidden_dim, n_outputs)
 
-    def forward(self, x: torch.Tensor, side: int) -> torch.Tensor:
-        """``x``: B×(1 + side²)×dim, class token first."""
-        cls, grid = x[:, :1], x[:, 1:].transpose(1, 2).reshape(x.shape[0], x.shape[2], side, side)
-        grid = grid + sum(conv(grid) for conv in self.convs)
-        return torch.cat([cls, grid.flatten(2).transpose(1, 2)], dim=1)
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """N×in_dim → N×n_outputs unnormalised scores."""
+        return self.score(self.tanh_branch(h) * self.sigmoid_branch(h))
 
 
+def attention_pool(scores: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax over the N rows of ``scores`` (N×1) and the weighted sum of ``h`` (N×D) → (1×D, 1×N)."""
+    weights = torch.softmax(scores.transpose(0, 1), dim=1)
+    return weights @ h, weights
+
+
+class AttentionReadout(nn.Module):
+    """Gated attention pooling of a token set followed by MCAT's ``rho`` layer."""
+
+    def __init__(self, dim: int, dropout: float):
+        super().__init__()
+        self.attention = GatedAttention(dim, dim, dropout)
+        self.rho = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout))
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled, weights = attention_pool(self.attention(tokens), tokens)
+        return self.rho(pooled), weights
+
+
+def transformer(embed_dim: int, n_heads: int, ff_dim: int, dropout: float, n_layers: int) -> nn.TransformerEncoder:
+    """MCAT's token transformer: ``n_layers`` post-norm ``TransformerEncoderLayer``s (ReLU, batch first)."""
+    layer = nn.TransformerEncoderLayer(d_model=embed_dim, nhead=n_heads, dim_feedforward=ff_dim, dropout=dropout,
+                                       activation="relu", batch_first=True)
+    return nn.TransformerEncoder(layer, num_layers=n_layers, enable_nested_tensor=False)
+
+
+# ---------------------------------------------------------------------------- Nyström attention
 def nystrom_attention(dim: int, heads: int = 8, landmarks: int | None = None, pinv_iterations: int = 6,
                       dropout: float = 0.1, adaptive: bool = False) -> nn.Module:
     """``nystrom_attention.NystromAttention`` as TransMIL, CMTA, HDMoE and MoME build it: ``dim // heads``
@@ -76,59 +155,109 @@ def use_adaptive_landmarks(model: nn.Module, adaptive: bool) -> None:
 
 
 class NystromBlock(nn.Module):
-    """``x + NystromAttention(LayerNorm(x))``: TransMIL's ``TransLayer`` (no feed-forward), as CMTA and HDMoE reuse it."""
+    """The pre-norm Nyström block: ``x·ω + NystromAttention(norm(x))``, no feed-forward.
 
-    def __init__(self, dim: int, heads: int = 8, landmarks: int | None = None, dropout: float = 0.1):
+    TransMIL's ``TransLayer`` (ω = 1, LayerNorm; CMTA and HDMoE reuse it) and MoME's (``norm="rms"``
+    or ``"layer"`` and ``residual_scale`` ω = Admin's constant, kept as the buffer ``omega``). From
+    ``checkpoint_tokens`` tokens on (0: never) the attention is recomputed in the backward pass
+    instead of keeping its maps (``torch.utils.checkpoint``: same values and gradients, dropout
+    replayed). Checkpoints written when TransMIL named the attention ``attention`` still load."""
+
+    def __init__(self, dim: int, heads: int = 8, landmarks: int | None = None, pinv_iterations: int = 6,
+                 dropout: float = 0.1, *, adaptive: bool = False, checkpoint_tokens: int = 0, norm: str = "layer",
+                 residual_scale: float | None = None):
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        self.attn = nystrom_attention(dim, heads=heads, landmarks=landmarks, dropout=dropout)
+        if norm not in ("layer", "rms"):
+            raise ValueError(f"NystromBlock: norm must be 'layer' or 'rms', got {norm!r}")
+        self.norm = nn.LayerNorm(dim) if norm == "layer" else nn.RMSNorm(dim, eps=1e-6)
+        self.attn = nystrom_attention(dim, heads=heads, landmarks=landmarks, pinv_iterations=pinv_iterations,
+                                      dropout=dropout, adaptive=adaptive)
+        self.register_buffer("omega", None if residual_scale is None else torch.tensor([float(residual_scale)]))
+        self.checkpoint_tokens = checkpoint_tokens
+        self._register_load_state_dict_pre_hook(_rename_legacy_attention)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.attn(self.norm(x))
+        residual = x if self.omega is None else x * self.omega
+        if self.checkpoint_tokens and x.shape[1] >= self.checkpoint_tokens and torch.is_grad_enabled() and x.requires_grad:
+            return residual + checkpoint(self._attend, x, use_reentrant=False)
+        return residual + self._attend(x)
+
+    def _attend(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(self.norm(x))
+
+
+def _rename_legacy_attention(state_dict: dict, prefix: str, *args: Any) -> None:
+    """TransMIL's ``TransLayer`` named its attention ``attention`` (before the one shared block)."""
+    for key in [k for k in state_dict if k.startswith(prefix + "attention.")]:
+        state_dict[prefix + "attn." + key[len(prefix + "attention."):]] = state_dict.pop(key)
+
+
+class PPEG(nn.Module):
+    """TransMIL's pyramid position encoding: the identity plus depth-wise 7×7, 5×5 and 3×3
+    convolutions over the square token grid; the class token (first) passes through unchanged."""
+
+    def __init__(self, dim: int, kernels: tuple[int, ...] = (7, 5, 3)):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(dim, dim, k, 1, k // 2, groups=dim) for k in kernels)
+
+    def forward(self, x: torch.Tensor, side: int) -> torch.Tensor:
+        """``x``: B×(1 + side²)×C with the class token first."""
+        cls_token, tokens = x[:, :1], x[:, 1:]
+        b, n, c = tokens.shape
+        if n != side * side:
+            raise ValueError(f"PPEG: {n} tokens do not fill a {side}×{side} grid")
+        grid = tokens.transpose(1, 2).reshape(b, c, side, side)
+        grid = grid + sum(conv(grid) for conv in self.convs)
+        return torch.cat([cls_token, grid.flatten(2).transpose(1, 2)], dim=1)
+
+
+def pad_to_square(tokens: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """B×N×C → B×side²×C (side = ⌈√N⌉) by appending tokens 0, 1, … of the bag (cyclically), as TransMIL."""
+    n = tokens.shape[1]
+    side = max(1, math.ceil(math.sqrt(n)))
+    extra = side * side - n
+    if extra:
+        index = torch.arange(extra, device=tokens.device) % n
+        tokens = torch.cat([tokens, tokens[:, index]], dim=1)
+    return tokens, side
+
+
+def encode_with_class_token(tokens: torch.Tensor, cls_token: torch.Tensor, first: nn.Module, second: nn.Module,
+                            norm: nn.Module, ppeg: PPEG | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """TransMIL's encoder: class token + ``first`` block (+ PPEG over the square-padded token grid)
+    + ``second`` block + ``norm`` → (class token B×dim, token outputs). ``tokens``: B×N×dim."""
+    side = 0
+    if ppeg is not None:
+        tokens, side = pad_to_square(tokens)
+    h = torch.cat([cls_token.to(tokens.dtype).expand(tokens.shape[0], -1, -1), tokens], dim=1)
+    h = first(h)
+    if ppeg is not None:
+        h = ppeg(h, side)
+    h = norm(second(h))
+    return h[:, 0], h[:, 1:]
 
 
 class ClassTokenEncoder(nn.Module):
-    """CMTA's and HDMoE's token encoder: class token + Nyström block (+ PPEG over the square-padded token
-    grid, for a patch bag) + Nyström block + LayerNorm → (class token, token outputs)."""
+    """CMTA's and HDMoE's token encoder (:func:`encode_with_class_token` with a class token drawn
+    N(0, 1e-6²)): PPEG for a patch bag (``positional``), none for genomic tokens."""
 
     def __init__(self, dim: int, positional: bool):
         super().__init__()
         self.cls_token = nn.Parameter(torch.empty(1, 1, dim))
         nn.init.normal_(self.cls_token, std=1e-6)
         self.layer1 = NystromBlock(dim)
-        self.positional = PyramidPositionEncoding(dim) if positional else None
+        self.positional = PPEG(dim) if positional else None
         self.layer2 = NystromBlock(dim)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``tokens``: B×N×dim → class token B×dim and the token outputs."""
-        side = 0
-        if self.positional is not None:  # pad to a square by repeating the first rows (TransMIL)
-            side = math.ceil(math.sqrt(tokens.shape[1]))
-            tokens = torch.cat([tokens, tokens[:, :side * side - tokens.shape[1]]], dim=1)
-        h = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
-        h = self.layer1(h)
-        if self.positional is not None:
-            h = self.positional(h, side)
-        h = self.norm(self.layer2(h))
-        return h[:, 0], h[:, 1:]
+        return encode_with_class_token(tokens, self.cls_token, self.layer1, self.layer2, self.norm, self.positional)
 
 
-def xavier_init(module: nn.Module) -> None:
-    """CMTA's ``initialize_weights`` (HDMoE's network.py applies the same function): Xavier-normal
-    Linear weights, zero biases; LayerNorm weight 1, bias 0. (MoME's code never calls its copy of
-    it, utils/utils.py, for the MoME model: MoME keeps PyTorch's default initialisation.)"""
-    for layer in module.modules():
-        if isinstance(layer, nn.Linear):
-            nn.init.xavier_normal_(layer.weight)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
-        elif isinstance(layer, nn.LayerNorm):
-            nn.init.ones_(layer.weight)
-            nn.init.zeros_(layer.bias)
+# ---------------------------------------------------------------------------- micro-batches
 
-
-# Micro-batches: the training and validation loops of MOTCat's trainer/mb_trainer.py, which MoME's
+# The training and validation loops of MOTCat's trainer/mb_trainer.py, which MoME's
 # and MMM's releases reuse (``split_chunk_list``): a bag is shuffled and split into
 # ``N // size + 1`` near-equal chunks, the whole model runs on each chunk with the same genomic input,
 # the loss is the mean of the chunks' losses and the risk the mean of the chunks' −Σ_k S_k.
@@ -173,42 +302,22 @@ def run_micro_batches(chunk_forward: Callable[..., Any], path: torch.Tensor, siz
 
 def mean_chunk_risk(chunk_logits: torch.Tensor) -> torch.Tensor:
     """The mean over the C chunks (C×K logits) of MCAT's risk −Σ_k S_k, shape (1,)."""
-    return -torch.cumprod(torch.sigmoid(-chunk_logits), dim=1).sum(dim=1).mean().reshape(1)
+    return mcat_risk(discrete_survival(chunk_logits)).mean().reshape(1)
 
 
 def mean_curve_logits(chunk_logits: torch.Tensor) -> torch.Tensor:
     """1×K hazard logits whose survival curve is the mean of the C chunks' curves (C×K)."""
     if chunk_logits.shape[0] == 1:
         return chunk_logits
-    survival = torch.cumprod(torch.sigmoid(-chunk_logits), dim=1).mean(dim=0, keepdim=True)
+    survival = discrete_survival(chunk_logits).mean(dim=0, keepdim=True)
     before = torch.cat([survival.new_ones(1, 1), survival[:, :-1]], dim=1)
     hazard = (1 - survival / before.clamp_min(LOGIT_CLAMP)).clamp(LOGIT_CLAMP, 1 - LOGIT_CLAMP)
     return torch.logit(hazard)
 
 
-@dataclass
-class MicroBatchOutput(ModelOutput):
-    """A :class:`ModelOutput` that also carries each micro-batch's logits (C×K) for the loss."""
-
-    chunk_logits: torch.Tensor | None = None
-
-
-def micro_batch_output(chunk_logits: torch.Tensor, **fields: Any) -> MicroBatchOutput:
-    """The output of C chunks' logits (C×K): mean survival curve, mean risk, the chunks for the loss."""
-    return MicroBatchOutput(logits=mean_curve_logits(chunk_logits), risk_score=mean_chunk_risk(chunk_logits),
-                            chunk_logits=chunk_logits, **fields)
-
-
-def micro_batch_loss(base_loss: Callable[[ModelOutput, Target], dict[str, torch.Tensor]], output: ModelOutput,
-                     target: Target) -> dict[str, torch.Tensor]:
-    """A model's loss over micro-batches: ``base_loss`` (its base class's, MCAT's NLL) on the chunks of a
-    :class:`MicroBatchOutput` — the mean over chunks, the references' ``loss / cnt`` — plus ``output.aux``;
-    on any other output, ``base_loss`` itself. A model's ``loss`` returns
-    ``micro_batch_loss(super().loss, output, target)``."""
-    chunk_logits = getattr(output, "chunk_logits", None)
-    if chunk_logits is None:
-        return base_loss(output, target)
-    count = chunk_logits.shape[0]
-    chunks = ModelOutput(logits=chunk_logits, aux=output.aux)
-    return base_loss(chunks, Target(target.label.expand(count), target.censorship.expand(count),
-                                    target.time.expand(count)))
+def micro_batch_output(chunk_logits: torch.Tensor, **fields: Any) -> ModelOutput:
+    """The output of C chunks' logits (C×K): mean survival curve, mean risk, and the chunks, whose
+    mean NLL is the contract's default survival loss (:meth:`SurvivalModel.survival_loss`, the
+    references' ``loss / cnt``)."""
+    return ModelOutput(logits=mean_curve_logits(chunk_logits), risk_score=mean_chunk_risk(chunk_logits),
+                       chunk_logits=chunk_logits, **fields)

@@ -26,28 +26,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmsurv.models.base import Batch, GatedAttention, ModelOutput, SurvivalModel, attention_pool
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
+from mmsurv.models.layers import AttentionReadout, snn_encoder, transformer
 from mmsurv.models.registry import register_model
-from mmsurv.models.snn import snn_encoder
-
-
-def transformer(embed_dim: int, n_heads: int, ff_dim: int, dropout: float, n_layers: int) -> nn.TransformerEncoder:
-    layer = nn.TransformerEncoderLayer(d_model=embed_dim, nhead=n_heads, dim_feedforward=ff_dim, dropout=dropout,
-                                       activation="relu", batch_first=True)
-    return nn.TransformerEncoder(layer, num_layers=n_layers, enable_nested_tensor=False)
-
-
-class AttentionReadout(nn.Module):
-    """Gated attention pooling of a token set followed by MCAT's ``rho`` layer."""
-
-    def __init__(self, dim: int, dropout: float):
-        super().__init__()
-        self.attention = GatedAttention(dim, dim, dropout)
-        self.rho = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout))
-
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled, weights = attention_pool(self.attention(tokens), tokens)
-        return self.rho(pooled), weights
 
 
 @register_model("mcat", display="MCAT", citation="Chen et al., ICCV 2021")

@@ -103,16 +103,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmsurv.models.base import Batch, ModelOutput, SurvivalModel, Target
-from mmsurv.models.layers import (
-    MicroBatchOutput,
-    chunk_generator,
-    micro_batch_loss,
-    micro_batch_output,
-    run_micro_batches,
-)
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
+from mmsurv.models.layers import chunk_generator, micro_batch_output, run_micro_batches, snn_block
 from mmsurv.models.registry import register_model
-from mmsurv.models.snn import snn_block
 
 
 def sdl(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
@@ -297,7 +290,7 @@ class MMM(SurvivalModel):
         info = {f"gme1_{k}": v for k, v in info1.items()} | {f"gme2_{k}": v for k, v in info2.items()}
         return logits, balance1 + balance2, info
 
-    def forward(self, batch: Batch) -> MicroBatchOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         path = batch.one("path", "MMM")
         groups = batch.one_groups("MMM", len(self.omic_sdl))
         _, results = run_micro_batches(self.forward_chunk, path, self.bs_micro,
@@ -307,7 +300,3 @@ class MMM(SurvivalModel):
             aux["balance"] = self.balance_weight * torch.stack([balance for _, balance, _ in results]).mean()
         attention = {key: torch.stack([info[key] for _, _, info in results]) for key in results[0][2]}
         return micro_batch_output(torch.cat([logits for logits, _, _ in results]), aux=aux, attention=attention)
-
-    def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
-        """The mean over micro-batches of MCAT's NLL (the reference's ``loss / cnt``) plus ``output.aux``."""
-        return micro_batch_loss(super().loss, output, target)

@@ -51,14 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmsurv.models.base import Batch, ModelOutput, SurvivalModel, Target
-from mmsurv.models.layers import (
-    MicroBatchOutput,
-    chunk_generator,
-    micro_batch_loss,
-    micro_batch_output,
-    run_micro_batches,
-)
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
+from mmsurv.models.layers import chunk_generator, micro_batch_output, run_micro_batches
 from mmsurv.models.mmm import DAM, MMM, check_bs_micro, sdl, tile_tokens
 from mmsurv.models.registry import register_model
 
@@ -129,13 +123,9 @@ class MMMv1(SurvivalModel):
         mixed = F.normalize(x_img.t() @ x_gene, dim=0)
         return self.classifier(mixed.mean(dim=0)).unsqueeze(0)
 
-    def forward(self, batch: Batch) -> MicroBatchOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         path = batch.one("path", "MMM v1")
         groups = batch.one_groups("MMM v1", len(self.omic_sdl))
         _, chunk_logits = run_micro_batches(self.forward_chunk, path, self.bs_micro,
                                             chunk_generator(self.training, self.eval_seed), *groups)
         return micro_batch_output(torch.cat(chunk_logits))
-
-    def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
-        """The mean over micro-batches of MCAT's NLL (the reference's ``loss / cnt``) plus ``output.aux``."""
-        return micro_batch_loss(super().loss, output, target)

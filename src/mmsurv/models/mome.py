@@ -91,18 +91,17 @@ import math
 import torch
 from torch import nn
 
-from mmsurv.models.base import Batch, ModelOutput, SurvivalModel, Target
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
 from mmsurv.models.layers import (
-    MicroBatchOutput,
+    NystromBlock,
     chunk_generator,
     mean_chunk_risk,
-    micro_batch_loss,
-    nystrom_attention,
     run_micro_batches,
+    snn_block,
+    snn_encoder,
     use_adaptive_landmarks,
 )
 from mmsurv.models.registry import register_model
-from mmsurv.models.snn import snn_block, snn_encoder
 
 ROUTER_GRADS = ("straight_through", "none")
 EVAL_PERMUTATION_SEED = 0
@@ -113,23 +112,15 @@ def admin_omega(n_residual_layers: int) -> float:
     return math.sqrt((n_residual_layers + 1) / math.log(n_residual_layers + 1) - 1)
 
 
-class AdminNystromLayer(nn.Module):
-    """``x·ω + NystromAttention(norm(x))``: MoME's ``TransLayer`` (ω an Admin constant buffer)."""
-
-    def __init__(self, dim: int, norm: str = "layer", n_residual_layers: int = 8):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim) if norm == "layer" else nn.RMSNorm(dim, eps=1e-6)
-        self.attn = nystrom_attention(dim)
-        self.register_buffer("omega", torch.tensor([admin_omega(n_residual_layers)]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.omega + self.attn(self.norm(x))
+def admin_nystrom_block(dim: int, norm: str = "layer", n_residual_layers: int = 8) -> NystromBlock:
+    """MoME's ``TransLayer``: ``x·ω + NystromAttention(norm(x))``, ω Admin's constant (a buffer)."""
+    return NystromBlock(dim, norm=norm, residual_scale=admin_omega(n_residual_layers))
 
 
 class TransFusion(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
-        self.layer = AdminNystromLayer(dim, norm="rms")
+        self.layer = admin_nystrom_block(dim, norm="rms")
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         return self.layer(torch.cat([x1, x2], dim=1))[:, :x1.shape[1]]
@@ -139,8 +130,8 @@ class BottleneckTransFusion(nn.Module):
     def __init__(self, dim: int, n_bottlenecks: int, learnable: bool):
         super().__init__()
         self.unused_norm = nn.RMSNorm(dim, eps=1e-6)  # built, never called, as the reference (parameter count)
-        self.attn_x1 = AdminNystromLayer(dim)
-        self.attn_x2 = AdminNystromLayer(dim)
+        self.attn_x1 = admin_nystrom_block(dim)
+        self.attn_x2 = admin_nystrom_block(dim)
         tokens = torch.rand(1, n_bottlenecks, dim)
         if learnable:
             self.bottleneck = nn.Parameter(tokens)
@@ -229,7 +220,7 @@ class MoME(SurvivalModel):
         self.path_fc = nn.Sequential(nn.Linear(path_dim, dim), nn.ReLU(), nn.Dropout(dropout))
         self.path_layer1, self.omic_layer1, self.path_layer2, self.omic_layer2 = (
             MoMELayer(dim, n_bottlenecks, router_grad, learnable_tokens) for _ in range(4))
-        self.multimodal_layer = AdminNystromLayer(dim)
+        self.multimodal_layer = admin_nystrom_block(dim)
         cls = torch.rand(1, 1, dim)
         if learnable_tokens:
             self.cls_token = nn.Parameter(cls)
@@ -258,7 +249,7 @@ class MoME(SurvivalModel):
         logits = self.classifier(self.multimodal_layer(tokens)[:, 0])
         return logits, torch.tensor([e1, e2, e3, e4])
 
-    def forward(self, batch: Batch) -> MicroBatchOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         path = batch.one("path", "MoME")
         groups = batch.one_groups("MoME", len(self.omic_encoders))
         _, results = run_micro_batches(self.forward_chunk, path, self.bs_micro,
@@ -266,9 +257,5 @@ class MoME(SurvivalModel):
                                        recompute=self.checkpoint_chunks)
         chunk_logits = torch.cat([logits for logits, _ in results])  # chunks×K
         experts = torch.stack([chosen for _, chosen in results])
-        return MicroBatchOutput(logits=chunk_logits.mean(dim=0, keepdim=True), risk_score=mean_chunk_risk(chunk_logits),
-                                attention={"experts": experts}, chunk_logits=chunk_logits)
-
-    def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
-        """The mean over micro-batches of MCAT's NLL (the reference's ``loss / cnt``) plus ``output.aux``."""
-        return micro_batch_loss(super().loss, output, target)
+        return ModelOutput(logits=chunk_logits.mean(dim=0, keepdim=True), risk_score=mean_chunk_risk(chunk_logits),
+                           attention={"experts": experts}, chunk_logits=chunk_logits)

@@ -64,14 +64,8 @@ import warnings
 
 import torch
 
-from mmsurv.models.base import Batch, ModelOutput, Target
-from mmsurv.models.layers import (
-    MicroBatchOutput,
-    chunk_generator,
-    micro_batch_loss,
-    micro_batch_output,
-    run_micro_batches,
-)
+from mmsurv.models.base import Batch, ModelOutput
+from mmsurv.models.layers import chunk_generator, micro_batch_output, run_micro_batches
 from mmsurv.models.mcat import MCAT
 from mmsurv.models.registry import register_model
 
@@ -144,7 +138,7 @@ class MOTCat(MCAT):
         logits = self.classifier(self.fusion(torch.cat([path_vec, omic_vec], dim=1)))
         return logits, {"coattn": plan.T, "path": path_weights, "omic": omic_weights}
 
-    def forward(self, batch: Batch) -> MicroBatchOutput:
+    def forward(self, batch: Batch) -> ModelOutput:
         path = batch.one("path", "MOTCat")
         groups = batch.one_groups("MOTCat", len(self.omic_encoders))
         chunks, results = run_micro_batches(self.chunk_forward, path, self.bs_micro,
@@ -156,7 +150,3 @@ class MOTCat(MCAT):
         attention = {"coattn": coattn, "path": torch.stack([maps["path"].detach() for _, maps in results]),
                      "omic": torch.stack([maps["omic"].detach() for _, maps in results])}
         return micro_batch_output(chunk_logits, attention=attention)
-
-    def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
-        """The mean over micro-batches of MCAT's NLL (the reference's ``loss / cnt``) plus ``output.aux``."""
-        return micro_batch_loss(super().loss, output, target)

@@ -67,13 +67,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmsurv.models.base import (
-    Batch,
-    GatedAttention,
-    ModelOutput,
-    SurvivalModel,
-    attention_pool,
-)
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
+from mmsurv.models.layers import GatedAttention, attention_pool
 from mmsurv.models.registry import register_model
 
 GRAPH_CACHE_ENTRIES = 1 << 25  # neighbour entries (int32) kept across cached slides

@@ -26,16 +26,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from mmsurv.models.base import Batch, GatedAttention, ModelOutput, SurvivalModel, attention_pool
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
+from mmsurv.models.layers import GatedAttention, attention_pool, xavier_init
 from mmsurv.models.registry import register_model
-
-
-def xavier_init(module: nn.Module) -> None:
-    """Every ``nn.Linear``: Xavier-normal weight, zero bias (PORPOISE's ``initialize_weights``)."""
-    for layer in module.modules():
-        if isinstance(layer, nn.Linear):
-            nn.init.xavier_normal_(layer.weight)
-            nn.init.zeros_(layer.bias)
 
 
 @register_model("porpoise_amil", display="PORPOISE AMIL", citation="Chen et al., Cancer Cell 2022")

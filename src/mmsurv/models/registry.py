@@ -35,12 +35,23 @@ import inspect
 import os
 import pkgutil
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mmsurv.models import catalog
-from mmsurv.models.base import SurvivalModel
-from mmsurv.models.catalog import NOT_MODEL_MODULES, PLUGINS_VARIABLE, SIZE_ARGUMENTS, DescribesModel, ResolvedModel
+from mmsurv.models.catalog import (
+    NOT_MODEL_MODULES,
+    PLUGINS_VARIABLE,
+    SIZE_ARGUMENTS,
+    Catalog,
+    NotStatic,
+    ResolvedModel,
+)
+from mmsurv.models.inputs import DescribesModel
+
+if TYPE_CHECKING:  # the contract (torch) is imported when a model registers, not with the registry
+    from mmsurv.models.base import SurvivalModel
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,8 @@ def register_model(name: str, model_class: type[SurvivalModel] | None = None, *,
     with the fold's sizes and the overrides as keyword arguments. As a builder decorator
     (``@register_model("x", ModelClass)`` on ``def build(inputs, **params)``), the builder does it.
     """
+
+    from mmsurv.models.base import SurvivalModel
 
     def decorate(target):
         if isinstance(target, type) and issubclass(target, SurvivalModel):
@@ -186,6 +199,17 @@ def build_model(name: str, inputs: ModelInputs, params: dict | None = None) -> S
         raise ValueError(f"model {name!r}: unknown parameter(s) {', '.join(unknown)} "
                          f"(accepted: {', '.join(f'{k}={v!r}' for k, v in accepted.items())})")
     return spec.builder(inputs, **params)
+
+
+def known_models(plugins: Iterable[str | os.PathLike] = ()) -> Catalog:
+    """Every registered model (and those of ``plugins``): read from source when every file says
+    everything (no torch: the workflow's parse-time checks), else from the imported modules."""
+    try:
+        return catalog.read_catalog(plugins)
+    except (NotStatic, SyntaxError, OSError) as reason:
+        load_plugins(plugins)
+        discover()
+        return Catalog({name: model_spec(name) for name in available_models()}, static=False, reason=str(reason))
 
 
 def resolve_model(name: str, models_config: Mapping | None = None) -> ResolvedModel:

@@ -16,36 +16,11 @@ equal ours (tests/models/golden/snn.json, MCAT@b9cca63).
 
 from __future__ import annotations
 
-import math
-
 from torch import nn
 
 from mmsurv.models.base import Batch, ModelOutput, SurvivalModel, require
+from mmsurv.models.layers import lecun_normal_init, snn_encoder
 from mmsurv.models.registry import register_model
-
-ACTIVATIONS = {"elu": nn.ELU, "selu": nn.SELU}
-
-
-def snn_block(in_dim: int, out_dim: int, dropout: float = 0.25, activation: str = "elu") -> nn.Sequential:
-    """``Linear → ELU (or SELU) → AlphaDropout``: MCAT's ``SNN_Block``."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"SNN activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
-    return nn.Sequential(nn.Linear(in_dim, out_dim), ACTIVATIONS[activation](), nn.AlphaDropout(p=dropout))
-
-
-def snn_encoder(in_dim: int, hidden, dropout: float = 0.25, activation: str = "elu") -> nn.Sequential:
-    """Blocks ``in_dim → hidden[0] → … → hidden[-1]``."""
-    dims = [in_dim, *hidden]
-    return nn.Sequential(*(snn_block(a, b, dropout, activation) for a, b in zip(dims[:-1], dims[1:])))
-
-
-def lecun_normal_init(module: nn.Module) -> None:
-    """Every ``nn.Linear``: weight ~ N(0, 1/fan_in), bias 0 (MCAT's ``init_max_weights``)."""
-    for layer in module.modules():
-        if type(layer) is nn.Linear:
-            nn.init.normal_(layer.weight, 0.0, 1.0 / math.sqrt(layer.weight.size(1)) if layer.weight.size(1) else 1.0)
-            nn.init.zeros_(layer.bias)
-
 
 @register_model("snn", display="SNN", citation="Klambauer et al., NeurIPS 2017 (MCAT's SNN, Chen et al., ICCV 2021)")
 class SNN(SurvivalModel):

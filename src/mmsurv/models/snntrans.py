@@ -36,9 +36,8 @@ import torch
 from torch import nn
 
 from mmsurv.models.base import Batch, ModelOutput, SurvivalModel, require
-from mmsurv.models.mcat import AttentionReadout, transformer
+from mmsurv.models.layers import AttentionReadout, snn_encoder, transformer
 from mmsurv.models.registry import register_model
-from mmsurv.models.snn import snn_encoder
 
 
 @register_model("snntrans", display="SNNTrans", citation="SurvMamba's SNNTrans baseline (Chen et al., 2024)")

@@ -83,8 +83,8 @@ import torch
 from torch import nn
 
 from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
+from mmsurv.models.layers import snn_encoder
 from mmsurv.models.registry import register_model
-from mmsurv.models.snn import snn_encoder
 
 log = logging.getLogger(__name__)
 

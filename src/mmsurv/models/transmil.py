@@ -67,66 +67,12 @@ under 8 GB on CPU at the price of one more attention forward per layer.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
-from mmsurv.models.layers import nystrom_attention
+from mmsurv.models.layers import PPEG, NystromBlock, encode_with_class_token
 from mmsurv.models.registry import register_model
-
-
-class TransLayer(nn.Module):
-    """Pre-norm Nyström self-attention with a residual connection (no feed-forward, as the paper)."""
-
-    def __init__(self, dim: int, heads: int, landmarks: int, pinv_iterations: int, dropout: float,
-                 adaptive_landmarks: bool = False, checkpoint_tokens: int = 0):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        self.attention = nystrom_attention(dim, heads=heads, landmarks=landmarks, pinv_iterations=pinv_iterations,
-                                           dropout=dropout, adaptive=adaptive_landmarks)
-        self.checkpoint_tokens = checkpoint_tokens
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[1]
-        if self.checkpoint_tokens and n >= self.checkpoint_tokens and torch.is_grad_enabled() and x.requires_grad:
-            # Recompute the attention in the backward pass instead of keeping its N×landmarks maps.
-            return x + checkpoint(self._attend, x, use_reentrant=False)
-        return x + self._attend(x)
-
-    def _attend(self, x: torch.Tensor) -> torch.Tensor:
-        return self.attention(self.norm(x))
-
-
-class PPEG(nn.Module):
-    """Pyramid position encoding: identity + depthwise 7×7, 5×5 and 3×3 convolutions on the token grid."""
-
-    def __init__(self, dim: int, kernels: tuple[int, ...] = (7, 5, 3)):
-        super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(dim, dim, k, padding=k // 2, groups=dim) for k in kernels)
-
-    def forward(self, x: torch.Tensor, side: int) -> torch.Tensor:
-        """``x``: B×(1 + side²)×C with the class token first; the class token is passed through."""
-        cls_token, tokens = x[:, :1], x[:, 1:]
-        b, n, c = tokens.shape
-        if n != side * side:
-            raise ValueError(f"PPEG: {n} tokens do not fill a {side}×{side} grid")
-        grid = tokens.transpose(1, 2).reshape(b, c, side, side)
-        out = grid + sum(conv(grid) for conv in self.convs)
-        return torch.cat([cls_token, out.flatten(2).transpose(1, 2)], dim=1)
-
-
-def pad_to_square(tokens: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """B×N×C → B×side²×C (side = ⌈√N⌉) by appending tokens 0, 1, … of the bag (cyclically)."""
-    n = tokens.shape[1]
-    side = max(1, math.ceil(math.sqrt(n)))
-    extra = side * side - n
-    if extra:
-        index = torch.arange(extra, device=tokens.device) % n
-        tokens = torch.cat([tokens, tokens[:, index]], dim=1)
-    return tokens, side
 
 
 @register_model("transmil", display="TransMIL", citation="Shao et al., NeurIPS 2021")
@@ -146,16 +92,16 @@ class TransMIL(SurvivalModel):
         landmarks = landmarks or dim // 2
         self.fc = nn.Sequential(nn.Linear(path_dim, dim), nn.ReLU())
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
-        layer = (dim, heads, landmarks, pinv_iterations, attn_dropout, adaptive_landmarks, checkpoint_tokens)
-        self.layer1 = TransLayer(*layer)
+        layer = {"heads": heads, "landmarks": landmarks, "pinv_iterations": pinv_iterations, "dropout": attn_dropout,
+                 "adaptive": adaptive_landmarks, "checkpoint_tokens": checkpoint_tokens}
+        self.layer1 = NystromBlock(dim, **layer)
         self.ppeg = PPEG(dim)
-        self.layer2 = TransLayer(*layer)
+        self.layer2 = NystromBlock(dim, **layer)
         self.norm = nn.LayerNorm(dim)
         self.classifier = nn.Linear(dim, n_bins)
 
     def forward(self, batch: Batch) -> ModelOutput:
         path = batch.one("path", "TransMIL")
-        tokens, side = pad_to_square(self.fc(path).unsqueeze(0))
-        x = torch.cat([self.cls_token.to(tokens.dtype), tokens], dim=1)
-        x = self.layer2(self.ppeg(self.layer1(x), side))
-        return ModelOutput(logits=self.classifier(self.norm(x)[:, 0]))
+        cls, _ = encode_with_class_token(self.fc(path).unsqueeze(0), self.cls_token, self.layer1, self.layer2,
+                                         self.norm, self.ppeg)
+        return ModelOutput(logits=self.classifier(cls))

@@ -52,11 +52,12 @@ from torch import nn
 from mmsurv.data.dataset import PatientSample, SurvivalDataset, epoch_order
 from mmsurv.data.inputs import collate
 from mmsurv.models.base import SURVIVAL_TERM, Batch, SurvivalModel, Target
+from mmsurv.models.survival import discrete_survival, mcat_risk
 from mmsurv.train.loss import cox_ph_loss
 from mmsurv.train.metrics import concordance
 from mmsurv.train.optim import make_optimizer, make_scheduler, steps_per_epoch
 from mmsurv.train.resume import ResumeCheckpoint, StopSignals, rng_states, set_rng_states
-from mmsurv.train.settings import TrainConfig  # noqa: F401 (TrainConfig re-exported)
+from mmsurv.train.settings import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +91,10 @@ class FitResult:
     epoch_seconds: list[float] = field(default_factory=list)
 
 
-def make_batch(samples: list[PatientSample], device: torch.device) -> tuple[Batch, Target]:
-    """Collated inputs and labels of ``samples`` on ``device``."""
+def make_batch(samples: list[PatientSample], device: torch.device, alpha: float = 0.0) -> tuple[Batch, Target]:
+    """Collated inputs and labels of ``samples`` on ``device``; ``alpha``: the NLL's α (``training.alpha``)."""
     batch, target = collate(samples)
+    target.alpha = alpha
     return batch.to(device), target.to(device)
 
 
@@ -132,7 +134,7 @@ def train_epoch(model: SurvivalModel, dataset: SurvivalDataset, optimizer: torch
     batches = chunks(order, config.batch_size)
     for position, indices in enumerate(batches, start=1):
         samples = [dataset[index] for index in indices]
-        batch, target = make_batch(samples, device)
+        batch, target = make_batch(samples, device, config.alpha)
         output = model(batch)
         terms = model.loss(output, target)
         risk = output.risk
@@ -203,19 +205,21 @@ def _close_window(window: list, config: TrainConfig, terms_total: dict[str, floa
 
 
 @torch.no_grad()
-def evaluate(model: SurvivalModel, dataset: SurvivalDataset, device: torch.device, batch_size: int = 1) -> EvalResult:
-    """Survival curves, the model's risks (float64), mean summed loss terms and c-index over ``dataset``."""
+def evaluate(model: SurvivalModel, dataset: SurvivalDataset, device: torch.device, batch_size: int = 1,
+             alpha: float = 0.0) -> EvalResult:
+    """Survival curves, the model's risks (float64), mean summed loss terms (the NLL with ``alpha``,
+    ``training.alpha`` as in training) and c-index over ``dataset``."""
     model.eval()
     curves, risks, times, censorships, labels = [], [], [], [], []
     loss_sum = 0.0
     for indices in chunks(list(range(len(dataset))), batch_size):
         samples = [dataset[index] for index in indices]
-        batch, target = make_batch(samples, device)
+        batch, target = make_batch(samples, device, alpha)
         output = model(batch)
-        survival = torch.cumprod(torch.sigmoid(-output.logits.double()), dim=1)
+        survival = discrete_survival(output.logits.double())
         curves.append(survival.cpu().numpy())
         own = output.risk_score
-        risks.append((-survival.sum(dim=1) if own is None else own.reshape(-1).double()).cpu().numpy())
+        risks.append((mcat_risk(survival) if own is None else own.reshape(-1).double()).cpu().numpy())
         loss_sum += float(sum(model.loss(output, target).values())) * len(samples)
         times += [sample.time for sample in samples]
         censorships += [sample.censorship for sample in samples]
@@ -263,7 +267,6 @@ def fit(model: SurvivalModel, train: SurvivalDataset, val: SurvivalDataset, conf
     ``stop`` (a signal handler) ends the run with ``TrainingInterrupted`` after the epoch's save.
     """
     device = next(model.parameters()).device
-    model.nll_alpha = config.alpha
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch(len(train), config))
     step_scheduler = scheduler if config.scheduler_interval == "step" else None
@@ -294,17 +297,18 @@ def fit(model: SurvivalModel, train: SurvivalDataset, val: SurvivalDataset, conf
         seconds = time.perf_counter() - started
         if scheduler is not None and step_scheduler is None:
             scheduler.step()
-        val_result = evaluate(model, val, device, config.batch_size)
+        val_result = evaluate(model, val, device, config.batch_size, config.alpha)
         record.update(val_loss=val_result.loss, val_cindex=val_result.cindex)
         monitored = val_result
         if holdout is not None:
-            monitored = evaluate(model, holdout, device, config.batch_size)
+            monitored = evaluate(model, holdout, device, config.batch_size, config.alpha)
             record.update(holdout_loss=monitored.loss, holdout_cindex=monitored.cindex)
         record["seconds"] = seconds
         if selector.update(epoch, monitored):
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
             best_eval = val_result
         record["best_epoch"] = selector.best_epoch
+        model.on_epoch_end(record)
         history.append(record)
         log.info("epoch %d/%d: train loss %.4f c-index %.4f | val loss %.4f c-index %.4f%s (%.1f s)",
                  epoch, config.epochs, record["train_loss"], record["train_cindex"], val_result.loss,

@@ -10,11 +10,6 @@ import numpy as np
 from sksurv.metrics import concordance_index_censored
 
 
-def risk_from_survival(survival: np.ndarray) -> np.ndarray:
-    """MCAT's risk score: minus the sum of the survival curve over the bins (rows = patients)."""
-    return -np.asarray(survival, dtype="float64").sum(axis=1)
-
-
 def concordance(time, censorship, risk) -> float:
     """Harrell's C of ``risk``; NaN when no pair is comparable (e.g. every patient censored)."""
     time = np.asarray(time, dtype="float64")

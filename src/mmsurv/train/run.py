@@ -57,7 +57,8 @@ from mmsurv.data.pathways import pathway_groups, read_gene_sets
 from mmsurv.data.splits import read_split, restrict_to_cohort, split_file
 from mmsurv.data.survival import fit_bin_edges, write_bin_edges
 from mmsurv.io import atomic_path, write_json, write_tsv
-from mmsurv.models.base import SurvivalModel, group_kind, n_params
+from mmsurv.models.base import SurvivalModel, n_params
+from mmsurv.models.inputs import group_kind
 from mmsurv.models.registry import ModelInputs, ResolvedModel, build_model
 from mmsurv.train.loop import EvalResult, FitResult, fit
 from mmsurv.train.settings import (CONFIG_SECTIONS, DATA_DEFAULTS, DEFAULT_SEED,  # noqa: F401
