@@ -26,6 +26,7 @@ COMMANDS = {  # command → (module whose register() adds it, help line)
     "fetch": ("mmsurv.fetch.cli", "bring a cohort's slides into the run folder"),
     "features": ("mmsurv.features.cli", "patch feature extraction"),
     "wsi": ("mmsurv.wsi.cli", "whole-slide image processing"),
+    "pathways": ("mmsurv.data.cli", "pathway gene sets: coverage in a cohort table, SurvMamba's process hierarchy"),
     "train": ("mmsurv.train.cli", "train one survival model on one fold"),
     "report": ("mmsurv.report.cli", "tables, Kaplan-Meier curves and figures from trained folds"),
 }

@@ -11,7 +11,7 @@ import yaml
 from mmsurv.data.pathways import read_gene_sets
 from mmsurv.models import Batch, ModelInputs, build_model, n_params
 from mmsurv.models.registry import resolve_model
-from mmsurv.models.survmamba import (DEFAULT_HIERARCHY, BiMamba, InteractionFusionMamba, build_hierarchy,
+from mmsurv.models.survmamba import (DEFAULT_HIERARCHY, BiMamba, InteractionFusionMamba,
                                      function_processes, linear_scan, read_hierarchy, region_groups, selective_scan,
                                      selective_scan_reference)
 from mmsurv.resources import default_pathways
@@ -169,15 +169,6 @@ def test_bimamba_padding_never_reaches_real_tokens_and_backward_direction_sees_t
         assert not torch.allclose(layer(changed)[0, 0], layer(long)[0, 0])  # token 0 sees the last token
         forward_only = BiMamba(8, d_state=4, bidirectional=False).eval()
         assert torch.allclose(forward_only(changed)[0, :-1], forward_only(long)[0, :-1])
-
-
-def test_shipped_hierarchy_is_the_deterministic_overlap_grouping():
-    rows = build_hierarchy(read_gene_sets(default_pathways()), 42)
-    with open(DEFAULT_HIERARCHY, newline="") as handle:
-        shipped = [(row["process"], row["function"]) for row in csv.DictReader(handle)]
-    assert rows == shipped
-    mapping = read_hierarchy(DEFAULT_HIERARCHY)
-    assert len(mapping) == 331 and len(set(mapping.values())) == 42
 
 
 def test_processes_from_names_index_fallback_and_user_csv(tmp_path):

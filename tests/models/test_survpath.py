@@ -10,7 +10,7 @@ import mmsurv
 from mmsurv.data.pathways import read_gene_sets
 
 from mmsurv.models import ModelInputs, build_model, n_params
-from mmsurv.models.survpath import PathwayPatchAttention, attention_mask, pathway_coverage
+from mmsurv.models.survpath import PathwayPatchAttention, attention_mask
 
 BLCA_GROUPS = [94, 334, 521, 468, 1496, 479]
 
@@ -79,16 +79,6 @@ def test_never_builds_an_n_by_n_matrix():
         output = model(batch)
     assert largest[0] == 3000 * 2  # the N×P patch → pathway block, nothing of N×N
     assert output.attention["patch_pathway"].shape == (3000, 2)
-
-
-def test_pathway_coverage_reports_present_genes():
-    columns = ["case_id", "A_rnaseq", "B_rnaseq", "C_cnv", "D_rnaseq"]
-    frame = pathway_coverage(columns, {"p1": ["A", "B", "X"], "p2": ["C"], "p3": ["D"]})
-    rows = frame.set_index("pathway")
-    assert rows.loc["p1", "n_present"] == 2 and rows.loc["p1", "n_genes"] == 3
-    assert rows.loc["p2", "n_present"] == 0  # only _rnaseq by default, as the grouping
-    assert rows.loc["p3", "coverage"] == 1.0
-    assert list(frame.pathway) == ["p3", "p1", "p2"]
 
 
 def test_defaults_are_the_papers():

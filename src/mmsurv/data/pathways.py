@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -57,3 +58,17 @@ def pathway_groups(columns, gene_sets: dict[str, list[str]], suffixes=DEFAULT_SU
     if not groups:
         raise CohortError(f"pathway groups: no pathway has {min_size}+ of its genes (suffixes {', '.join(suffixes)}) in the table")
     return groups
+
+
+def pathway_coverage(columns, gene_sets: dict[str, list[str]], suffixes: Sequence[str] = ("_rnaseq",)):
+    """Each pathway's coverage in a cohort table: a DataFrame ``pathway, n_genes, n_present, coverage``.
+
+    ``n_present`` counts the genes of the set with at least one ``GENE + suffix`` column in the
+    table (the grouping rule of :func:`mmsurv.data.pathways.pathway_groups`); sorted by coverage."""
+    available = set(genomic_columns(columns))
+    rows = []
+    for name, genes in gene_sets.items():
+        present = sum(any(gene + suffix in available for suffix in suffixes) for gene in genes)
+        rows.append({"pathway": name, "n_genes": len(genes), "n_present": present,
+                     "coverage": present / len(genes) if genes else 0.0})
+    return pd.DataFrame(rows).sort_values(["coverage", "pathway"], ascending=[False, True]).reset_index(drop=True)

@@ -32,7 +32,7 @@ below are ours and say so.
   processes cannot be shipped. *Processes*: by default the versioned resource
   ``resources/hierarchy/combine_signatures_processes.v1.csv`` (SurvPath's 331 pathways in 42
   processes, the paper's process count, built deterministically by gene overlap with
-  :func:`build_hierarchy`; see its README). ``hierarchy`` may name a user's two-level CSV
+  :func:`mmsurv.data.hierarchy.build_hierarchy`, ``mmsurv pathways hierarchy``; see its README). ``hierarchy`` may name a user's two-level CSV
   (columns ``process,function``) or ``"index"``. Functions the hierarchy does not list (and every
   function when the model is built without ``group_names``) are grouped **by index**: consecutive
   runs of functions in group order, ``ceil(sqrt(F'))`` processes of near-equal size for the F'
@@ -137,7 +137,6 @@ a narrower model or of part of it; this is a guess, the paper does not say.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import functools
 import logging
@@ -650,58 +649,6 @@ def function_processes(group_names: list[str], n_functions: int, hierarchy: str)
     return result
 
 
-def build_hierarchy(gene_sets: dict[str, list[str]], n_processes: int = 42) -> list[tuple[str, str]]:
-    """(process, function) rows: functions grouped by gene overlap, deterministically.
-
-    Average-linkage agglomeration on the Jaccard similarity of the gene sets, merging at each step the
-    most similar pair whose merged size stays within ceil(1.5·F/K) (balanced processes; if no pair fits, the two
-    smallest merge), ties broken by the smaller merged size, then the lowest (file-order) indices,
-    until K processes remain. Processes are ordered by their first
-    function in file order and named ``Pkk_<member most similar to the others>``."""
-    names = list(gene_sets)
-    sets = [set(gene_sets[name]) for name in names]
-    count = len(names)
-    n_processes = max(1, min(n_processes, count))
-    cap = -(-3 * count // (2 * n_processes))
-    jaccard = np.zeros((count, count))
-    for i in range(count):
-        for j in range(i + 1, count):
-            union = len(sets[i] | sets[j])
-            jaccard[i, j] = jaccard[j, i] = len(sets[i] & sets[j]) / union if union else 0.0
-    clusters = [[i] for i in range(count)]
-    sums = jaccard.copy()
-    while len(clusters) > n_processes:
-        sizes = np.array([len(c) for c in clusters], dtype=float)
-        average = sums / np.outer(sizes, sizes)
-        combined = np.add.outer(sizes, sizes)
-        allowed = np.triu(combined <= cap, k=1)
-        if not allowed.any():  # nothing fits under the cap: merge the two smallest
-            allowed = np.triu(combined == np.triu(combined, k=1)[np.triu(np.ones_like(allowed), k=1)].min(), k=1)
-        average = np.where(allowed, average, -np.inf)
-        best = average >= average.max() - 1e-12  # ties: the smallest merged process, then file order
-        size_of_best = np.where(best, combined, np.inf)
-        i, j = np.unravel_index(int(np.argmin(size_of_best)), average.shape)
-        clusters[i] = sorted(clusters[i] + clusters[j])
-        sums[i] += sums[j]
-        sums[:, i] += sums[:, j]
-        sums = np.delete(np.delete(sums, j, axis=0), j, axis=1)
-        del clusters[j]
-    clusters.sort(key=min)
-    rows = []
-    for k, members in enumerate(clusters, start=1):
-        within = jaccard[np.ix_(members, members)].sum(axis=1)
-        representative = names[members[int(np.argmax(within))]]
-        rows += [(f"P{k:02d}_{representative}", names[m]) for m in members]
-    return rows
-
-
-def write_hierarchy(rows: list[tuple[str, str]], path: str | os.PathLike) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["process", "function"])
-        writer.writerows(rows)
-
-
 # --------------------------------------------------------------------------------------------
 # The model
 # --------------------------------------------------------------------------------------------
@@ -860,24 +807,3 @@ class SurvMamba(SurvivalModel):
         else:
             h = fused["fine"]
         return ModelOutput(logits=self.classifier(h))
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m mmsurv.models.survmamba hierarchy GENE_SETS.csv OUT.csv [--processes 42]``."""
-    parser = argparse.ArgumentParser(prog="python -m mmsurv.models.survmamba",
-                                     description="Build SurvMamba's two-level function→process hierarchy")
-    sub = parser.add_subparsers(dest="command", required=True)
-    build = sub.add_parser("hierarchy", help="group the pathways of a gene-set CSV into processes by gene overlap")
-    build.add_argument("gene_sets")
-    build.add_argument("out")
-    build.add_argument("--processes", type=int, default=42)
-    args = parser.parse_args(argv)
-    from mmsurv.data.pathways import read_gene_sets
-
-    rows = build_hierarchy(read_gene_sets(args.gene_sets), args.processes)
-    write_hierarchy(rows, args.out)
-    print(f"{args.out}: {len(rows)} functions in {len({p for p, _ in rows})} processes")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

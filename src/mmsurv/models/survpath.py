@@ -46,7 +46,7 @@ per gene present and by 66,048 per pathway token.
 are only partly measured and some not at all. The data layer drops pathways with fewer than
 ``data.pathway_min_size`` present columns (default 1: only empty ones) and logs the count
 (:mod:`mmsurv.data.pathways`); the model logs its token sizes at build time, and
-:func:`pathway_coverage` (``python -m mmsurv.models.survpath --table T --pathways P``) reports
+:func:`mmsurv.data.pathways.pathway_coverage` (``mmsurv pathways coverage --table T --pathways P``) reports
 each pathway's coverage (genes present / genes in the set). SurvPath's own code keeps every pathway
 of its tables (the authors selected pathways with > 90 % of their genes measured in their Xena
 tables, README). Recommendation for MCAT-style tables: ``pathway_min_size: 5``. On TCGA-BLCA's
@@ -187,51 +187,3 @@ def log_token_sizes(group_sizes: Sequence[int], group_names: Sequence[str]) -> N
     for index, size in enumerate(group_sizes):
         name = group_names[index] if index < len(group_names) else f"pathway_{index}"
         log.debug("SurvPath token %s: %d gene column(s)", name, size)
-
-
-def pathway_coverage(columns, gene_sets: dict[str, list[str]], suffixes: Sequence[str] = ("_rnaseq",)):
-    """Each pathway's coverage in a cohort table: a DataFrame ``pathway, n_genes, n_present, coverage``.
-
-    ``n_present`` counts the genes of the set with at least one ``GENE + suffix`` column in the
-    table (the grouping rule of :func:`mmsurv.data.pathways.pathway_groups`); sorted by coverage."""
-    import pandas as pd
-
-    from mmsurv.data.cohort import genomic_columns
-
-    available = set(genomic_columns(columns))
-    rows = []
-    for name, genes in gene_sets.items():
-        present = sum(any(gene + suffix in available for suffix in suffixes) for gene in genes)
-        rows.append({"pathway": name, "n_genes": len(genes), "n_present": present,
-                     "coverage": present / len(genes) if genes else 0.0})
-    return pd.DataFrame(rows).sort_values(["coverage", "pathway"], ascending=[False, True]).reset_index(drop=True)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Print pathway coverage of a cohort table and what a minimum size would drop."""
-    import argparse
-
-    from mmsurv.data.cohort import read_cohort_table
-    from mmsurv.data.pathways import read_gene_sets
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--table", required=True)
-    parser.add_argument("--pathways", required=True)
-    parser.add_argument("--suffixes", default="_rnaseq", help="comma-separated column suffixes (default _rnaseq)")
-    parser.add_argument("--min-sizes", default="1,5,10", help="minimum sizes to summarise (default 1,5,10)")
-    parser.add_argument("--out", help="write the per-pathway table here (TSV)")
-    args = parser.parse_args(argv)
-    table = read_cohort_table(args.table)
-    frame = pathway_coverage(table.genomics.columns, read_gene_sets(args.pathways), tuple(args.suffixes.split(",")))
-    if args.out:
-        frame.to_csv(args.out, sep="\t", index=False)
-    print(f"{len(frame)} pathways; genes present per pathway: median {frame.n_present.median():.0f}, "
-          f"coverage median {frame.coverage.median():.2f}")
-    for min_size in (int(value) for value in args.min_sizes.split(",")):
-        kept = frame[frame.n_present >= min_size]
-        print(f"pathway_min_size {min_size}: keeps {len(kept)} pathways ({int(kept.n_present.sum())} gene slots), "
-              f"drops {len(frame) - len(kept)}")
-
-
-if __name__ == "__main__":
-    main()

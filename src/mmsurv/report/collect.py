@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mmsurv.models.inputs import modality_rank
+
 VARIANTS = ("last", "best")
 PREDICTION_FILES = {"last": "predictions.tsv", "best": "predictions_best.tsv"}
 PREDICTION_COLUMNS = ("case_id", "risk", "time", "event")
-MODALITY_ORDER = {"omic": 0, "path": 1, "multimodal": 2}
 _FOLD_DIR = re.compile(r"^fold(\d+)$")
 
 
@@ -144,7 +145,7 @@ def discover_models(results_dir: Path, cohorts: Iterable[str]) -> list[str]:
             folds = _fold_dirs(model_dir)
             if folds:
                 found.setdefault(model_dir.name, _read_metrics(folds[min(folds)] / "metrics.json").get("modality", ""))
-    return sorted(found, key=lambda name: (MODALITY_ORDER.get(found[name], 9), name))
+    return sorted(found, key=lambda name: (modality_rank(found[name]), name))
 
 
 def _load_model_folds(root: Path, cohort: str, model: str, folds: int | None) -> list[FoldResult]:
@@ -226,7 +227,6 @@ def display_model(model: str) -> str:
     return _DISPLAY_NAMES.get(model) or model.upper()
 
 
-MODALITY_LABELS = {"omic": "Genomic", "path": "WSI", "multimodal": "WSI + Genomic"}
 
 
 def finite_or_nan(value) -> float:

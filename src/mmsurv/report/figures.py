@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mmsurv.io import atomic_path
+from mmsurv.models.inputs import MODALITIES
 from mmsurv.report.collect import display_cohort, display_model
 from mmsurv.report.km import RiskStratification, format_pvalue, km_curve, numbers_at_risk
 
@@ -181,7 +182,7 @@ def bubble_figure(points: pd.DataFrame, *, reference_bag_size: int, variant: str
         ax.text(0.5, 0.5, "no model with both FLOPs and c-index", ha="center", va="center", transform=ax.transAxes)
         return figure
     scale = MAX_BUBBLE_AREA / float(points["params"].max())
-    colors = {"omic": "#2ca02c", "path": "#9467bd", "multimodal": "#ff7f0e"}
+    colors = {key: modality.colour for key, modality in MODALITIES.items()}
     for model, row in points.iterrows():
         ax.scatter(row["flops"], row["cindex"], s=row["params"] * scale, color=colors.get(row["modality"], "0.5"),
                    alpha=0.55, edgecolor="black", lw=0.8, zorder=3)
@@ -193,7 +194,7 @@ def bubble_figure(points: pd.DataFrame, *, reference_bag_size: int, variant: str
     ax.tick_params(labelsize=BASE_FONT - 1)
     ax.grid(True, which="major", lw=0.4, alpha=0.5)
     ax.set_title("c-index vs compute (marker area ∝ parameters)", fontsize=BASE_FONT + 1)
-    _bubble_legends(figure, ax, points, scale, colors)
+    _bubble_legends(figure, ax, points, scale)
     return figure
 
 
@@ -233,7 +234,7 @@ def _pad_limits(ax, points: pd.DataFrame) -> None:
     ax.set_ylim(y_low - pad, y_high + pad)
 
 
-def _bubble_legends(figure: Figure, ax, points: pd.DataFrame, scale: float, colors: dict) -> None:
+def _bubble_legends(figure: Figure, ax, points: pd.DataFrame, scale: float) -> None:
     """Bubble-size key (true marker areas, stacked without overlap) and the modality legend, right of the plot."""
     box = (0.78, 0.42, 0.2, 0.46)
     key = figure.add_axes(box)
@@ -254,9 +255,9 @@ def _bubble_legends(figure: Figure, ax, points: pd.DataFrame, scale: float, colo
         key.text(x_center + (max(radii) + 6) / width_pt, y / height_pt, _short_count(value), fontsize=BASE_FONT - 1,
                  ha="left", va="center")
         y -= radius + 6
-    modality_handles = [ax.scatter([], [], s=60, color=colors[m], alpha=0.55, edgecolor="black", label=label)
-                        for m, label in (("omic", "Genomic"), ("path", "WSI"), ("multimodal", "WSI + Genomic"))
-                        if m in set(points["modality"])]
+    modality_handles = [ax.scatter([], [], s=60, color=modality.colour, alpha=0.55, edgecolor="black",
+                                   label=modality.paper_label)
+                        for key, modality in MODALITIES.items() if key in set(points["modality"])]
     ax.legend(handles=modality_handles, loc="lower left", bbox_to_anchor=(1.02, 0.0), fontsize=BASE_FONT - 1,
               title="Modality", title_fontsize=BASE_FONT - 1, frameon=False, alignment="left")
 

@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from mmsurv.io import atomic_path, atomic_write_text
-from mmsurv.report.collect import MODALITY_LABELS, ResultSet, display_cohort, display_model
+from mmsurv.models.inputs import MODALITIES
+from mmsurv.report.collect import ResultSet, display_cohort, display_model
 
 DECIMALS = 3
 DEFAULT_DDOF = 0  # MCAT: np.std over the 5 folds
@@ -144,7 +145,8 @@ def _cells(summary: CindexSummary, model: str) -> list[tuple[str, str | None]]:
 
 
 def _model_label(summary: CindexSummary, model: str) -> str:
-    modality = MODALITY_LABELS.get(summary.modalities.get(model, ""), "")
+    known = MODALITIES.get(summary.modalities.get(model, ""))
+    modality = known.paper_label if known else ""
     return f"{display_model(model)} ({modality})" if modality else display_model(model)
 
 
