@@ -134,9 +134,11 @@ def test_slide_embedding_is_abmil_without_its_head():
         assert torch.allclose(abmil.classifier(embedding), abmil(Batch.single(path=bag)).logits, atol=1e-6)
 
 
-def test_backbone_must_be_a_pathology_model():
+def test_backbone_must_be_a_pathology_model_naming_its_embedding_head():
     with pytest.raises(ValueError, match="must be a pathology model"):
         build_backbone("snn", path_dim=32, n_bins=4, dropout=0.25)
+    with pytest.raises(ValueError, match="names no embedding_head"):
+        build_backbone("patch_gcn", path_dim=32, n_bins=4, dropout=0.25)
     with pytest.raises(ValueError, match="fusion must be one of"):
         build_model("abmil_cat", TINY, {"fusion": "sum"})
 
@@ -154,10 +156,12 @@ def test_every_late_fusion_row_has_its_backbone_registered():
     from mmsurv.models.registry import model_spec
 
     for name in available_models():
-        cls = model_spec(name).model_class
-        if issubclass(cls, LateFusion):
-            assert cls.backbone_name in available_models(), name
-            assert name.startswith(cls.backbone_name) and name.endswith(("_cat", "_kp")) or name == "porpoise_mmf"
+        spec = model_spec(name)
+        if issubclass(spec.model_class, LateFusion):
+            backbone = spec.parameters()["backbone"]
+            assert backbone in available_models(), name
+            assert name.startswith(backbone) and name.endswith(("_cat", "_kp")) or name == "porpoise_mmf"
+            assert spec.parameters()["fusion"] == ("concat" if name.endswith("_cat") else "bilinear"), name
 
 
 def test_backbone_label_terms_join_the_loss():

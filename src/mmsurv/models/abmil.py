@@ -27,6 +27,7 @@ class ABMIL(SurvivalModel):
     """Gated-attention MIL survival model (MCAT's AttnMIL, WSI only)."""
 
     inputs = ("path",)
+    embedding_head = "classifier"
 
     def __init__(self, *, path_dim: int = 1024, n_bins: int = 4, hidden_dim: int = 512, attention_dim: int = 256,
                  out_dim: int = 256, dropout: float = 0.25, **sizes):

@@ -38,6 +38,17 @@ the name ``surv`` (:data:`SURVIVAL_TERM`) plus every term of ``output.aux``. Wit
 ``training.loss: cox`` the loop replaces the ``surv`` term by the Cox partial likelihood of each
 accumulation window and keeps the others.
 
+**Epochs.** ``on_epoch_end(record)`` is called by the loop after each epoch's validation with the
+epoch's record; a model whose training depends on the epoch (CancerMoE's score refresh) keeps its
+state there (and in ``get_extra_state`` so checkpoints carry it). The loop never sets attributes of
+a model: the NLL's α travels in the :class:`Target`.
+
+**Late fusion.** A pathology model may serve as the WSI branch of the late-fusion models
+(:mod:`mmsurv.models.late_fusion`) when it names, in ``embedding_head``, the ``nn.Linear`` that
+maps its B×d slide embedding to its logits: :meth:`SurvivalModel.drop_head` replaces that layer by
+the identity (its ``forward`` then returns the embedding as ``logits``) and returns d
+(:meth:`embedding_dim`, by default the head's input size).
+
 **Paper defaults.** ``defaults = {"data": {...}, "training": {...}}`` states the paper's data and
 training settings (grouping, patch cap, optimiser, lr, weight decay, epochs, batch, …); the run
 resolves package defaults < model defaults < the config's ``train.data``/``train.training`` <
@@ -185,6 +196,7 @@ class SurvivalModel(nn.Module):
     inputs: ClassVar[tuple[str, ...]] = ("omic",)
     batchable: ClassVar[bool] = False
     defaults: ClassVar[dict[str, dict]] = {}
+    embedding_head: ClassVar[str | None] = None  # the Linear reading the slide embedding (late fusion)
 
     def __init__(self, *, n_bins: int = 4, path_dim: int = 0, omic_dim: int = 0,
                  group_sizes: list[int] | None = None, group_names: list[str] | None = None):
@@ -218,6 +230,20 @@ class SurvivalModel(nn.Module):
             return nll_logits_loss(output.chunk_logits, target.label.expand(count), target.censorship.expand(count),
                                    alpha=target.alpha)
         return nll_surv_loss(output.hazards, output.survival, target.label, target.censorship, alpha=target.alpha)
+
+    def drop_head(self) -> int:
+        """Replace the ``embedding_head`` layer by the identity (``forward``'s logits become the B×d
+        slide embedding) and return d: what a late fusion reads. An error for a model without one."""
+        head = getattr(self, self.embedding_head, None) if self.embedding_head else None
+        if not isinstance(head, nn.Linear):
+            raise ValueError(f"{type(self).__name__} names no embedding_head (an nn.Linear reading its slide "
+                             "embedding): it cannot be a late-fusion backbone")
+        setattr(self, self.embedding_head, nn.Identity())
+        return self.embedding_dim(head)
+
+    def embedding_dim(self, head: nn.Linear) -> int:
+        """The size of the slide embedding ``head`` read: its input size (CLAM-MB: one vector per bin)."""
+        return head.in_features
 
     def on_epoch_end(self, record: dict) -> None:
         """Called by the loop once per epoch, after the epoch's validation (and after the best state

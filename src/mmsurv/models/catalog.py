@@ -176,7 +176,8 @@ class SourceIndex:
             for name, keywords in registrations:
                 entries.append(ModelEntry(
                     name=name, inputs=tuple(attributes["inputs"]), batchable=bool(attributes["batchable"]),
-                    defaults_literal=dict(attributes["defaults"] or {}), parameter_defaults=dict(parameters),
+                    defaults_literal=dict(attributes["defaults"] or {}),
+                    parameter_defaults={**parameters, **(keywords.get("params") or {})},
                     display_name=keywords.get("display") or name,
                     citation=keywords.get("citation") or (doc[0] if doc else ""), source=str(source.path)))
         return entries
@@ -244,19 +245,18 @@ def model_sources(path: str | os.PathLike, backbone_source: Callable[[str], str 
     """A model's source file and, transitively, the model modules it imports (``layers``, another
     model's blocks), without the modules shared by every model (:data:`SHARED_MODULES`): the files
     whose edit changes this model's numbers and no other model's (the train rules' inputs).
-    ``backbone_source(name)`` finds the file of a model a class names as ``backbone_name = "..."``
-    (late fusion), followed the same way."""
+    ``backbone_source(name)`` finds the file of a model named as a ``backbone`` (late fusion: a
+    registration's ``params={"backbone": ...}`` or a ``backbone="..."`` keyword default), followed
+    the same way."""
     first = Path(path).resolve()
     found, queue = [first], [first]
     while queue:
         tree = ast.parse(queue.pop().read_text())
         for node in ast.walk(tree):
             names = []
-            if backbone_source is not None and isinstance(node, (ast.Assign, ast.AnnAssign)):
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                if (any(getattr(t, "id", None) == "backbone_name" for t in targets)
-                        and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
-                    other = Path(backbone_source(node.value.value)).resolve()
+            if backbone_source is not None:
+                for backbone in _backbones(node):
+                    other = Path(backbone_source(backbone)).resolve()
                     if other not in found:
                         found.append(other)
                         queue.append(other)
@@ -273,6 +273,21 @@ def model_sources(path: str | os.PathLike, backbone_source: Callable[[str], str 
                     found.append(module)
                     queue.append(module)
     return found
+
+
+def _backbones(node: ast.AST) -> list[str]:
+    """Model names a node gives as ``backbone``: a ``{"backbone": "..."}`` literal or a keyword default."""
+    if isinstance(node, ast.Dict):
+        return [v.value for k, v in zip(node.keys, node.values)
+                if isinstance(k, ast.Constant) and k.value == "backbone"
+                and isinstance(v, ast.Constant) and isinstance(v.value, str)]
+    if isinstance(node, ast.arguments):
+        positional = node.posonlyargs + node.args
+        pairs = [*zip(positional[len(positional) - len(node.defaults):], node.defaults),
+                 *zip(node.kwonlyargs, node.kw_defaults)]
+        return [default.value for argument, default in pairs if argument.arg == "backbone"
+                and isinstance(default, ast.Constant) and isinstance(default.value, str)]
+    return []
 
 
 @dataclass

@@ -37,10 +37,10 @@ class CLAMMB(CLAMBase):
     display = "CLAM-MB"
     branches_per_bin = True
 
-    @property
-    def headless_embedding_dim(self) -> int:
-        """Size of the slide embedding a late fusion reads once the bag classifiers are removed."""
-        return self.classifier_in_features * self.n_bins
+    def embedding_dim(self, head: nn.Linear) -> int:
+        """The slide embedding a late fusion reads once the bag classifiers are removed: one pooled
+        vector per bin, flattened (n_bins · hidden)."""
+        return head.in_features * self.n_bins
 
     def bag_logits(self, pooled: torch.Tensor) -> torch.Tensor:
         """``pooled``: n_bins × hidden (one slide vector per bin) → 1 × n_bins; without the bag

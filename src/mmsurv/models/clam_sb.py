@@ -105,6 +105,7 @@ class CLAMBase(SurvivalModel):
     """Shared CLAM pieces: patch embedding, gated attention with ``branches`` outputs, instance loss."""
 
     inputs = ("path",)
+    embedding_head = "classifier"
     defaults = {"training": {"lr": 1e-4, "weight_decay": 1e-5}}
     branches_per_bin = False
     display = "CLAM"

@@ -54,9 +54,8 @@ The other KP rows (no reference code): ``transmil_kp`` 4,027,348 (``kronecker``:
 ``clam_mb_kp`` 2,296,272 (``kronecker``: 2,148,752); their gates read the wider slide embeddings.
 
 **Other backbones.** :class:`LateFusion` takes any registered pathology model as ``backbone``:
-the model is built with the fold's ``path_dim`` and ``n_bins`` and its head removed (see
-:func:`slide_embedding`, the one adapter to adjust when a backbone's slide embedding lives
-elsewhere); the backbone's attention maps and auxiliary terms are passed on, and when it overrides
+the model is built with the fold's ``path_dim`` and ``n_bins`` and its head removed (the model
+contract's ``embedding_head`` / ``drop_head``, :mod:`mmsurv.models.base`); the backbone's attention maps and auxiliary terms are passed on, and when it overrides
 ``loss`` (label-dependent terms such as CLAM's instance loss) its terms other than the survival NLL
 join the late-fusion loss. Registered: ``abmil_cat``, ``abmil_kp``, ``clam_mb_cat``, ``clam_mb_kp``,
 ``transmil_cat``, ``transmil_kp``.
@@ -157,24 +156,16 @@ def concat_fusion(in_dim: int = 512, out_dim: int = 256) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, out_dim), nn.ReLU(), nn.Linear(out_dim, out_dim), nn.ReLU())
 
 
-# --- the backbone adapter (the one place to adjust when a backbone exposes its embedding differently) ---
-
-HEAD_NAMES = ("classifier",)
-
-
 def build_backbone(name: str, *, path_dim: int, n_bins: int, dropout: float,
                    backbone_params: dict | None = None) -> tuple[SurvivalModel, int]:
     """The registered pathology model ``name`` without its head, and the size of its slide embedding.
 
-    ADAPTER (adjust at merge if needed). Convention: a backbone either defines
-    ``embed(batch) -> (B×d embedding, attention dict)`` and ``embed_dim``, or ends with one
-    ``nn.Linear`` named ``classifier`` applied to its pooled slide embedding (ABMIL, TransMIL's usual
-    layout). In the second case the head is replaced by ``nn.Identity`` (so its parameters are not
-    counted and its forward's ``logits`` are the embedding) and the embedding size is the backbone's
-    ``headless_embedding_dim`` when it has one (CLAM-MB: one pooled vector per bin, flattened), else
-    the head's ``in_features``. ``dropout`` is passed when the backbone accepts it, and
-    ``backbone_params`` (the backbone's own hyper-parameters, e.g. TransMIL's ``adaptive_landmarks``)
-    always; an unknown one is an error naming it.
+    By the model contract (:meth:`SurvivalModel.drop_head`): the backbone names the ``nn.Linear``
+    that reads its slide embedding (``embedding_head``); it is replaced by the identity, so its
+    parameters are not counted and the backbone's ``logits`` are the embedding (its attention maps
+    and auxiliary terms come with it). ``dropout`` is passed when the backbone accepts it, and
+    ``backbone_params`` (the backbone's own hyper-parameters, e.g. TransMIL's
+    ``adaptive_landmarks``) always; an unknown one is an error naming it.
     """
     from mmsurv.models.registry import model_spec
 
@@ -187,29 +178,8 @@ def build_backbone(name: str, *, path_dim: int, n_bins: int, dropout: float,
         raise ValueError(f"late fusion: backbone {name!r} has no parameter(s) {', '.join(unknown)} "
                          f"(accepted: {', '.join(spec.parameters())})")
     params.update(backbone_params or {})
-    backbone = spec.model_class(path_dim=path_dim, n_bins=n_bins, **params)
-    if hasattr(backbone, "embed") and hasattr(backbone, "embed_dim"):
-        return backbone, int(backbone.embed_dim)
-    for head_name in HEAD_NAMES:
-        head = getattr(backbone, head_name, None)
-        if isinstance(head, nn.Linear):
-            setattr(backbone, head_name, nn.Identity())
-            return backbone, int(getattr(backbone, "headless_embedding_dim", head.in_features))
-    raise ValueError(f"late fusion: backbone {name!r} has neither embed()/embed_dim nor a Linear head named "
-                     f"{' or '.join(HEAD_NAMES)}; adapt mmsurv.models.late_fusion.build_backbone")
-
-
-def slide_embedding(backbone: SurvivalModel, batch: Batch) -> tuple[torch.Tensor, ModelOutput | None]:
-    """(B×d slide embedding, the headless backbone's output or None) — ADAPTER.
-
-    The backbone's output carries its attention maps and auxiliary terms; when the backbone
-    overrides ``loss`` (terms that need the label, e.g. an instance-clustering loss), those terms are
-    added to the late-fusion loss (:meth:`LateFusion.loss`)."""
-    if hasattr(backbone, "embed"):
-        embedding, attention = backbone.embed(batch)
-        return embedding, ModelOutput(logits=embedding, attention=attention)
-    output = backbone(batch)
-    return output.logits, output
+    backbone = spec.model_class(path_dim=path_dim, n_bins=n_bins, **{**spec.preset, **params})
+    return backbone, backbone.drop_head()
 
 
 @dataclass
@@ -219,24 +189,36 @@ class LateFusionOutput(ModelOutput):
     path_output: ModelOutput | None = None
 
 
+@register_model("abmil_cat", display="ABMIL (Cat)", params={"backbone": "abmil", "fusion": "concat"},
+                citation="Ilse et al., ICML 2018; Chen et al., ICCV 2021 (MCAT's late-fusion baselines)")
+@register_model("abmil_kp", display="ABMIL (KP)", params={"backbone": "abmil", "fusion": "bilinear"},
+                citation="Ilse et al., ICML 2018; Chen et al., IEEE TMI 2020 (Pathomic Fusion's Kronecker fusion)")
+@register_model("transmil_cat", display="TransMIL (Cat)", params={"backbone": "transmil", "fusion": "concat"},
+                citation="Shao et al., NeurIPS 2021; Chen et al., ICCV 2021 (MCAT's late-fusion baselines)")
+@register_model("transmil_kp", display="TransMIL (KP)", params={"backbone": "transmil", "fusion": "bilinear"},
+                citation="Shao et al., NeurIPS 2021; Chen et al., IEEE TMI 2020 (Pathomic Fusion's Kronecker fusion)")
+@register_model("clam_mb_cat", display="CLAM-MB (Cat)", params={"backbone": "clam_mb", "fusion": "concat"},
+                citation="Lu et al., Nat. Biomed. Eng. 2021; Chen et al., ICCV 2021 (MCAT's late-fusion baselines)")
+@register_model("clam_mb_kp", display="CLAM-MB (KP)", params={"backbone": "clam_mb", "fusion": "bilinear"},
+                citation="Lu et al., Nat. Biomed. Eng. 2021; Chen et al., IEEE TMI 2020 (Pathomic Fusion's Kronecker fusion)")
 class LateFusion(SurvivalModel):
     """Late fusion of a pathology backbone's slide embedding and an SNN genomic embedding.
 
-    Subclasses fix ``backbone`` (a registered pathology model) and ``fusion`` (the default of the
-    ``fusion`` argument); see the module docstring for the architecture and sizes.
+    One class, one registered row per (``backbone``, ``fusion``) above: each registration is a
+    preset of these two parameters, read by the source catalog like any literal. ``backbone`` is a
+    registered pathology model naming its ``embedding_head`` (the contract); see the module
+    docstring for the architecture and sizes.
     """
 
-    backbone_name: ClassVar[str] = "abmil"
-    default_fusion: ClassVar[str] = "concat"
     fusion_encoder_dropout: ClassVar[bool] = True  # MCAT's BilinearFusion (PORPOISE's has none)
     inputs = ("path", "omic")
 
-    def __init__(self, *, omic_dim: int, path_dim: int = 1024, n_bins: int = 4, fusion: str | None = None,
+    def __init__(self, *, omic_dim: int, path_dim: int = 1024, n_bins: int = 4, backbone: str = "abmil",
+                 fusion: str = "concat",
                  embed_dim: int = 256, omic_hidden: tuple[int, ...] = (256, 256), kp_dim: int | None = 32,
                  gate_path: bool | None = None, gate_omic: bool | None = None, skip: bool = False,
                  dropinput: float = 0.0, dropout: float = 0.25, backbone_params: dict | None = None, **sizes):
         super().__init__(n_bins=n_bins, path_dim=path_dim, omic_dim=omic_dim, **sizes)
-        fusion = fusion or self.default_fusion
         if fusion not in FUSIONS:
             raise ValueError(f"late fusion: fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
         if omic_dim < 1:
@@ -244,7 +226,8 @@ class LateFusion(SurvivalModel):
         omic_hidden = list(omic_hidden)
         self.fusion_kind = fusion
         self.dropinput = nn.Dropout(dropinput) if dropinput else None
-        self.path_branch, path_out = build_backbone(self.backbone_name, path_dim=path_dim, n_bins=n_bins,
+        self.backbone = backbone
+        self.path_branch, path_out = build_backbone(backbone, path_dim=path_dim, n_bins=n_bins,
                                                     dropout=dropout, backbone_params=backbone_params)
         self.omic_branch = snn_encoder(omic_dim, omic_hidden, 0.25)
         if fusion == "concat":
@@ -263,7 +246,8 @@ class LateFusion(SurvivalModel):
         if self.dropinput is not None:
             path = require(batch.path, "path", type(self).__name__)
             batch = Batch(values={**batch.values, "path": self.dropinput(path)}, mask=batch.mask, size=batch.size)
-        h_path, path_output = slide_embedding(self.path_branch, batch)
+        path_output = self.path_branch(batch)
+        h_path = path_output.logits  # the headless backbone's slide embedding
         h_omic = self.omic_branch(omic)
         if self.fusion_kind == "concat":
             return self.fusion(torch.cat([h_path, h_omic], dim=1)), path_output
@@ -282,60 +266,3 @@ class LateFusion(SurvivalModel):
             extra = self.path_branch.loss(path_output, target)
             terms.update({k: v for k, v in extra.items() if k != SURVIVAL_TERM and k not in terms})
         return terms
-
-
-# One registered class per (backbone, fusion): each is one row of the tables. Written out (not
-# generated) so the model catalog can read them from source without importing torch.
-@register_model("abmil_cat", display="ABMIL (Cat)",
-                citation="Ilse et al., ICML 2018; Chen et al., ICCV 2021 (MCAT's late-fusion baselines)")
-class ABMILCat(LateFusion):
-    """Late fusion of ABMIL and an SNN, concatenation."""
-
-    backbone_name = "abmil"
-    default_fusion = "concat"
-
-
-@register_model("abmil_kp", display="ABMIL (KP)",
-                citation="Ilse et al., ICML 2018; Chen et al., IEEE TMI 2020 (Pathomic Fusion's Kronecker fusion)")
-class ABMILKP(LateFusion):
-    """Late fusion of ABMIL and an SNN, MCAT's gated Kronecker product (``fusion="kronecker"``: ungated)."""
-
-    backbone_name = "abmil"
-    default_fusion = "bilinear"
-
-
-@register_model("transmil_cat", display="TransMIL (Cat)",
-                citation="Shao et al., NeurIPS 2021; Chen et al., ICCV 2021 (MCAT's late-fusion baselines)")
-class TransMILCat(LateFusion):
-    """Late fusion of TransMIL's class token and an SNN, concatenation."""
-
-    backbone_name = "transmil"
-    default_fusion = "concat"
-
-
-
-@register_model("transmil_kp", display="TransMIL (KP)",
-                citation="Shao et al., NeurIPS 2021; Chen et al., IEEE TMI 2020 (Pathomic Fusion's Kronecker fusion)")
-class TransMILKP(LateFusion):
-    """Late fusion of TransMIL's class token and an SNN, MCAT's gated Kronecker product."""
-
-    backbone_name = "transmil"
-    default_fusion = "bilinear"
-
-
-@register_model("clam_mb_cat", display="CLAM-MB (Cat)",
-                citation="Lu et al., Nat. Biomed. Eng. 2021; Chen et al., ICCV 2021 (MCAT's late-fusion baselines)")
-class CLAMMBCat(LateFusion):
-    """Late fusion of CLAM-MB's per-bin slide vectors and an SNN, concatenation."""
-
-    backbone_name = "clam_mb"
-    default_fusion = "concat"
-
-
-@register_model("clam_mb_kp", display="CLAM-MB (KP)",
-                citation="Lu et al., Nat. Biomed. Eng. 2021; Chen et al., IEEE TMI 2020 (Pathomic Fusion's Kronecker fusion)")
-class CLAMMBKP(LateFusion):
-    """Late fusion of CLAM-MB's per-bin slide vectors and an SNN, MCAT's gated Kronecker product."""
-
-    backbone_name = "clam_mb"
-    default_fusion = "bilinear"

@@ -48,13 +48,12 @@ from mmsurv.models.registry import register_model
 class PorpoiseMMF(LateFusion):
     """PORPOISE's multimodal fusion model: ABMIL + SNN + gated bilinear fusion with skip connections."""
 
-    backbone_name = "abmil"
-    default_fusion = "bilinear"
     fusion_encoder_dropout = False  # PORPOISE's BilinearFusion: no dropout after its encoders
     defaults = {"training": {"l1_reg": 1e-5, "l1_modules": ["omic_branch", "fusion"]}}
 
-    def __init__(self, *, omic_dim: int, path_dim: int = 1024, n_bins: int = 4, fusion: str = "bilinear",
-                 gate_path: bool = True, gate_omic: bool = True, skip: bool = True, dropinput: float = 0.1,
-                 kp_dim: int | None = 32, dropout: float = 0.25, **sizes):
-        super().__init__(omic_dim=omic_dim, path_dim=path_dim, n_bins=n_bins, fusion=fusion, gate_path=gate_path,
-                         gate_omic=gate_omic, skip=skip, dropinput=dropinput, kp_dim=kp_dim, dropout=dropout, **sizes)
+    def __init__(self, *, omic_dim: int, path_dim: int = 1024, n_bins: int = 4, backbone: str = "abmil",
+                 fusion: str = "bilinear", gate_path: bool = True, gate_omic: bool = True, skip: bool = True,
+                 dropinput: float = 0.1, kp_dim: int | None = 32, dropout: float = 0.25, **sizes):
+        super().__init__(omic_dim=omic_dim, path_dim=path_dim, n_bins=n_bins, backbone=backbone, fusion=fusion,
+                         gate_path=gate_path, gate_omic=gate_omic, skip=skip, dropinput=dropinput, kp_dim=kp_dim,
+                         dropout=dropout, **sizes)

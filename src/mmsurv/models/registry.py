@@ -78,6 +78,7 @@ class ModelSpec(DescribesModel):
     model_class: type[SurvivalModel]
     display_name: str = ""
     citation: str = ""
+    preset: dict = field(default_factory=dict)  # the registration's own parameter values (register_model params=)
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -95,8 +96,9 @@ class ModelSpec(DescribesModel):
         """Overridable hyper-parameters and their defaults (the class's keyword arguments)."""
         fixed = {"self", *SIZE_ARGUMENTS}
         signature = inspect.signature(self.model_class.__init__)
-        return {name: p.default for name, p in signature.parameters.items()
-                if name not in fixed and p.default is not p.empty}
+        defaults = {name: p.default for name, p in signature.parameters.items()
+                    if name not in fixed and p.default is not p.empty}
+        return {**defaults, **self.preset}
 
 
 _MODELS: dict[str, ModelSpec] = {}
@@ -104,12 +106,15 @@ _DISCOVERED = False
 
 
 def register_model(name: str, model_class: type[SurvivalModel] | None = None, *, display: str | None = None,
-                   citation: str = ""):
+                   citation: str = "", params: Mapping | None = None):
     """Register a model under ``name``.
 
     As a class decorator (``@register_model("x", display=..., citation=...)``), the class is built
     with the fold's sizes and the overrides as keyword arguments. As a builder decorator
     (``@register_model("x", ModelClass)`` on ``def build(inputs, **params)``), the builder does it.
+    ``params`` (literal values of the class's keyword arguments) makes the registration a preset:
+    one class may be registered under several names, each a table row of its own with its own
+    parameter defaults (the late-fusion rows: one class, a backbone and a fusion per name).
     """
 
     from mmsurv.models.base import SurvivalModel
@@ -121,11 +126,11 @@ def register_model(name: str, model_class: type[SurvivalModel] | None = None, *,
             if model_class is None:
                 raise TypeError(f"register_model({name!r}): a builder function needs the model class")
             cls, builder = model_class, target
-        if name in _MODELS and _MODELS[name].model_class is not cls:
+        if name in _MODELS and (_MODELS[name].model_class is not cls or _MODELS[name].preset != dict(params or {})):
             raise ValueError(f"model {name!r} is already registered (by {_MODELS[name].model_class.__module__})")
         doc = (cls.__doc__ or "").strip().splitlines()
         _MODELS[name] = ModelSpec(name=name, builder=builder, model_class=cls, display_name=display or name,
-                                  citation=citation or (doc[0] if doc else ""))
+                                  citation=citation or (doc[0] if doc else ""), preset=dict(params or {}))
         return target
 
     return decorate
@@ -198,7 +203,7 @@ def build_model(name: str, inputs: ModelInputs, params: dict | None = None) -> S
     if unknown:
         raise ValueError(f"model {name!r}: unknown parameter(s) {', '.join(unknown)} "
                          f"(accepted: {', '.join(f'{k}={v!r}' for k, v in accepted.items())})")
-    return spec.builder(inputs, **params)
+    return spec.builder(inputs, **{**spec.preset, **params})
 
 
 def known_models(plugins: Iterable[str | os.PathLike] = ()) -> Catalog:

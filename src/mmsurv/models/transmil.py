@@ -80,6 +80,7 @@ class TransMIL(SurvivalModel):
     """Nyström-attention transformer with PPEG over a patient's patch bag (WSI only)."""
 
     inputs = ("path",)
+    embedding_head = "classifier"
     defaults = {"training": {"optimizer": "radam", "lr": 2e-4, "weight_decay": 1e-5, "decoupled_weight_decay": True,
                              "no_decay_1d": True, "lookahead": True, "lookahead_k": 6, "lookahead_alpha": 0.5,
                              "grad_accum": 2, "epochs": 200, "holdout_fraction": 0.2, "early_stopping_patience": 10,
