@@ -20,7 +20,6 @@ import argparse
 import os
 import sys
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd

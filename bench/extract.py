@@ -164,7 +164,7 @@ def setup(option: Option, slide_path: Path, patches: Path, cache: Path):
     from mmsurv.features import ExtractSettings
     from mmsurv.features.dataset import read_patch_coords
     from mmsurv.features.encoders import build_encoder
-    from mmsurv.features.extract import plan_extraction
+    from mmsurv.features.plan import plan_extraction
 
     settings = ExtractSettings(weights="none", compile_cache_dir=str(cache), device="cpu", **option.extract_kwargs())
     coords = read_patch_coords(patches, slide_name=SLIDE_NAME)
@@ -174,7 +174,7 @@ def setup(option: Option, slide_path: Path, patches: Path, cache: Path):
 
 def build_package(option: Option, slide_path: Path, patches: Path, cache: Path) -> dict:
     """Compile the option's graph (AOT: build its package) in a process of its own, timed."""
-    from mmsurv.features.extract import make_forward
+    from mmsurv.features.encode import make_forward
 
     settings, coords, plan, built = setup(option, slide_path, patches, cache)
     t0 = time.perf_counter()
@@ -185,7 +185,7 @@ def build_package(option: Option, slide_path: Path, patches: Path, cache: Path) 
 def model_ceiling(option: Option, slide_path: Path, patches: Path, cache: Path) -> dict:
     """The option's forward (as the extraction loop calls it) on uint8 batches already in memory."""
     from mmsurv.features.dataset import PatchBatchDataset, reading_order
-    from mmsurv.features.extract import make_forward
+    from mmsurv.features.encode import make_forward
 
     settings, coords, plan, built = setup(option, slide_path, patches, cache)
     size = built.info.preprocessing.input_size

@@ -31,7 +31,6 @@ import argparse
 import json
 import math
 import os
-import re
 import resource
 import statistics
 import subprocess

@@ -31,8 +31,8 @@ import hashlib
 import inspect
 import multiprocessing
 import resource
-import sys
 import shutil
+import sys
 import tempfile
 import time
 import tracemalloc

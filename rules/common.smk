@@ -1,5 +1,6 @@
 # Helpers shared by all rules: config and sample-sheet validation, cohort look-ups, targets.
 import functools
+import os
 import re
 import sys
 from pathlib import Path
@@ -7,7 +8,13 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import validate
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+# The mmsurv package: installed in the project venv; a conda env (--use-conda) installs only its
+# dependencies, so the workflow and every job (scripts inherit the environment) find it here.
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join([SRC, *filter(None, [os.environ.get("PYTHONPATH")])])
+)
 
 import mmsurv
 from mmsurv.config import check_config
@@ -223,6 +230,23 @@ def batch_slides(wildcards):
     ]
 
 
+def batch_patch_files(wildcards):
+    """The patch-coordinate files of a batch's slides (written by its patching batch), in batch order."""
+    return [
+        f"{RESULTS}/{wildcards.cohort}/wsi/patches/{name}.h5"
+        for _, name in batch_slides(wildcards)
+    ]
+
+
+def stage_dir(stage):
+    """Input function: a cohort's output folder of ``stage`` (wsi, features)."""
+
+    def folder(wildcards):
+        return f"{RESULTS}/{wildcards.cohort}/{stage}"
+
+    return folder
+
+
 def batch_slide_files(wildcards):
     """The fetched slide files of a batch."""
     return [path for path, _ in batch_slides(wildcards)]
@@ -382,9 +406,33 @@ def aggregate_input(wildcards):
     return inputs
 
 
-def fold_outputs(name):
-    """One file ``name`` per fold of a cohort x model (rule train_folds)."""
-    return [f"{RESULTS}/{{cohort}}/{{model}}/fold{fold}/{name}" for fold in FOLDS]
+# The train rule: one job per fold (train_jobs: per_fold, wildcard {fold}) or one per cohort x model
+# with every fold (per_model): the same outputs, logs and params either way, made here once.
+PER_FOLD = config["train_jobs"] == "per_fold"
+TRAIN_JOB = "fold{fold}" if PER_FOLD else "folds"
+TRAIN_FILES = {
+    "metrics": "metrics.json",
+    "predictions": "predictions.tsv",
+    "predictions_best": "predictions_best.tsv",
+    "training_log": "training_log.tsv",
+    "bin_edges": "bin_edges.json",
+    "checkpoint_last": "checkpoint_last.pt",
+    "checkpoint_best": "checkpoint_best.pt",
+}
+
+
+def train_outputs():
+    """Named outputs of the train rule: each a list of one file per fold of the job."""
+    folds = ["{fold}"] if PER_FOLD else FOLDS
+    return {
+        name: [f"{RESULTS}/{{cohort}}/{{model}}/fold{fold}/{file}" for fold in folds]
+        for name, file in TRAIN_FILES.items()
+    }
+
+
+def train_folds(wildcards):
+    """The folds a train job trains, in the order of its outputs."""
+    return [int(wildcards.fold)] if PER_FOLD else FOLDS
 
 
 def report_pdfs():

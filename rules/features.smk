@@ -24,5 +24,7 @@ rule extract_features_batch:
         features=config["features"],
         compile_cache_dir=COMPILE_CACHE,
         slides=batch_slides,
+        patches=batch_patch_files,
+        out_dir=stage_dir("features"),
     script:
         "../workflow/scripts/extract_features_batch.py"

@@ -15,6 +15,7 @@ rule fetch_slide:
     resources:
         mem_mb=500,
         runtime=120,
+        gdc_connections=1,
     params:
         sample=sample_row,
         download=DOWNLOAD,

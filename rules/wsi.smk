@@ -22,6 +22,7 @@ rule segment_and_patch_batch:
     params:
         patching=patching_params,
         slides=batch_slides,
+        out_dir=stage_dir("wsi"),
     script:
         "../workflow/scripts/segment_and_patch_batch.py"
 

@@ -76,7 +76,7 @@ class SlurmCluster:
         return self
 
     def stop(self) -> None:
-        for name, pid in reversed(list(self.pids.items())):
+        for pid in reversed(list(self.pids.values())):
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:

@@ -48,6 +48,8 @@ def test_rule_has_log_threads_resources_and_an_existing_conda_env(rule):
         assert directive in block, f"rule {rule} in {path.name} lacks {directive}"
     env = re.search(r'conda:\s*\n\s*"([^"]+)"', block).group(1)
     assert (path.parent / env).resolve().is_file(), f"rule {rule}: conda env {env} does not exist"
+    # One env per rule, named after it (the layout's rule: each rule its own env, so that two rules'
+    # envs that happen to be identical today can diverge with their code).
     assert (path.parent / env).resolve().stem == rule, "one env per rule, named after it"
 
 
@@ -102,6 +104,16 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+def _lazy_exports(init: Path) -> dict[str, str] | None:
+    """A package face's ``_EXPORTS`` (name → module it is imported from on first use), else None."""
+    import ast
+
+    for node in ast.parse(init.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_EXPORTS" for t in node.targets):
+            return ast.literal_eval(node.value)
+    return None
+
+
 def third_party_imports(script: Path) -> set[str]:
     """Top-level third-party modules a rule's script can import, following mmsurv's own modules
     (parent packages included; the model registry imports every model module)."""
@@ -119,12 +131,15 @@ def third_party_imports(script: Path) -> set[str]:
                 parts = name.split(".")
                 for depth in range(1, len(parts) + 1):
                     found = _module_file(".".join(parts[:depth]))
-                    if found is not None:
-                        todo.append(found)
-                        # a package that imports its modules by name (lazy exports, the model
-                        # registry's discovery) may run any of them
-                        if found.name == "__init__.py" and "importlib" in found.read_text():
+                    if found is None:
+                        continue
+                    todo.append(found)
+                    if found.name == "__init__.py" and "importlib" in found.read_text():
+                        exports = _lazy_exports(found)
+                        if exports is None:  # imports its modules by name: may run any of them
                             todo.extend(found.parent.glob("*.py"))
+                        elif depth < len(parts) and parts[depth] in exports:  # ``from package import NAME``
+                            todo.append(_module_file(exports[parts[depth]]))
                 if name.startswith("mmsurv.models"):
                     todo.extend((REPO / "src/mmsurv/models").glob("*.py"))
             elif top not in sys.stdlib_module_names and top != "snakemake":

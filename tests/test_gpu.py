@@ -25,10 +25,11 @@ def test_slots_are_exclusive_and_released(monkeypatch, tmp_path):
     with gpu_slot(["0", "1"], lock_dir=tmp_path) as first:
         assert os.environ["CUDA_VISIBLE_DEVICES"] == first == "0"
         # another process must get the other device while this one holds "0"
-        code = "from mmsurv.gpu import gpu_slot\nwith gpu_slot(['0','1'], lock_dir=%r) as d: print(d)" % str(tmp_path)
+        code = f"from mmsurv.gpu import gpu_slot\nwith gpu_slot(['0','1'], lock_dir={str(tmp_path)!r}) as d: print(d)"
         other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
         assert other == "1"
-        code = "from mmsurv.gpu import gpu_slot\nwith gpu_slot(['0'], lock_dir=%r, poll_seconds=0.05, timeout_seconds=0.2): pass" % str(tmp_path)
+        code = (f"from mmsurv.gpu import gpu_slot\nwith gpu_slot(['0'], lock_dir={str(tmp_path)!r}, poll_seconds=0.05, "
+                "timeout_seconds=0.2): pass")
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert result.returncode != 0 and "TimeoutError: no free GPU among 0" in result.stderr
     with gpu_slot(["0"], lock_dir=tmp_path, timeout_seconds=0) as again:

@@ -253,7 +253,7 @@ def test_editing_a_model_file_reruns_exactly_its_train_jobs_and_aggregate(tmp_pa
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     jobs = [job for job in re.findall(r"^(?:local)?rule (\w+):", output, flags=re.MULTILINE) if job != "all"]
-    assert sorted(jobs) == ["aggregate", "train_folds"], jobs
+    assert sorted(jobs) == ["aggregate", "train"], jobs
     assert set(re.findall(r"model=(\w+)", output)) == {"coord_probe"}
 
 
@@ -280,7 +280,7 @@ ResumeCheckpoint.save = _save_then_die
 '''
 
 
-def test_a_killed_train_folds_job_resumes_at_the_fold_and_epoch_reached(tmp_path, small_cohort):
+def test_a_killed_train_job_of_every_fold_resumes_at_the_fold_and_epoch_reached(tmp_path, small_cohort):
     from mmsurv.train.run import train_fold
 
     cohort = small_cohort["cohort"]

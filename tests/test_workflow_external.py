@@ -12,6 +12,7 @@ import json
 
 import pandas as pd
 import pytest
+
 from mmsurv_testdata import shared_path
 from test_workflow import run_snakemake
 

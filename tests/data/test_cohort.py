@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mmsurv_testdata import shared_path
 from mmsurv.data.cohort import (
     CohortError,
     genomic_columns,
@@ -13,6 +12,7 @@ from mmsurv.data.cohort import (
     read_signatures,
     signature_groups,
 )
+from mmsurv_testdata import shared_path
 
 
 def test_demo_table_loads_with_metadata_and_genomics(demo_cohort):

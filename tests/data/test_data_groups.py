@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mmsurv_testdata import shared_path
 from mmsurv.data.cohort import CohortError, read_cohort_table, read_signatures, signature_groups
 from mmsurv.data.dataset import group_indices
 from mmsurv.data.pathways import pathway_groups, read_gene_sets
+from mmsurv_testdata import shared_path
 
 
 @pytest.mark.parametrize("study, sizes", [("blca", [94, 334, 521, 468, 1496, 479]), ("ucec", [3, 24, 21, 22, 65, 15])])

@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from test_data_dataset import CASES, write_table
 
 from mmsurv.data.cohort import CohortError, read_cohort_table
 from mmsurv.data.dataset import BagOptions, build_fold_data, recorded_magnification
@@ -13,8 +14,6 @@ from mmsurv.data.inputs import collate, input_loader, known_inputs, loader_for
 from mmsurv.data.splits import Split
 from mmsurv.data.survival import fit_bin_edges
 from mmsurv.naming import slide_stem
-
-from test_data_dataset import CASES, write_table
 
 DIM = 8
 

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmsurv_testdata import shared_path
 from mmsurv.data.cohort import CohortError, read_cohort_table
 from mmsurv.data.survival import (
     discretize,
@@ -15,6 +14,7 @@ from mmsurv.data.survival import (
     survival_labels,
     write_bin_edges,
 )
+from mmsurv_testdata import shared_path
 
 
 def _patients(times, censorship):

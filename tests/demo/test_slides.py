@@ -136,7 +136,7 @@ def test_mask_has_holes() -> None:
     assert len(slide.regions) == 2
     assert all(1 <= len(holes) <= 3 for _, holes in slide.regions)
     mask = slide.tissue_mask(4)
-    for region, holes in slide.regions:
+    for _region, holes in slide.regions:
         hole = holes[0]
         assert not mask[int(hole.cy // 4), int(hole.cx // 4)]
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from mmsurv.batch import BatchError
-from mmsurv.features import extract
+from mmsurv.features import encode
 from mmsurv.features.batch import extract_features_batch
-from mmsurv.features.extract import FeaturePaths
+from mmsurv.features.outputs import FeaturePaths
 
 OPTIONS = dict(weights="none", batch_size=4, num_workers=0, compile=False, precision="fp32", encoder_processes=0)
 
@@ -32,9 +32,9 @@ def features_of(out_dir, name):
 
 def test_one_bad_slide_is_named_and_the_others_are_written(slide, patches_h5, tmp_path, monkeypatch):
     builds = []
-    original = extract.build_encoder
-    monkeypatch.setattr(extract, "build_encoder", lambda *a, **k: builds.append(1) or original(*a, **k))
-    monkeypatch.setattr(extract, "_ENCODERS", {})
+    original = encode.build_encoder
+    monkeypatch.setattr(encode, "build_encoder", lambda *a, **k: builds.append(1) or original(*a, **k))
+    monkeypatch.setattr(encode, "_ENCODERS", {})
     jobs = batch_jobs(slide, patches_h5, ["a", "b", "c"])
     jobs[1] = (tmp_path / "missing.svs", jobs[1][1], "b")
     with pytest.raises(BatchError, match=r"1 of 3 slide\(s\) failed \(b: FileNotFoundError") as failure:

@@ -226,9 +226,9 @@ def test_aot_package_matches_eager_and_is_reused(reference, tmp_path, caplog):
     assert float(cosine.min()) >= 0.9999
     np.testing.assert_allclose(compiled.numpy(), eager, rtol=1e-3, atol=1e-3)
     caplog.clear()
-    from mmsurv.features import extract
+    from mmsurv.features import encode
 
-    extract._FORWARDS.clear()  # as a new job would: the package is loaded, not rebuilt
+    encode._FORWARDS.clear()  # as a new job would: the package is loaded, not rebuilt
     with caplog.at_level(logging.INFO, logger="mmsurv.features.inference"):
         again = run(_slide_of(reference), patches, tmp_path / "aot2", compile=True, compile_cache_dir=cache)
     assert again["compile"] == "aot" and "loaded AOT package" in caplog.text and "AOT-compiling" not in caplog.text
@@ -237,7 +237,7 @@ def test_aot_package_matches_eager_and_is_reused(reference, tmp_path, caplog):
         third = run(_slide_of(reference), patches, tmp_path / "aot3", compile=True, compile_cache_dir=cache)
     assert third["compile"] == "aot" and "AOT" not in caplog.text
     np.testing.assert_array_equal(read_outputs(tmp_path / "aot2")[0], compiled.numpy())
-    extract._FORWARDS.clear()  # a package already built is loaded however few patches the job has
+    encode._FORWARDS.clear()  # a package already built is loaded however few patches the job has
     fourth = run(_slide_of(reference), patches, tmp_path / "aot4", compile=True, compile_cache_dir=cache,
                  compile_min_patches=10**6)
     assert fourth["compile"] == "aot"
@@ -255,11 +255,11 @@ def test_small_job_does_not_compile(slide, patches_h5, tmp_path, caplog):
 
 
 def test_batch_decides_on_the_patches_of_the_whole_job(slide, patches_h5, tmp_path, monkeypatch):
-    from mmsurv.features import extract
+    from mmsurv.features import encode
     from mmsurv.features.batch import extract_features_batch
 
     seen = []
-    monkeypatch.setattr(extract, "compile_pays", lambda settings, graph, example, identity, n: seen.append(n))
+    monkeypatch.setattr(encode, "compile_pays", lambda settings, graph, example, identity, n: seen.append(n))
     patches, _ = patches_h5(3)
     extract_features_batch([(slide[0], patches, "slide")], tmp_path / "features", weights="none", batch_size=4,
                            num_workers=0, compile=True, precision="fp32", compile_cache_dir=tmp_path / "cache")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mmsurv.features import DEFAULTS, extract_slide_features
-from mmsurv.features.extract import cpu_has_native_bf16, resolve_device, resolve_precision
+from mmsurv.features.plan import cpu_has_native_bf16, resolve_device, resolve_precision
 
 MIN_COSINE = 0.9999
 

@@ -8,8 +8,9 @@ import logging
 import pytest
 import torch
 
-from mmsurv.features import extract
+from mmsurv.features import encode, outputs
 from mmsurv.features.batch import extract_features_batch
+from mmsurv.features.dataset import read_patch_coords
 from mmsurv.features.encoders import ResNet50Trunc
 
 OPTIONS = dict(batch_size=4, num_workers=0, compile=False, encoder_processes=0)
@@ -40,7 +41,7 @@ def test_changing_the_precision_recomputes_every_slide_and_says_why(jobs, tmp_pa
 
 
 def test_a_checkpoint_is_known_by_its_content_not_its_path(jobs, tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr(extract, "_ENCODERS", {})
+    monkeypatch.setattr(encode, "_ENCODERS", {})
     weights = tmp_path / "weights.pt"
     torch.manual_seed(0)
     torch.save(ResNet50Trunc().state_dict(), weights)
@@ -48,11 +49,11 @@ def test_a_checkpoint_is_known_by_its_content_not_its_path(jobs, tmp_path, caplo
     assert run_batch(jobs[:1], out, weights=str(weights)) == {"a": False}
     moved = tmp_path / "moved.pt"
     weights.rename(moved)
-    monkeypatch.setattr(extract, "_ENCODERS", {})
+    monkeypatch.setattr(encode, "_ENCODERS", {})
     assert run_batch(jobs[:1], out, weights=str(moved)) == {"a": True}  # same file elsewhere: reused
     torch.manual_seed(1)
     torch.save(ResNet50Trunc().state_dict(), moved)  # other weights at the same path
-    monkeypatch.setattr(extract, "_ENCODERS", {})
+    monkeypatch.setattr(encode, "_ENCODERS", {})
     with caplog.at_level(logging.WARNING, logger="mmsurv.features"):
         assert run_batch(jobs[:1], out, weights=str(moved)) == {"a": False}
     assert "weights: made with 'sha256 " in caplog.text
@@ -63,10 +64,10 @@ def test_input_size_normalisation_resize_and_encoder_version_are_compared(jobs, 
 
     out = tmp_path / "features"
     run_batch(jobs[:1], out)
-    paths = extract.FeaturePaths.of(out, "a")
-    patches = extract.read_patch_coords(jobs[0][1], slide_name="a")
+    paths = outputs.FeaturePaths.of(out, "a")
+    patches = read_patch_coords(jobs[0][1], slide_name="a")
     made = json.loads(paths.json.read_text())["numbers"]
-    assert extract.valid_existing_metadata(paths, patches, made) is not None
+    assert outputs.valid_existing_metadata(paths, patches, made) is not None
     changes = {"input_size": {"preprocessing": {**made["preprocessing"], "input_size": 192}},
                "std": {"preprocessing": {**made["preprocessing"], "std": [0.5, 0.5, 0.5]}},
                "encoder_version": {"encoder_version": made["encoder_version"] + 1},
@@ -74,7 +75,7 @@ def test_input_size_normalisation_resize_and_encoder_version_are_compared(jobs, 
     for name, change in changes.items():
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="mmsurv.features"):
-            assert extract.valid_existing_metadata(paths, patches, {**made, **change}) is None, name
+            assert outputs.valid_existing_metadata(paths, patches, {**made, **change}) is None, name
         assert name in caplog.text and "recomputing" in caplog.text
 
 
@@ -96,4 +97,4 @@ def test_a_full_disk_fails_the_slide_naming_the_file_and_the_rerun_completes(job
     assert not leftovers, leftovers  # no partial h5, pt or json
     filler.unlink()  # space freed: the rerun writes the slide
     assert run_batch(jobs[:1], out) == {"a": False}
-    assert torch.load(extract.FeaturePaths.of(out, "a").pt).shape == (2, 1024)
+    assert torch.load(outputs.FeaturePaths.of(out, "a").pt).shape == (2, 1024)

@@ -9,8 +9,17 @@ import torch
 
 from mmsurv.models import ModelInputs, build_model, n_params
 from mmsurv.models.base import Batch, Target
-from mmsurv.models.cancermoe import (CancerMoE, SparsifiedAttention, TopKMoE, bag_key, consolidation_matrix,
-                                     cv_squared, kept_elements, kept_tokens, select_tokens)
+from mmsurv.models.cancermoe import (
+    CancerMoE,
+    SparsifiedAttention,
+    TopKMoE,
+    bag_key,
+    consolidation_matrix,
+    cv_squared,
+    kept_elements,
+    kept_tokens,
+    select_tokens,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -100,7 +109,7 @@ def test_every_expert_and_the_router_get_gradients_over_a_training_run():
     moe = model.layers[-1].mlp
     seen = {name: torch.zeros_like(p) for name, p in moe.named_parameters()}
     generator = torch.Generator().manual_seed(0)
-    for step in range(6):
+    for _ in range(6):
         bags = [torch.randn(int(n), 16, generator=generator) for n in torch.randint(10, 60, (4,), generator=generator)]
         batch = batch_of(bags, torch.randn(4, 20, generator=generator))
         target = Target(torch.randint(0, 4, (4,), generator=generator), torch.zeros(4), torch.rand(4) * 50)

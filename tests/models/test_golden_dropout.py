@@ -26,7 +26,6 @@ from contextlib import contextmanager
 import pytest
 import torch
 import torch.nn.functional as F
-
 from golden import GOLDEN_DIR, build_from_fixture, golden_batch, load_fixture
 
 DROPOUT_FUNCTIONS = ("dropout", "alpha_dropout", "feature_alpha_dropout", "dropout1d", "dropout2d")

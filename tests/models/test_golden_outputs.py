@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from golden import GOLDEN_DIR, build_from_fixture, load_fixture, run_fixture
 
 FIXTURES = sorted(GOLDEN_DIR.glob("*.json"))

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from mmsurv.models import ModelInputs, build_model, n_params
+from mmsurv.models.layers import micro_batches
 from mmsurv.models.mmm import DAM, GME, MMM, GaussianCrossAttention, gaussian_bias, positions, tile_tokens
 from mmsurv.models.mmm_v1 import MMMv1
-from mmsurv.models.layers import micro_batches
 from mmsurv.models.registry import resolve_model
 from mmsurv.models.survival import nll_surv_loss
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from mmsurv.models import catalog
 from mmsurv.models.registry import available_models, known_models, model_spec
 
 REPO = Path(__file__).resolve().parents[2]

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import csv
-
 import pytest
 import torch
 import yaml
 
-from mmsurv.data.pathways import read_gene_sets
 from mmsurv.models import Batch, ModelInputs, build_model, n_params
 from mmsurv.models.registry import resolve_model
-from mmsurv.models.survmamba import (DEFAULT_HIERARCHY, BiMamba, InteractionFusionMamba,
-                                     function_processes, linear_scan, read_hierarchy, region_groups, selective_scan,
-                                     selective_scan_reference)
-from mmsurv.resources import default_pathways
+from mmsurv.models.survmamba import (
+    DEFAULT_HIERARCHY,
+    BiMamba,
+    InteractionFusionMamba,
+    function_processes,
+    linear_scan,
+    read_hierarchy,
+    region_groups,
+    selective_scan,
+    selective_scan_reference,
+)
 from mmsurv.train.run import resolve_settings
 
 BLCA_GROUPS = [94, 334, 521, 468, 1496, 479]

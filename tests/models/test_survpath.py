@@ -8,7 +8,6 @@ import torch
 
 import mmsurv
 from mmsurv.data.pathways import read_gene_sets
-
 from mmsurv.models import ModelInputs, build_model, n_params
 from mmsurv.models.survpath import PathwayPatchAttention, attention_mask
 

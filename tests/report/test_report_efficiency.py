@@ -13,8 +13,7 @@ from torch import nn
 from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
 from mmsurv.models.registry import ModelInputs, build_model
 from mmsurv.report.collect import collect_results
-from mmsurv.report.efficiency import (cohort_median_bag_size, flops_per_patient, model_hyperparameters,
-                                      model_inputs)
+from mmsurv.report.efficiency import cohort_median_bag_size, flops_per_patient, model_hyperparameters, model_inputs
 
 
 class TinyMLP(SurvivalModel):

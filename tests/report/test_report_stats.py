@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sksurv.metrics import (concordance_index_censored, concordance_index_ipcw, cumulative_dynamic_auc,
-                            integrated_brier_score)
+from sksurv.metrics import (
+    concordance_index_censored,
+    concordance_index_ipcw,
+    cumulative_dynamic_auc,
+    integrated_brier_score,
+)
 
-from mmsurv.report.stats import (brier_contributions, corrected_ttest, evaluate, fold_mean_cindex, holm, pair_matrices,
-                                 paired_bootstrap_p, percentile_interval, resample_counts, structured, survival_at)
+from mmsurv.report.stats import (
+    brier_contributions,
+    corrected_ttest,
+    evaluate,
+    fold_mean_cindex,
+    holm,
+    pair_matrices,
+    paired_bootstrap_p,
+    percentile_interval,
+    resample_counts,
+    structured,
+    survival_at,
+)
 
 EDGES = np.array([0.0, 10.0, 20.0, 30.0, 40.0])
 

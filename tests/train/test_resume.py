@@ -143,13 +143,13 @@ def test_a_stop_signal_abandons_the_epoch_in_progress_exits_75_and_the_rerun_res
     assert_same_outputs(out, references / "clam_sb")
 
 
-def test_a_finished_fold_kept_for_train_folds_is_rebuilt_without_training(small_cohort, references, tmp_path,
+def test_a_finished_fold_kept_by_a_job_of_every_fold_is_rebuilt_without_training(small_cohort, references, tmp_path,
                                                                            monkeypatch):
     out = tmp_path / "abmil"
     train("abmil", out, small_cohort, keep_resume=True)
     assert resume_path(out).is_file()
     for name in ("metrics.json", "predictions.tsv", "predictions_best.tsv", "checkpoint_last.pt", "training_log.tsv"):
-        (out / name).unlink()  # what Snakemake does to the outputs of a failed train_folds job
+        (out / name).unlink()  # what Snakemake does to the outputs of a failed train job
     import mmsurv.train.loop as loop
 
     def no_training(*args, **kwargs):

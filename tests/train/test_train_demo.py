@@ -79,7 +79,7 @@ def test_model_learns_on_demo(demo, model, tmp_path):
 
 
 def test_fold_outputs(demo, tmp_path):
-    metrics = run(demo, "abmil", tmp_path, config_for("abmil", epochs=2))
+    run(demo, "abmil", tmp_path, config_for("abmil", epochs=2))
     names = {"metrics.json", "predictions.tsv", "predictions_best.tsv", "checkpoint_last.pt", "checkpoint_best.pt",
              "training_log.tsv", "bin_edges.json"}
     assert names <= {p.name for p in tmp_path.iterdir()}

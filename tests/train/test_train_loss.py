@@ -13,6 +13,7 @@ from mmsurv.train.loss import cox_ph_loss
 from mmsurv.train.metrics import concordance
 from mmsurv.train.seed import default_threads
 
+
 def test_cox_matches_hand_computation():
     loss = cox_ph_loss(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1, 0, 1]))
     assert loss.item() == pytest.approx(math.log(1 + math.e + math.e**2) / 2, rel=1e-6)

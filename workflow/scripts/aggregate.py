@@ -1,8 +1,5 @@
 """Snakemake glue for rule aggregate → mmsurv.report.build_report."""
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
 from mmsurv.logs import setup_logging
 from mmsurv.models.registry import load_plugins

@@ -1,8 +1,5 @@
 """Snakemake glue for checkpoint clean_manifest → mmsurv.gdc.manifest.clean_manifest_files."""
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
 from mmsurv.gdc.manifest import clean_manifest_files
 from mmsurv.logs import setup_logging

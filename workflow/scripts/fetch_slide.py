@@ -1,8 +1,5 @@
 """Snakemake glue for rule fetch_slide → mmsurv.fetch.fetch_slide (local folder or GDC)."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
 from mmsurv.fetch import fetch_slide
 from mmsurv.logs import setup_logging

@@ -1,8 +1,5 @@
 """Snakemake glue for rule patching_summary → mmsurv.wsi.summary.summarise_patching."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
 from mmsurv.logs import setup_logging
 from mmsurv.wsi.summary import summarise_patching

@@ -1,8 +1,5 @@
 """Snakemake glue for rule segment_and_patch_batch → mmsurv.wsi.batch.segment_and_patch_batch."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
 from mmsurv.batch import write_batch_table
 from mmsurv.logs import setup_logging
@@ -11,7 +8,7 @@ from mmsurv.wsi.batch import segment_and_patch_batch
 setup_logging(snakemake.log[0])
 outcomes = segment_and_patch_batch(
     [tuple(pair) for pair in snakemake.params.slides],
-    Path(snakemake.output[0]).parents[1],
+    snakemake.params.out_dir,
     settings=snakemake.params.patching,
 )
 write_batch_table(outcomes, snakemake.output[0])

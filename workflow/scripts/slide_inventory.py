@@ -1,8 +1,5 @@
 """Snakemake glue for rule slide_inventory → mmsurv.fetch.inventory.write_inventory."""
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
 from mmsurv.fetch.inventory import write_inventory
 from mmsurv.logs import setup_logging

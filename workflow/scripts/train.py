@@ -1,14 +1,12 @@
-"""Snakemake glue for rules train (one fold) and train_folds (every fold of a model, one process)
+"""Snakemake glue for rule train (one fold, or every fold of a model in one process: train_jobs)
 → mmsurv.train.run.train_fold, in a GPU slot.
 
 Each fold resumes from its resume checkpoint (fold folder, ``resume/state.pt``; not a rule output,
-so Snakemake never deletes it). train_folds keeps every fold's until all folds are written: a job
+so Snakemake never deletes it). A job of several folds keeps every fold's until all are written: a job
 that fails at fold k rebuilds folds < k from their final states (Snakemake deletes a failed job's
 outputs). SIGTERM/SIGUSR1 exit with code 75 after the last epoch's checkpoint (mmsurv.train.resume)."""
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
 from mmsurv.gpu import gpu_slot
 from mmsurv.logs import setup_logging
@@ -28,9 +26,8 @@ with gpu_slot():
     }
     from mmsurv.train.resume import INTERRUPTED_EXIT_CODE, TrainingInterrupted, remove_resume
 
-    metrics = snakemake.output.metrics
-    paths = [metrics] if isinstance(metrics, str) else list(metrics)
-    for path in paths:
+    paths = list(snakemake.output.metrics)  # one per fold of the job, in the order of params.folds
+    for fold, path in zip(snakemake.params.folds, paths):
         out_dir = Path(path).parent
         try:
             train_fold(
@@ -40,7 +37,7 @@ with gpu_slot():
                 signatures=snakemake.input.signatures,
                 pathways=snakemake.input.pathways,
                 features_dir=snakemake.params.features_dir,
-                fold=int(out_dir.name.removeprefix("fold")),
+                fold=fold,
                 model=model,
                 out_dir=out_dir,
                 seed=snakemake.params.seed,

@@ -67,7 +67,7 @@ _EXPORTS = {
     "available_encoders": "mmsurv.features.encoders",
     "build_encoder": "mmsurv.features.encoders",
     "register_encoder": "mmsurv.features.encoders",
-    "FeaturePaths": "mmsurv.features.extract",
+    "FeaturePaths": "mmsurv.features.outputs",
     "extract_slide_features": "mmsurv.features.extract",
 }
 __all__ = sorted([*_EXPORTS, "COMPILE_MODES", "DEFAULTS", "ExtractSettings", "PRECISIONS", "READERS",

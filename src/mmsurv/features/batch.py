@@ -1,7 +1,7 @@
 """Feature extraction for a batch of slides in one process (the workflow's batched jobs).
 
 For the rule ``extract_features_batch``: imports, the encoder, its compiled package and the CUDA
-context are set up once for N slides (:func:`mmsurv.features.extract.shared_encoder` and
+context are set up once for N slides (:func:`mmsurv.features.encode.shared_encoder` and
 ``shared_forward`` keep them for the process). Each slide is extracted by
 :func:`~mmsurv.features.extract.extract_slide_features`, which writes its outputs atomically and
 skips a slide whose valid outputs exist (so a rerun after a kill redoes only unfinished slides);

@@ -22,6 +22,7 @@ from mmsurv.models.base import Batch, ModelOutput, SurvivalModel, require
 from mmsurv.models.layers import lecun_normal_init, snn_encoder
 from mmsurv.models.registry import register_model
 
+
 @register_model("snn", display="SNN", citation="Klambauer et al., NeurIPS 2017 (MCAT's SNN, Chen et al., ICCV 2021)")
 class SNN(SurvivalModel):
     """Genomic-only self-normalising network (MCAT's ``SNN``, ``model_size_omic='small'``)."""

@@ -39,13 +39,21 @@ from pathlib import Path
 
 from mmsurv.io import atomic_write_text
 from mmsurv.report.collect import VARIANTS, collect_results
-from mmsurv.report.efficiency import DEFAULT_REFERENCE_BAG_SIZE, efficiency_frame
+from mmsurv.report.efficiency import efficiency_frame
 from mmsurv.report.figures import bubble_figure, bubble_points, km_figure, km_grid_figure, save_figure
-from mmsurv.report.km import MEDIAN_SPLITS, stratification_frame, stratify
+from mmsurv.report.km import stratification_frame, stratify
+from mmsurv.report.settings import DEFAULT_REFERENCE_BAG_SIZE, MEDIAN_SPLITS
 from mmsurv.report.stats import DEFAULT_N_BOOT, DEFAULT_SEED, compute_statistics
 from mmsurv.report.stats_report import write_statistics
-from mmsurv.report.tables import (DEFAULT_DDOF, OVERALL, summarise_cindex, write_cindex_tables, write_csv,
-                                  write_efficiency_tables, write_models_table)
+from mmsurv.report.tables import (
+    DEFAULT_DDOF,
+    OVERALL,
+    summarise_cindex,
+    write_cindex_tables,
+    write_csv,
+    write_efficiency_tables,
+    write_models_table,
+)
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from mmsurv.models.inputs import modality_rank
@@ -236,8 +235,3 @@ def finite_or_nan(value) -> float:
     except (TypeError, ValueError):
         return float("nan")
 
-
-def nan_mean(values: Iterable[float]) -> float:
-    """Mean of the finite values (NaN when there are none)."""
-    array = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype="float64")
-    return float(array.mean()) if array.size else float("nan")

@@ -46,11 +46,11 @@ import pandas as pd
 from mmsurv.models.base import SurvivalModel, n_params
 from mmsurv.models.flops import count_flops
 from mmsurv.models.registry import ModelInputs, build_model
-from mmsurv.report.collect import FoldResult, ResultSet, ResultsError, finite_or_nan
+from mmsurv.report.collect import FoldResult, ResultsError, ResultSet, finite_or_nan
+from mmsurv.report.settings import DEFAULT_REFERENCE_BAG_SIZE
 
 log = logging.getLogger(__name__)
 
-from mmsurv.report.settings import DEFAULT_REFERENCE_BAG_SIZE  # noqa: E402,F401  (re-exported)
 DEFAULT_FEATURE_DIM = 1024
 DEFAULT_N_BINS = 4
 EFFICIENCY_COLUMNS = ["cohort", "model", "modality", "n_folds", "n_params", "params_match", "genomic_dim",

@@ -183,7 +183,7 @@ def bubble_figure(points: pd.DataFrame, *, reference_bag_size: int, variant: str
         return figure
     scale = MAX_BUBBLE_AREA / float(points["params"].max())
     colors = {key: modality.colour for key, modality in MODALITIES.items()}
-    for model, row in points.iterrows():
+    for _, row in points.iterrows():
         ax.scatter(row["flops"], row["cindex"], s=row["params"] * scale, color=colors.get(row["modality"], "0.5"),
                    alpha=0.55, edgecolor="black", lw=0.8, zorder=3)
     ax.set_xscale("log")

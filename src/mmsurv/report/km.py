@@ -31,9 +31,9 @@ import pandas as pd
 from sksurv.compare import compare_survival
 from sksurv.nonparametric import kaplan_meier_estimator
 
-from mmsurv.report.collect import ResultSet, ResultsError
+from mmsurv.report.collect import ResultsError, ResultSet
+from mmsurv.report.settings import MEDIAN_SPLITS
 
-from mmsurv.report.settings import MEDIAN_SPLITS  # noqa: E402,F401  (re-exported)
 TRAIN_PREDICTIONS = "predictions_train.tsv"
 GROUPS = ("low", "high")
 SPLIT_LABELS = {

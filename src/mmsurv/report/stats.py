@@ -41,17 +41,22 @@ Choices (each one stated in the table notes or the HTML captions):
 from __future__ import annotations
 
 import itertools
-import warnings
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
-from sksurv.metrics import (brier_score, concordance_index_censored, concordance_index_ipcw, cumulative_dynamic_auc,
-                            integrated_brier_score)
+from sksurv.metrics import (
+    brier_score,
+    concordance_index_censored,
+    concordance_index_ipcw,
+    cumulative_dynamic_auc,
+    integrated_brier_score,
+)
 from sksurv.nonparametric import CensoringDistributionEstimator, kaplan_meier_estimator
 
 from mmsurv.report.collect import ResultSet
@@ -426,7 +431,7 @@ def compute_statistics(results: ResultSet, *, n_boot: int = DEFAULT_N_BOOT, seed
             notes = list(d.notes)
             fold_values = {name: [] for name in METRICS}
             fold_reasons: dict[str, str] = {}
-            for fold, part in d.frame.groupby("fold"):
+            for fold in sorted(d.frame["fold"].unique()):
                 mask = (d.frame["fold"] == fold).to_numpy()
                 s = d.survival[mask] if d.survival is not None else None
                 censoring = y[~mask]

@@ -56,9 +56,8 @@ def load_config(path: str | None) -> dict:
 
 def _run(args: argparse.Namespace) -> int:
     from mmsurv.models.registry import load_plugins
-    from mmsurv.train.run import train_fold
-
     from mmsurv.train.resume import INTERRUPTED_EXIT_CODE, TrainingInterrupted
+    from mmsurv.train.run import train_fold
 
     load_plugins(args.plugin)
     try:

@@ -39,9 +39,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from collections import defaultdict
 import math
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 

@@ -61,10 +61,9 @@ from mmsurv.models.base import SurvivalModel, n_params
 from mmsurv.models.inputs import group_kind
 from mmsurv.models.registry import ModelInputs, ResolvedModel, build_model
 from mmsurv.train.loop import EvalResult, FitResult, fit
-from mmsurv.train.settings import (CONFIG_SECTIONS, DATA_DEFAULTS, DEFAULT_SEED,  # noqa: F401
-                                   FLOPS_REFERENCE_BAG_SIZE, TrainConfig, resolve_config, resolve_settings)
 from mmsurv.train.resume import ResumeCheckpoint, resume_path, run_identity, stop_on_signals
 from mmsurv.train.seed import default_threads, reproducible, resolve_device, seed_everything
+from mmsurv.train.settings import FLOPS_REFERENCE_BAG_SIZE, TrainConfig, resolve_settings
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ def train_fold(config: Mapping | None, *, cohort_table: str | os.PathLike, split
     With ``resume`` (default) the run saves its state at the end of every epoch in
     ``out_dir/resume/state.pt`` and continues from a state of the same run found there
     (:mod:`mmsurv.train.resume`); the file is deleted once the outputs are written, unless
-    ``keep_resume`` (the workflow's ``train_folds`` keeps every fold's until all folds are done,
+    ``keep_resume`` (a workflow train job of several folds keeps every fold's until all are done,
     so a job that fails at fold k rebuilds folds < k from their final states without retraining).
     SIGTERM and SIGUSR1 stop the run with ``TrainingInterrupted`` (the checkpoint stays).
     """

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import random
+import sys
 from collections.abc import Iterator
 
 import numpy as np

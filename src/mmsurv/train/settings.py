@@ -134,12 +134,6 @@ DATA_DEFAULTS = {
 CONFIG_SECTIONS = ("data", "training", "models", "seed")
 
 
-def resolve_config(config: Mapping | None, model: str) -> tuple[dict, TrainConfig, dict, int]:
-    """(data settings, training settings, model hyper-parameters, seed) for ``model`` (or variant)."""
-    data, training, resolved, seed = resolve_settings(config, model)
-    return data, training, resolved.params, seed
-
-
 def resolve_settings(config: Mapping | None, model: str,
                      resolve: Callable[[str, Mapping | None], ResolvedModel] | None = None,
                      ) -> tuple[dict, TrainConfig, ResolvedModel, int]:

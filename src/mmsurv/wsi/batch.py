@@ -1,8 +1,9 @@
 """Segmentation and patching of a batch of slides in one process (the workflow's batched jobs).
 
 For the rule ``segment_and_patch_batch``: N slides per process, so a patching job's start-up is
-paid once per batch. Each slide's four outputs are written as :func:`mmsurv.wsi.segment_and_patch`
-writes them (atomically, the JSON summary last); a slide whose summary exists with the SAME
+paid once per batch. Each slide's four outputs are written as :func:`mmsurv.wsi.patching.segment_and_patch`
+writes them (atomically, the JSON summary last; the ``patching`` section resolved once per batch,
+:class:`~mmsurv.wsi.patching.PatchingSettings`); a slide whose summary exists with the SAME
 parameters is complete and skipped (a rerun after a kill redoes only the unfinished slides), a
 summary with other parameters is redone and the log names each difference
 (``patch.patch_size: made with 512, now 256``). The parameters are every setting that changes the
@@ -21,20 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from mmsurv.batch import SlideOutcome, run_batch
-from mmsurv.wsi.from_config import segment_and_patch_from_config, split_settings
 from mmsurv.wsi.outputs import output_paths
-from mmsurv.wsi.slide import DEFAULT_MPP
-from mmsurv.wsi import resolve_params
+from mmsurv.wsi.patching import PatchingSettings, segment_and_patch
 
 log = logging.getLogger(__name__)
 
 
-def expected_parameters(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``parameters`` a slide's summary records for these ``patching`` settings."""
-    preset, segment, patch, extra = split_settings(settings)
-    seg_params, patch_params = resolve_params(preset, segment, patch)
-    return json.loads(json.dumps({"preset": preset, "segment": seg_params.to_dict(), "patch": patch_params.to_dict(),
-                                  "default_mpp": extra.get("default_mpp", DEFAULT_MPP)}))
+def expected_parameters(settings: PatchingSettings) -> dict[str, Any]:
+    """The ``parameters`` a slide's summary records for these settings (as read back from its JSON)."""
+    return json.loads(json.dumps(settings.parameters()))
 
 
 def is_complete(out_dir: str | os.PathLike, slide_name: str, parameters: Mapping[str, Any],
@@ -78,7 +74,8 @@ def segment_and_patch_batch(slides: Sequence[tuple[str | os.PathLike, str]], out
                             settings: Mapping[str, Any]) -> list[SlideOutcome]:
     """Patch every ``(slide_path, slide_name)``; skip complete ones; raise ``BatchError`` naming failures."""
     paths = {name: path for path, name in slides}
-    parameters = expected_parameters(settings)
+    resolved = PatchingSettings.from_config(settings)  # once for the batch: what runs is what is compared
+    parameters = expected_parameters(resolved)
 
     def one(name: str) -> str:
         problem = completion_problem(out_dir, name, parameters, paths[name])
@@ -86,7 +83,8 @@ def segment_and_patch_batch(slides: Sequence[tuple[str | os.PathLike, str]], out
             return "skipped"
         if problem != "outputs missing":
             log.warning("slide %s: existing patches not reusable (%s): recomputing", name, problem)
-        segment_and_patch_from_config(paths[name], out_dir, slide_name=name, settings=settings)
+        segment_and_patch(paths[name], out_dir, slide_name=name, preset=resolved.preset, segment=resolved.segment,
+                          patch=resolved.patch, default_mpp=resolved.default_mpp)
         return "done"
 
     return run_batch("segment_and_patch", list(paths), one)

@@ -1,7 +1,7 @@
 """``mmsurv wsi patch``: tissue segmentation and patch coordinates for slides, without Snakemake.
 
 Who uses this: people running or debugging the patching stage by hand; the workflow calls the same
-``mmsurv.wsi.segment_and_patch``. Each slide is processed independently: a slide that fails
+``mmsurv.wsi.patching.segment_and_patch``. Each slide is processed independently: a slide that fails
 (unopenable, unreadable) is reported by name and the others still run; the exit code is 1 if any
 failed.
 """
@@ -12,11 +12,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from mmsurv.wsi import SlideError, segment_and_patch
 from mmsurv.wsi.outputs import DEFAULT_VIS_MAX_SIDE, output_paths
 from mmsurv.wsi.patch import DEFAULT_MIN_TISSUE_FRACTION
+from mmsurv.wsi.patching import segment_and_patch
 from mmsurv.wsi.presets import DEFAULT_PRESET, PRESETS
-from mmsurv.wsi.slide import DEFAULT_MPP, slide_name_of
+from mmsurv.wsi.slide import DEFAULT_MPP, SlideError, slide_name_of
 
 log = logging.getLogger(__name__)
 

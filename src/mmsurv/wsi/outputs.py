@@ -1,6 +1,6 @@
 """Per-slide outputs of the patching stage, CLAM-compatible, each written atomically.
 
-Who uses this: ``mmsurv.wsi.segment_and_patch``; the feature-extraction stage reads the ``.h5``
+Who uses this: ``mmsurv.wsi.patching.segment_and_patch``; the feature-extraction stage reads the ``.h5``
 files, people read the PNGs, the workflow reads the ``.json`` (its existence = slide complete).
 
 Layout under ``out_dir`` (``output_paths``)::

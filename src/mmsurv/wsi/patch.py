@@ -1,6 +1,6 @@
 """Patch grid on tissue: which fixed-size patches at a target magnification go to feature extraction.
 
-Who uses this: ``mmsurv.wsi.segment_and_patch`` (coordinates written to ``patches/{slide}.h5``
+Who uses this: ``mmsurv.wsi.patching.segment_and_patch`` (coordinates written to ``patches/{slide}.h5``
 for the feature-extraction stage) and ``bench/segment.py``.
 
 Geometry (``plan_patches``)

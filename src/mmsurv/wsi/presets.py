@@ -1,7 +1,7 @@
 """Named tissue-segmentation presets equivalent to CLAM's ``presets/*.csv``, with areas in mm².
 
 Who uses this: ``mmsurv wsi patch --preset NAME``, the workflow config (``wsi.preset``) and
-``mmsurv.wsi.segment_and_patch``.
+``mmsurv.wsi.patching.segment_and_patch``.
 
 Values are CLAM's (``mahmoodlab/CLAM``, ``presets/tcga.csv``, ``bwh_biopsy.csv``,
 ``bwh_resection.csv``)::

@@ -1,6 +1,6 @@
 """Tissue segmentation of a whole-slide image on a low-resolution image, CLAM-style.
 
-Who uses this: ``mmsurv.wsi.segment_and_patch`` (the ``wsi_patch`` workflow rule and the
+Who uses this: ``mmsurv.wsi.patching.segment_and_patch`` (the ``segment_and_patch_batch`` workflow rule and the
 ``mmsurv wsi patch`` command) and the benchmark ``bench/segment.py``.
 
 Steps (``segment_slide``):
