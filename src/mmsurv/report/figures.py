@@ -175,12 +175,16 @@ def bubble_points(summary_means: pd.Series, efficiency: pd.DataFrame) -> pd.Data
 
 
 def bubble_figure(points: pd.DataFrame, *, reference_bag_size: int, variant: str) -> Figure:
-    """c-index vs FLOPs, marker area ∝ parameters, one labelled marker per model."""
-    figure = new_figure(6.4, 4.8)
-    ax = figure.add_axes((0.13, 0.13, 0.62, 0.74))
+    """c-index vs FLOPs, marker area ∝ parameters; each bubble numbered (by c-index, best first) with a
+    label placed where it overlaps no other label, and a key of the numbers beside the plot: legible
+    at the zoo's 27+ models, where names beside the bubbles overlapped."""
+    rows = max(len(points), 1)
+    figure = new_figure(10.0, max(5.2, 1.6 + 0.17 * rows))
+    ax = figure.add_axes((0.08, 0.12, 0.5, 0.78))
     if points.empty:
         ax.text(0.5, 0.5, "no model with both FLOPs and c-index", ha="center", va="center", transform=ax.transAxes)
         return figure
+    points = points.sort_values(["cindex", "flops"], ascending=[False, True])
     scale = MAX_BUBBLE_AREA / float(points["params"].max())
     colors = {key: modality.colour for key, modality in MODALITIES.items()}
     for _, row in points.iterrows():
@@ -188,42 +192,92 @@ def bubble_figure(points: pd.DataFrame, *, reference_bag_size: int, variant: str
                    alpha=0.55, edgecolor="black", lw=0.8, zorder=3)
     ax.set_xscale("log")
     _pad_limits(ax, points)
-    _label_bubbles(figure, ax, points, scale)
     ax.set_xlabel(f"Forward FLOPs per patient at {reference_bag_size:,} patches (log scale)", fontsize=BASE_FONT)
     ax.set_ylabel(f"Mean c-index over cohorts ({VARIANT_WORDS.get(variant, variant)})", fontsize=BASE_FONT)
     ax.tick_params(labelsize=BASE_FONT - 1)
     ax.grid(True, which="major", lw=0.4, alpha=0.5)
     ax.set_title("c-index vs compute (marker area ∝ parameters)", fontsize=BASE_FONT + 1)
+    _number_bubbles(figure, ax, points, scale)
     _bubble_legends(figure, ax, points, scale)
+    _number_key(figure, points, colors)
     return figure
 
 
-LABEL_DIRECTIONS = [(0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1)]
+def label_positions(centers: np.ndarray, radii: np.ndarray, sizes: np.ndarray,
+                    bounds: tuple[float, float, float, float]) -> np.ndarray:
+    """Centres for one label per point (display units) such that no two label boxes overlap.
+
+    ``centers`` N×2 point centres, ``radii`` their marker radii, ``sizes`` N×2 label widths and
+    heights, ``bounds`` (x0, y0, x1, y1) the area labels must stay in. In order, each label takes the
+    first free spot of: the marker's centre (when the label fits inside the marker), then rings
+    around the marker at growing distances and 16 angles (nearest first). A spot is free when its box
+    overlaps no label placed before it and lies inside ``bounds``; if none is free, the spot of least
+    overlap is taken."""
+    x0, y0, x1, y1 = bounds
+    placed: list[tuple[float, float, float, float]] = []
+    out = np.zeros((len(centers), 2))
+    angles = np.deg2rad(np.arange(0, 360, 22.5))
+    for i, (center, radius, (w, h)) in enumerate(zip(centers, radii, sizes)):
+        candidates = [center] if radius >= 0.6 * math.hypot(w, h) else []
+        for gap in (2.0, 6.0, 12.0, 20.0, 30.0, 44.0, 60.0, 80.0, 110.0):
+            reach = radius + gap + 0.5 * max(w, h)
+            candidates += [center + reach * np.array([math.cos(a), math.sin(a)]) for a in angles]
+        best, best_overlap = candidates[0], math.inf
+        for spot in candidates:
+            box = (spot[0] - w / 2, spot[1] - h / 2, spot[0] + w / 2, spot[1] + h / 2)
+            if box[0] < x0 or box[1] < y0 or box[2] > x1 or box[3] > y1:
+                continue
+            overlap = sum(max(0.0, min(box[2], o[2]) - max(box[0], o[0]))
+                          * max(0.0, min(box[3], o[3]) - max(box[1], o[1])) for o in placed)
+            if overlap < best_overlap:
+                best, best_overlap = spot, overlap
+                if overlap == 0.0:
+                    break
+        out[i] = best
+        placed.append((best[0] - w / 2, best[1] - h / 2, best[0] + w / 2, best[1] + h / 2))
+    return out
 
 
-def _label_bubbles(figure: Figure, ax, points: pd.DataFrame, scale: float) -> None:
-    """Name each bubble on the side (of 8) farthest from the other bubbles, inside the axes."""
-    points_per_px = 72.0 / figure.dpi
-    centers = ax.transData.transform(points[["flops", "cindex"]].to_numpy(dtype="float64")) * points_per_px
-    radii = np.sqrt(points["params"].to_numpy(dtype="float64") * scale / math.pi)
+def _number_bubbles(figure: Figure, ax, points: pd.DataFrame, scale: float) -> None:
+    """Each bubble's number (its rank) where it overlaps no other number, with a thin line to its bubble."""
+    figure.canvas.draw()  # final axes position and limits
+    px_per_pt = figure.dpi / 72.0
+    centers = ax.transData.transform(points[["flops", "cindex"]].to_numpy(dtype="float64"))
+    radii = np.sqrt(points["params"].to_numpy(dtype="float64") * scale / math.pi) * px_per_pt
+    font = BASE_FONT - 0.5
+    renderer = figure.canvas.get_renderer()
+    sizes = []
+    for n in range(1, len(points) + 1):  # each label's real extent, plus a 1.5 pt margin
+        probe = ax.text(0, 0, str(n), fontsize=font, fontweight="bold")
+        extent = probe.get_window_extent(renderer)
+        probe.remove()
+        sizes.append([extent.width + 3 * px_per_pt, extent.height + 3 * px_per_pt])
+    sizes = np.array(sizes)
     box = ax.get_window_extent()
-    x0, y0, x1, y1 = (v * points_per_px for v in (box.x0, box.y0, box.x1, box.y1))
-    for i, model in enumerate(points.index):
-        best, best_score = (0.0, radii[i] + 3), -np.inf
-        for dx, dy in LABEL_DIRECTIONS:
-            norm = math.hypot(dx, dy)
-            offset = (dx / norm * (radii[i] + 4), dy / norm * (radii[i] + 4))
-            anchor = centers[i] + offset + (dx * 12, dy * 5)  # roughly the label's centre
-            others = [np.hypot(*(anchor - centers[j])) - radii[j] for j in range(len(points)) if j != i]
-            inside = x0 + 25 <= anchor[0] <= x1 - 25 and y0 + 8 <= anchor[1] <= y1 - 8
-            clearance = min(min(others), 40.0) if others else 40.0  # beyond 40 pt a neighbour does not matter
-            score = clearance - (0 if inside else 1e6) + 0.5 * dy  # ties: above first
-            if score > best_score:
-                best, best_score = offset, score
-        ax.annotate(display_model(str(model)), (points["flops"].iloc[i], points["cindex"].iloc[i]), xytext=best,
-                    textcoords="offset points", fontsize=BASE_FONT, fontweight="bold", zorder=4,
-                    ha="center" if best[0] == 0 else ("left" if best[0] > 0 else "right"),
-                    va="center" if best[1] == 0 else ("bottom" if best[1] > 0 else "top"))
+    spots = label_positions(centers, radii, sizes, (box.x0, box.y0, box.x1, box.y1))
+    to_data = ax.transData.inverted()
+    for number, (center, spot) in enumerate(zip(centers, spots), start=1):
+        moved = not np.allclose(center, spot)
+        ax.annotate(str(number), to_data.transform(center), xytext=to_data.transform(spot), textcoords="data",
+                    fontsize=font, fontweight="bold", ha="center", va="center", zorder=5,
+                    arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.35", "shrinkA": 0, "shrinkB": 0}
+                    if moved else None)
+
+
+def _number_key(figure: Figure, points: pd.DataFrame, colors: dict) -> None:
+    """The numbers' key right of the legends: ``n  Model  c-index``, the number in its modality's colour."""
+    key = figure.add_axes((0.80, 0.05, 0.19, 0.9))
+    key.set_axis_off()
+    key.set_xlim(0, 1)
+    key.set_ylim(0, 1)
+    step = min(0.045, 0.94 / max(len(points), 1))
+    key.text(0.0, 1.0, "Models (by c-index)", fontsize=BASE_FONT - 1, ha="left", va="top")
+    for number, (model, row) in enumerate(points.iterrows(), start=1):
+        y = 1.0 - 0.05 - (number - 1) * step
+        key.text(0.0, y, f"{number:>2}", fontsize=BASE_FONT - 1.5, ha="left", va="top", fontweight="bold",
+                 color=colors.get(row["modality"], "0.3"))
+        key.text(0.13, y, f"{display_model(str(model))}  {row['cindex']:.3f}", fontsize=BASE_FONT - 1.5,
+                 ha="left", va="top")
 
 
 def _pad_limits(ax, points: pd.DataFrame) -> None:
@@ -236,7 +290,7 @@ def _pad_limits(ax, points: pd.DataFrame) -> None:
 
 def _bubble_legends(figure: Figure, ax, points: pd.DataFrame, scale: float) -> None:
     """Bubble-size key (true marker areas, stacked without overlap) and the modality legend, right of the plot."""
-    box = (0.78, 0.42, 0.2, 0.46)
+    box = (0.61, 0.45, 0.17, 0.45)
     key = figure.add_axes(box)
     key.set_axis_off()
     key.set_xlim(0, 1)
@@ -258,7 +312,7 @@ def _bubble_legends(figure: Figure, ax, points: pd.DataFrame, scale: float) -> N
     modality_handles = [ax.scatter([], [], s=60, color=modality.colour, alpha=0.55, edgecolor="black",
                                    label=modality.paper_label)
                         for key, modality in MODALITIES.items() if key in set(points["modality"])]
-    ax.legend(handles=modality_handles, loc="lower left", bbox_to_anchor=(1.02, 0.0), fontsize=BASE_FONT - 1,
+    ax.legend(handles=modality_handles, loc="lower left", bbox_to_anchor=(1.04, 0.0), fontsize=BASE_FONT - 1,
               title="Modality", title_fontsize=BASE_FONT - 1, frameon=False, alignment="left")
 
 
