@@ -435,6 +435,18 @@ def train_folds(wildcards):
     return [int(wildcards.fold)] if PER_FOLD else FOLDS
 
 
+def paper_tables():
+    """The paper tables of report.papers: every shipped results table, as md, csv and tex."""
+    from mmsurv.report.papers import paper_table_files
+
+    return [
+        f"{REPORT}/papers/{paper}/table{number}.{ext}"
+        for paper, numbers in paper_table_files(config["report"]["papers"]).items()
+        for number in numbers
+        for ext in ("md", "csv", "tex")
+    ]
+
+
 def report_pdfs():
     """The PDF twins of the report's figures, written when report.pdf is true."""
     if not config["report"].get("pdf"):

@@ -105,6 +105,7 @@ rule aggregate:
             )
             for model in MODELS
         ],
+        papers=paper_tables(),
         pdfs=report_pdfs(),
         summary=f"{REPORT}/report.json",
     log:

@@ -37,11 +37,14 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from mmsurv.io import atomic_write_text
 from mmsurv.report.collect import VARIANTS, collect_results
 from mmsurv.report.efficiency import efficiency_frame
 from mmsurv.report.figures import bubble_figure, bubble_points, km_figure, km_grid_figure, save_figure
 from mmsurv.report.km import stratification_frame, stratify
+from mmsurv.report.papers import write_paper_tables
 from mmsurv.report.settings import DEFAULT_REFERENCE_BAG_SIZE, MEDIAN_SPLITS
 from mmsurv.report.stats import DEFAULT_N_BOOT, DEFAULT_SEED, compute_statistics
 from mmsurv.report.stats_report import write_statistics
@@ -63,13 +66,14 @@ def build_report(results_dir: str | os.PathLike, cohorts: Sequence[str] | None, 
                  reference_bag_size: int = DEFAULT_REFERENCE_BAG_SIZE, median_split: str = "fold_train",
                  model_params: Mapping | None = None, pdf: bool = False, km_variant: str = "last",
                  std_ddof: int = DEFAULT_DDOF, bootstrap: int = DEFAULT_N_BOOT,
-                 bootstrap_seed: int = DEFAULT_SEED) -> dict[str, Path]:
+                 bootstrap_seed: int = DEFAULT_SEED, papers: Sequence[str] = ()) -> dict[str, Path]:
     """Write every table and figure of the report into ``out_dir``; return ``{key: path}``.
 
     ``cohorts``/``models`` None (or empty) means every one found under ``results_dir``;
     ``folds=K`` requires folds 0..K-1 everywhere. ``model_params`` (``{model: {hyper-parameter: value}}``)
     is used only for folds whose metrics.json lacks ``config.model_params``. ``bootstrap`` resamples
-    (seeded by ``bootstrap_seed``) give the statistics' intervals and paired comparisons.
+    (seeded by ``bootstrap_seed``) give the statistics' intervals and paired comparisons. ``papers``:
+    the founding papers whose results tables are written beside ours (``papers/<paper>/table<N>.*``).
     """
     if median_split not in MEDIAN_SPLITS:
         raise ValueError(f"median_split must be one of {', '.join(MEDIAN_SPLITS)}, got {median_split!r}")
@@ -95,7 +99,12 @@ def build_report(results_dir: str | os.PathLike, cohorts: Sequence[str] | None, 
     paths.update(_km_outputs(results, out, median_split=median_split, variant=km_variant, pdf=pdf))
     paths.update(write_statistics(statistics, out, pdf=pdf))
 
-    means = summarise_cindex(results, "last", std_ddof).mean[OVERALL]
+    last = summarise_cindex(results, "last", std_ddof)
+    if papers:
+        ours = pd.DataFrame([{"cohort": cohort, "model": model, "mean": last.mean.loc[model, cohort],
+                              "std": last.std.loc[model, cohort]} for model in last.models for cohort in last.cohorts])
+        paths.update(write_paper_tables(papers, out, ours, intervals, efficiency))
+    means = last.mean[OVERALL]
     figure = bubble_figure(bubble_points(means, efficiency), reference_bag_size=reference_bag_size, variant="last")
     paths.update(_named("bubble", save_figure(figure, out / "bubble_cindex_flops.png", pdf=pdf)))
 
@@ -103,7 +112,7 @@ def build_report(results_dir: str | os.PathLike, cohorts: Sequence[str] | None, 
     settings = {"results_dir": str(results_dir), "cohorts": list(results.cohorts), "models": list(results.models),
                 "folds": sorted({f.fold for f in results.folds}), "reference_bag_size": int(reference_bag_size),
                 "median_split": median_split, "km_variant": km_variant, "std_ddof": std_ddof, "pdf": pdf,
-                "bootstrap": int(bootstrap), "bootstrap_seed": int(bootstrap_seed)}
+                "bootstrap": int(bootstrap), "bootstrap_seed": int(bootstrap_seed), "papers": list(papers)}
     document = {"settings": settings,
                 "files": {key: os.path.relpath(path, out) for key, path in sorted(paths.items())}}
     atomic_write_text(paths["report_json"], json.dumps(document, indent=2) + "\n")

@@ -39,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              f"(default: {DEFAULT_N_BOOT})")
     parser.add_argument("--bootstrap-seed", type=int, default=DEFAULT_SEED,
                         help=f"seed of the bootstrap resamples (default: {DEFAULT_SEED})")
+    parser.add_argument("--papers", nargs="*", default=[], metavar="PAPER",
+                        help="founding papers whose results tables to write beside ours (cancermoe, survmamba)")
     parser.add_argument("--pdf", action="store_true", help="also save every figure as PDF")
     parser.set_defaults(func=_run)
 
@@ -52,6 +54,6 @@ def _run(args: argparse.Namespace) -> int:
     paths = build_report(args.results, args.cohorts, args.models, out_dir, folds=args.folds,
                          reference_bag_size=args.reference_bag_size, median_split=args.median_split,
                          pdf=args.pdf, km_variant=args.km_variant, bootstrap=args.bootstrap,
-                         bootstrap_seed=args.bootstrap_seed)
+                         bootstrap_seed=args.bootstrap_seed, papers=args.papers)
     print(f"report: {len(paths)} files written to {out_dir}")
     return 0

@@ -1,0 +1,133 @@
+"""Paper tables: each results table a founding paper prints, with this run's numbers beside them.
+
+For whoever regenerates a paper (``results/report/papers/<paper>/table<N>.{md,csv,tex}``): every
+row of the paper's table (:mod:`mmsurv.report.published`) with the published value, ours, the
+difference and whether the published value lies inside our 95% interval. A row is matched to our
+results by its registered model and cohort: c-index rows take our last-epoch mean ± std over folds
+and the 95% bootstrap interval of that mean (the statistics' resamples); ``overall`` takes the mean
+over the paper's cohorts when every one of them was run (else blank, as the paper's Overall is over
+its own cohorts); parameter and FLOP rows take the efficiency table's count (FLOPs at the report's
+reference bag size, which is not the paper's input: compare orders of magnitude only). A row whose
+model or cohort was not run, or that names no registered model (an ablation row not yet mapped to a
+variant), keeps our columns blank; nothing is filled in.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mmsurv.io import atomic_write_text
+from mmsurv.report.published import PUBLISHED_DIR, published_files, read_published
+from mmsurv.report.tables import _latex_table, latex_escape, write_csv
+
+COMPARISON_COLUMNS = ["setting", "model", "cohort", "metric", "published", "published_std", "ours", "ours_std",
+                      "ci_low", "ci_high", "difference", "inside_ci"]
+
+
+def shipped_papers() -> list[str]:
+    """The papers whose tables are shipped, e.g. ``["cancermoe", "survmamba"]``."""
+    return sorted({path.stem.split("_table")[0] for path in published_files()})
+
+
+def paper_table_files(papers: Iterable[str]) -> dict[str, list[int]]:
+    """Paper → the numbers of its shipped tables."""
+    wanted = set(papers)
+    tables: dict[str, list[int]] = {}
+    for path in published_files():
+        paper, number = path.stem.split("_table")
+        if paper in wanted:
+            tables.setdefault(paper, []).append(int(number))
+    unknown = sorted(wanted - set(tables))
+    if unknown:
+        raise ValueError(f"report.papers: no published tables of {', '.join(unknown)} "
+                         f"(shipped: {', '.join(shipped_papers())})")
+    return {paper: sorted(numbers) for paper, numbers in tables.items()}
+
+
+def compare_table(published: pd.DataFrame, cindex: pd.DataFrame, intervals: Mapping[tuple[str, str], tuple[float, float]],
+                  efficiency: pd.DataFrame) -> pd.DataFrame:
+    """One published table beside ours. ``cindex``: our summary rows (cohort, model, mean, std);
+    ``intervals``: (cohort, model) → 95% interval of the fold mean; ``efficiency``: the efficiency frame."""
+    ours = {(row.cohort, row.model): (row.mean, row.std) for row in cindex.itertuples()}
+    paper_cohorts = sorted(set(published["cohort"]) - {"overall", "average"})
+    rows = []
+    for row in published.itertuples():
+        value, std, low, high = math.nan, math.nan, math.nan, math.nan
+        if row.model and row.metric == "cindex":
+            if row.cohort == "overall":
+                means = [ours.get((cohort, row.model), (math.nan,))[0] for cohort in paper_cohorts]
+                value = float(np.mean(means)) if means and all(np.isfinite(means)) else math.nan
+            else:
+                value, std = ours.get((row.cohort, row.model), (math.nan, math.nan))
+                low, high = intervals.get((row.cohort, row.model), (math.nan, math.nan))
+        elif row.model and row.metric in ("params", "flops") and not efficiency.empty:
+            column = "n_params" if row.metric == "params" else "flops_reference"
+            found = efficiency.loc[efficiency["model"] == row.model, column]
+            value = float(found.mean()) if len(found) else math.nan
+        difference = value - row.value if np.isfinite(value) else math.nan
+        inside = (bool(low <= row.value <= high) if np.isfinite(low) and np.isfinite(high) else None)
+        rows.append({"setting": row.setting, "model": row.model, "cohort": row.cohort, "metric": row.metric,
+                     "published": row.value, "published_std": row.std, "ours": value, "ours_std": std,
+                     "ci_low": low, "ci_high": high, "difference": difference, "inside_ci": inside})
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def _cell(value: float, std: float | None = None, metric: str = "cindex") -> str:
+    if value is None or not np.isfinite(value):
+        return ""
+    if metric in ("params", "flops"):
+        for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if abs(value) >= scale:
+                return f"{value / scale:.3g} {prefix}"
+        return f"{value:.3g}"
+    text = f"{value:.3f}"
+    return f"{text} ± {std:.3f}" if std is not None and np.isfinite(std) else text
+
+
+def comparison_display(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    header = ["Setting", "Cohort", "Metric", "Published", "Ours", "95% CI", "Ours − published", "Published in CI"]
+    rows = []
+    for row in frame.itertuples():
+        ci = f"[{row.ci_low:.3f}, {row.ci_high:.3f}]" if np.isfinite(row.ci_low) else ""
+        inside = "" if row.inside_ci is None or (isinstance(row.inside_ci, float) and math.isnan(row.inside_ci)) \
+            else ("yes" if row.inside_ci else "no")
+        difference = _cell(row.difference, metric=row.metric) if np.isfinite(row.difference) else ""
+        if difference and row.metric == "cindex" and not difference.startswith("-"):
+            difference = f"+{difference}"
+        rows.append([row.setting, row.cohort.upper() if row.cohort not in ("overall", "average") else row.cohort,
+                     row.metric, _cell(row.published, row.published_std, row.metric),
+                     _cell(row.ours, row.ours_std, row.metric), ci, difference, inside])
+    return header, rows
+
+
+def write_paper_tables(papers: Iterable[str], out_dir: str | os.PathLike, cindex: pd.DataFrame,
+                       intervals: Mapping[tuple[str, str], tuple[float, float]], efficiency: pd.DataFrame
+                       ) -> dict[str, Path]:
+    """``out_dir/papers/<paper>/table<N>.{md,csv,tex}`` for each shipped table of ``papers``."""
+    paths: dict[str, Path] = {}
+    for paper, numbers in paper_table_files(papers).items():
+        for number in numbers:
+            published = read_published(PUBLISHED_DIR / f"{paper}_table{number}.csv")
+            frame = compare_table(published, cindex, intervals, efficiency)
+            base = Path(out_dir) / "papers" / paper / f"table{number}"
+            caption = (f"{paper} Table {number}: published values beside this run's (last epoch; 95% bootstrap "
+                       "interval of the fold mean). Blank: not run here.")
+            header, rows = comparison_display(frame)
+            md = [f"**{caption}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            md += ["| " + " | ".join(cells) + " |" for cells in rows]
+            tex_rows = [" & ".join(latex_escape(cell).replace("±", r"$\pm$") for cell in cells) + r" \\" for cells in rows]
+            key = f"paper_{paper}_table{number}"
+            paths[f"{key}_csv"], paths[f"{key}_md"], paths[f"{key}_tex"] = (base.with_suffix(ext) for ext in
+                                                                               (".csv", ".md", ".tex"))
+            write_csv(paths[f"{key}_csv"], frame)
+            atomic_write_text(paths[f"{key}_md"], "\n".join(md) + "\n")
+            atomic_write_text(paths[f"{key}_tex"], _latex_table(
+                [latex_escape(h) for h in header], tex_rows, caption=caption, label=f"tab:{paper}-table{number}",
+                align="l" * len(header)))
+    return paths

@@ -1,0 +1,68 @@
+"""Paper tables: the published values beside ours, matched by model and cohort; blanks where not run."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from mmsurv.report.papers import compare_table, paper_table_files, shipped_papers
+from mmsurv.report.published import published
+
+
+def _survmamba_table1() -> pd.DataFrame:
+    frame = published("survmamba")
+    return frame[frame["table"] == "Table 1"]
+
+
+def test_rows_take_our_mean_interval_and_say_whether_the_published_value_is_inside():
+    table = _survmamba_table1()
+    ours = pd.DataFrame([{"cohort": "blca", "model": "snn", "mean": 0.62, "std": 0.03},
+                         {"cohort": "blca", "model": "mcat", "mean": 0.70, "std": 0.02}])
+    intervals = {("blca", "snn"): (0.58, 0.66), ("blca", "mcat"): (0.68, 0.72)}
+    frame = compare_table(table, ours, intervals, pd.DataFrame()).set_index(["model", "cohort"])
+    snn = frame.loc[("snn", "blca")]
+    assert snn["published"] == pytest.approx(0.610) and snn["ours"] == pytest.approx(0.62)
+    assert snn["difference"] == pytest.approx(0.01) and snn["inside_ci"] is True  # 0.610 in [0.58, 0.66]
+    assert frame.loc[("mcat", "blca"), "inside_ci"] is False  # 0.669 below 0.68
+    assert math.isnan(frame.loc[("snn", "brca"), "ours"])  # not run: blank, never filled in
+    assert math.isnan(frame.loc[("snn", "overall"), "ours"])  # overall needs every cohort of the paper
+    assert frame.loc[("snn", "brca"), "inside_ci"] is None
+
+
+def test_overall_is_the_mean_over_the_papers_cohorts_when_all_were_run():
+    table = _survmamba_table1()
+    cohorts = ["brca", "blca", "coadread", "ucec", "luad"]
+    ours = pd.DataFrame([{"cohort": c, "model": "snn", "mean": 0.6 + 0.01 * i, "std": 0.01} for i, c in enumerate(cohorts)])
+    frame = compare_table(table, ours, {}, pd.DataFrame()).set_index(["model", "cohort"])
+    assert frame.loc[("snn", "overall"), "ours"] == pytest.approx(0.62)
+
+
+def test_efficiency_rows_take_our_counts():
+    table = published("survmamba")
+    table = table[table["table"] == "Table 2"]
+    efficiency = pd.DataFrame([{"model": "survmamba", "n_params": 400_000, "flops_reference": 2.0e9}])
+    frame = compare_table(table, pd.DataFrame(columns=["cohort", "model", "mean", "std"]), {}, efficiency)
+    params = frame[(frame["model"] == "survmamba") & (frame["metric"] == "params")].iloc[0]
+    assert params["ours"] == 400_000 and params["difference"] == pytest.approx(400_000 - 398_850)
+
+
+def test_report_writes_each_table_of_the_chosen_papers(fake_results, tmp_path):
+    from report_fakes import COHORTS, FOLDS, MODELS
+
+    from mmsurv.report.build import build_report
+
+    assert shipped_papers() == ["cancermoe", "survmamba"]
+    paths = build_report(fake_results, COHORTS, MODELS, tmp_path / "report", folds=FOLDS, reference_bag_size=512,
+                         bootstrap=20, papers=["survmamba"])
+    written = sorted(p.relative_to(tmp_path / "report").as_posix() for k, p in paths.items() if k.startswith("paper_"))
+    assert written == sorted(f"papers/survmamba/table{n}.{ext}" for n in paper_table_files(["survmamba"])["survmamba"]
+                             for ext in ("csv", "md", "tex"))
+    table1 = pd.read_csv(tmp_path / "report/papers/survmamba/table1.csv")
+    blca_snn = table1[(table1["model"] == "snn") & (table1["cohort"] == "blca")].iloc[0]
+    assert 0 < blca_snn["ours"] < 1 and 0 < blca_snn["ci_low"] < blca_snn["ci_high"] < 1  # (the fakes' metrics
+    # and predictions are made up separately: the interval need not hold the mean here)
+    assert "SNN" in (tmp_path / "report/papers/survmamba/table1.md").read_text()
+    with pytest.raises(ValueError, match="no published tables of mmm"):
+        paper_table_files(["mmm"])
