@@ -43,9 +43,12 @@ BENCHMARKS = f"{RESULTS}/benchmarks"
 COHORTS = list(config["cohorts"])
 DOWNLOAD = config["download"]
 SAMPLES_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/samples.schema.yaml")
-MODELS = catalog.expand_models(
-    config["models"], config["train"].get("models"), CATALOG.names()
+# Sweeps (train.sweeps) become variants in train.models, one per value, before anything reads them:
+# each variant's section is looked up on its own like any variant's.
+_LISTED, config["train"]["models"] = catalog.with_sweeps(
+    config["models"], config["train"].get("models"), config["train"].pop("sweeps", None)
 )
+MODELS = catalog.expand_models(_LISTED, config["train"]["models"], CATALOG.names())
 FOLDS = list(range(config["folds"]))
 REPORT = f"{RESULTS}/report"
 # The compiled encoder is cached per machine and settings, outside the results (reused by every run):
@@ -461,8 +464,17 @@ def report_pdfs():
 
 
 def get_final_output():
-    """Targets of rule all."""
+    """Targets of rule all: the report, and every fold's metrics. The latter make a model added to the
+    list (or a sweep value) train and the report rebuild: Snakemake never remakes a missing input of
+    a job whose outputs exist unless another target needs it, and a new model's report figures have
+    no provenance to trigger ``aggregate``."""
     targets = [f"{REPORT}/report.json"]
+    targets += expand(
+        f"{RESULTS}/{{cohort}}/{{model}}/fold{{fold}}/metrics.json",
+        cohort=COHORTS,
+        model=MODELS,
+        fold=FOLDS,
+    )
     for cohort in COHORTS:
         if external_features(cohort) is None:
             targets += [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import json
 import re
 import subprocess
 import sys
@@ -313,3 +314,28 @@ def test_a_killed_train_job_of_every_fold_resumes_at_the_fold_and_epoch_reached(
                    features_dir=small_cohort["root"] / "features/pt_files", seed=1)
         for name in ("predictions.tsv", "predictions_best.tsv"):
             assert (folds / f"fold{fold}" / name).read_bytes() == (reference / name).read_bytes(), (fold, name)
+
+
+def test_a_sweep_trains_one_variant_per_value_and_an_edited_value_reruns_only_its_jobs(tmp_path, small_cohort):
+    """``train.sweeps``: one row per value; after the run, changing one value makes ``snakemake -n``
+    list that value's train job (and aggregate), nothing of the values kept."""
+    cohort = small_cohort["cohort"]
+    config = {"results": "results", "download": {"source": "local"}, "folds": 2, "seed": 1,
+              "cohorts": {"tiny": {"table": str(cohort.table), "splits_dir": str(cohort.splits_dir),
+                                   "signatures": str(cohort.signatures), "pathways": str(cohort.pathways),
+                                   "features_dir": str(small_cohort["root"] / "features/pt_files")}},
+              "models": ["snn_dropout"], "train_jobs": "per_model", "report": {"papers": []},
+              "train": {"data": {"feature_dim": 16}, "training": {"epochs": 1, "grad_accum": 1},
+                        "sweeps": {"snn_dropout": {"model": "snn", "param": "dropout", "values": [0.25, 0.5]}}}}
+    result = run_snakemake(tmp_path, config)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    for variant, dropout in (("snn_dropout_0p25", 0.25), ("snn_dropout_0p5", 0.5)):
+        metrics = json.loads((tmp_path / f"results/tiny/{variant}/fold1/metrics.json").read_text())
+        assert metrics["config"]["model_params"] == {"dropout": dropout}
+    config["train"]["sweeps"]["snn_dropout"]["values"] = [0.25, 0.4]
+    result = run_snakemake(tmp_path, config, "-n")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    jobs = [job for job in re.findall(r"^(?:local)?rule (\w+):", output, flags=re.MULTILINE) if job != "all"]
+    assert sorted(jobs) == ["aggregate", "train"], jobs
+    assert set(re.findall(r"model=(\w+)", output)) == {"snn_dropout_0p4"}

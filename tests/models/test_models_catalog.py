@@ -72,3 +72,23 @@ def test_the_contract_vocabulary_and_the_catalog_import_no_torch_and_no_registry
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_sweeps_expand_into_one_variant_per_value():
+    from mmsurv.models.catalog import expand_models, expand_sweeps, with_sweeps
+
+    sweeps = {"tokens": {"model": "cancermoe", "param": "n_tokens", "values": [1024, 2048]},
+              "drop": {"model": "snn", "param": "dropout", "values": [0.1, 0.25], "training": {"epochs": 3}}}
+    expanded = expand_sweeps(sweeps)
+    assert expanded["tokens"] == {"tokens_1024": {"model": "cancermoe", "n_tokens": 1024},
+                                  "tokens_2048": {"model": "cancermoe", "n_tokens": 2048}}
+    assert expanded["drop"]["drop_0p1"] == {"model": "snn", "dropout": 0.1, "training": {"epochs": 3}}
+    listed, section = with_sweeps(["snn", "tokens"], {"snn_selu": {"model": "snn", "activation": "selu"}}, sweeps)
+    assert listed == ["snn", "tokens_1024", "tokens_2048"]
+    assert set(section) == {"snn_selu", "tokens_1024", "tokens_2048", "drop_0p1", "drop_0p25"}
+    assert expand_models("all", section, ["snn", "cancermoe"]) == [
+        "snn", "cancermoe", "drop_0p1", "drop_0p25", "snn_selu", "tokens_1024", "tokens_2048"]
+    with pytest.raises(ValueError, match="train.sweeps.bad: needs model, param, values"):
+        expand_sweeps({"bad": {"model": "snn", "values": [1]}})
+    with pytest.raises(ValueError, match="also defined in train.models"):
+        with_sweeps("all", {"tokens_1024": {"model": "cancermoe"}}, sweeps)

@@ -353,6 +353,58 @@ def resolve_model(name: str, models_config: Mapping | None, lookup: Callable[[st
     return ResolvedModel(name=name, spec=spec, params=section, data=data, training=training, display_name=display)
 
 
+SWEEP_KEYS = ("model", "param", "values")
+
+
+def sweep_variant_name(sweep: str, value: Any) -> str:
+    """The variant name of one value of a sweep: ``<sweep>_<value>`` (``.`` as ``p``, ``-`` as ``m``)."""
+    text = str(value).lower().replace(".", "p").replace("-", "m")
+    if not text.replace("_", "").isalnum():
+        raise ValueError(f"train.sweeps.{sweep}: value {value!r} cannot name a variant (letters, digits, ., -, _)")
+    return f"{sweep}_{text}"
+
+
+def expand_sweeps(sweeps: Mapping | None) -> dict[str, dict[str, dict]]:
+    """``train.sweeps`` as variants: sweep name → {variant name: variant section}.
+
+    ``NAME: {model: BASE, param: P, values: [v1, v2, ...]}`` (optionally ``data``/``training``
+    sections shared by its variants) is one variant ``NAME_<v>`` per value, ``{model: BASE, P: v}``:
+    each its own table row and its own train jobs, looked up one by one as any variant, so editing
+    one value reruns only that value's jobs."""
+    expanded: dict[str, dict[str, dict]] = {}
+    for name, sweep in (sweeps or {}).items():
+        if not isinstance(sweep, Mapping) or not all(key in sweep for key in SWEEP_KEYS):
+            raise ValueError(f"train.sweeps.{name}: needs {', '.join(SWEEP_KEYS)}")
+        extra = sorted(set(sweep) - {*SWEEP_KEYS, "data", "training"})
+        if extra:
+            raise ValueError(f"train.sweeps.{name}: unknown key(s) {', '.join(extra)}")
+        values = list(sweep["values"])
+        if not values:
+            raise ValueError(f"train.sweeps.{name}: no values")
+        shared = {key: dict(sweep[key]) for key in ("data", "training") if sweep.get(key)}
+        variants = {sweep_variant_name(name, value): {"model": sweep["model"], sweep["param"]: value, **shared}
+                    for value in values}
+        if len(variants) != len(values):
+            raise ValueError(f"train.sweeps.{name}: two values give the same variant name")
+        expanded[name] = variants
+    return expanded
+
+
+def with_sweeps(models: str | list[str], models_config: Mapping | None, sweeps: Mapping | None
+                ) -> tuple[list[str], dict]:
+    """The ``models`` list with each sweep name replaced by its variants, and ``train.models`` with the
+    sweeps' variants added (an explicit ``train.models`` entry of the same name wins)."""
+    expanded = expand_sweeps(sweeps)
+    section = {variant: body for variants in expanded.values() for variant, body in variants.items()}
+    clash = sorted(set(section) & set(models_config or {}))
+    section.update(models_config or {})
+    names = [models] if isinstance(models, str) else list(models)
+    listed = [variant for name in names for variant in (expanded[name] if name in expanded else [name])]
+    if clash:
+        raise ValueError(f"train.sweeps: variant name(s) {', '.join(clash)} also defined in train.models")
+    return listed, section
+
+
 def expand_models(models: str | list[str], models_config: Mapping | None, registered: list[str]) -> list[str]:
     """The config's ``models`` value as names: ``all`` is every registered model plus every variant
     defined in ``train.models``; a list may contain ``all`` beside further names."""
