@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import json
+import os
 import re
 import subprocess
 import sys
@@ -47,6 +47,15 @@ def run_snakemake(workdir: Path, config: dict, *args: str) -> subprocess.Complet
     command = [*SNAKEMAKE, "-d", str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def planned_jobs(workdir: Path, config: dict) -> tuple[list[str], set[str]]:
+    """(sorted rules, models) of the jobs ``snakemake -n`` plans, ``all`` left out."""
+    result = run_snakemake(workdir, config, "-n")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    jobs = [job for job in re.findall(r"^(?:local)?rule (\w+):", output, flags=re.MULTILINE) if job != "all"]
+    return sorted(jobs), set(re.findall(r"model=(\w+)", output))
 
 
 def test_lint_is_clean():
@@ -250,12 +259,7 @@ def test_editing_a_model_file_reruns_exactly_its_train_jobs_and_aggregate(tmp_pa
     assert run_snakemake(tmp_path, config, "-n").stdout.count("Nothing to be done") == 1
 
     plugin.write_text(plugin.read_text() + "\n# an edit of the model's file\n")
-    result = run_snakemake(tmp_path, config, "-n")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    jobs = [job for job in re.findall(r"^(?:local)?rule (\w+):", output, flags=re.MULTILINE) if job != "all"]
-    assert sorted(jobs) == ["aggregate", "train"], jobs
-    assert set(re.findall(r"model=(\w+)", output)) == {"coord_probe"}
+    assert planned_jobs(tmp_path, config) == (["aggregate", "train"], {"coord_probe"})
 
 
 KILLER_PLUGIN = '''
@@ -333,9 +337,4 @@ def test_a_sweep_trains_one_variant_per_value_and_an_edited_value_reruns_only_it
         metrics = json.loads((tmp_path / f"results/tiny/{variant}/fold1/metrics.json").read_text())
         assert metrics["config"]["model_params"] == {"dropout": dropout}
     config["train"]["sweeps"]["snn_dropout"]["values"] = [0.25, 0.4]
-    result = run_snakemake(tmp_path, config, "-n")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    jobs = [job for job in re.findall(r"^(?:local)?rule (\w+):", output, flags=re.MULTILINE) if job != "all"]
-    assert sorted(jobs) == ["aggregate", "train"], jobs
-    assert set(re.findall(r"model=(\w+)", output)) == {"snn_dropout_0p4"}
+    assert planned_jobs(tmp_path, config) == (["aggregate", "train"], {"snn_dropout_0p4"})
