@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: demo test lint setup clean-demo paper
+.PHONY: demo test lint setup clean-demo paper demo-paper
 
 setup: $(STAMP)
 
@@ -30,6 +30,13 @@ paper: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml --forcerun aggregate --allowed-rules aggregate
 	$(BIN)/snakemake --cores 1 --configfile config/config.yaml --report results/report.html
 	@echo "tables and figures in results/report/, report in results/report.html"
+
+# One founding paper's preset on the demo cohort: make demo-paper PAPER=survmamba (cancermoe, mmm, hdmoe).
+demo-paper: $(STAMP)
+	@test -f config/papers/$(PAPER).yaml || { echo "usage: make demo-paper PAPER=<survmamba|cancermoe|mmm|hdmoe>"; exit 2; }
+	$(BIN)/snakemake --cores $(CORES) --configfile config/papers/$(PAPER).yaml config/papers/demo.yaml \
+		--config results=results/demo-paper/$(PAPER)
+	@echo "tables: results/demo-paper/$(PAPER)/report/ (paper tables: papers/$(PAPER)/ when it prints any)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

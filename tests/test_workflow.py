@@ -338,3 +338,30 @@ def test_a_sweep_trains_one_variant_per_value_and_an_edited_value_reruns_only_it
         assert metrics["config"]["model_params"] == {"dropout": dropout}
     config["train"]["sweeps"]["snn_dropout"]["values"] = [0.25, 0.4]
     assert planned_jobs(tmp_path, config) == (["aggregate", "train"], {"snn_dropout_0p4"})
+
+
+PAPERS = ["survmamba", "cancermoe", "mmm", "hdmoe"]
+
+
+@pytest.mark.parametrize("paper", PAPERS)
+def test_each_paper_preset_plans_its_models_on_the_demo_and_its_cohorts_template_is_valid(paper, tmp_path):
+    """``make demo-paper PAPER=...``'s config (preset + demo overlay) parses and plans one train job per
+    model and variant (sweeps expanded); the preset with its cohorts template passes the schema."""
+    from snakemake.utils import update_config
+
+    from mmsurv.config import check_config
+    from mmsurv.models.catalog import with_sweeps
+
+    preset = yaml.safe_load((REPO / f"config/papers/{paper}.yaml").read_text())
+    result = subprocess.run([*SNAKEMAKE, "-n", "-d", str(tmp_path), "--configfile", str(REPO / f"config/papers/{paper}.yaml"),
+                             str(REPO / "config/papers/demo.yaml"), "--config", "results=results"],
+                            capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    planned = set(re.findall(r"model=(\w+)", output))
+    expected, _ = with_sweeps(preset["models"], preset["train"].get("models"), preset["train"].get("sweeps"))
+    assert planned == set(expected)
+    merged = dict(preset)
+    update_config(merged, yaml.safe_load((REPO / f"config/papers/cohorts/{paper}.yaml").read_text()))
+    check_config(merged, REPO / "workflow/schemas/config.schema.yaml", source=f"config/papers/{paper}.yaml")
