@@ -3,13 +3,14 @@
 For whoever regenerates a paper (``results/report/papers/<paper>/table<N>.{md,csv,tex}``): every
 row of the paper's table (:mod:`mmsurv.report.published`) with the published value, ours, the
 difference and whether the published value lies inside our 95% interval. A row is matched to our
-results by its registered model and cohort: c-index rows take our last-epoch mean ± std over folds
+results by its model (a registered model, or for an ablation row the variant of the paper's preset
+``config/papers/<paper>.yaml``) and cohort: c-index rows take our last-epoch mean ± std over folds
 and the 95% bootstrap interval of that mean (the statistics' resamples); ``overall`` takes the mean
 over the paper's cohorts when every one of them was run (else blank, as the paper's Overall is over
 its own cohorts); parameter and FLOP rows take the efficiency table's count (FLOPs at the report's
 reference bag size, which is not the paper's input: compare orders of magnitude only). A row whose
-model or cohort was not run, or that names no registered model (an ablation row not yet mapped to a
-variant), keeps our columns blank; nothing is filled in.
+model or cohort was not run, or that names no model of the zoo, keeps our columns blank; nothing is
+filled in.
 """
 
 from __future__ import annotations
