@@ -38,6 +38,7 @@ LABELS = {"low": "Low risk", "high": "High risk"}
 BASE_FONT = 9
 GRID_COLUMNS = 3
 MAX_BUBBLE_AREA = 1800.0  # points², the largest model
+KEY_NAME_CHARS = 22  # a model's name in the bubble chart's key (the key's width)
 VARIANT_WORDS = {"last": "last epoch", "best": "best epoch"}
 
 
@@ -276,8 +277,9 @@ def _number_key(figure: Figure, points: pd.DataFrame, colors: dict) -> None:
         y = 1.0 - 0.05 - (number - 1) * step
         key.text(0.0, y, f"{number:>2}", fontsize=BASE_FONT - 1.5, ha="left", va="top", fontweight="bold",
                  color=colors.get(row["modality"], "0.3"))
-        key.text(0.13, y, f"{display_model(str(model))}  {row['cindex']:.3f}", fontsize=BASE_FONT - 1.5,
-                 ha="left", va="top")
+        name = display_model(str(model))
+        name = name if len(name) <= KEY_NAME_CHARS else name[:KEY_NAME_CHARS - 1] + "…"  # variants' long names
+        key.text(0.13, y, f"{name}  {row['cindex']:.3f}", fontsize=BASE_FONT - 1.5, ha="left", va="top")
 
 
 def _pad_limits(ax, points: pd.DataFrame) -> None:
