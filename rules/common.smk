@@ -464,7 +464,7 @@ def report_pdfs():
 
 
 def get_final_output():
-    """Targets of rule all: the report, and every fold's metrics. The latter make a model added to the
+    """The targets of the all rule, the report and every fold's metrics. The latter make a model added to the
     list (or a sweep value) train and the report rebuild: Snakemake never remakes a missing input of
     a job whose outputs exist unless another target needs it, and a new model's report figures have
     no provenance to trigger ``aggregate``."""
