@@ -28,3 +28,19 @@ def setup_logging(log_file: str | os.PathLike | None = None, level: int = loggin
 def _log_uncaught(kind, error, traceback) -> None:
     """Put a stage's fatal error into its log file too (Snakemake shows the log of a failed job)."""
     logging.getLogger("mmsurv").critical("%s: %s", kind.__name__, error, exc_info=(kind, error, traceback))
+
+
+def exit_job(code: int = 0) -> None:
+    """End a workflow job's process once its outputs are written: flush and close the log handlers
+    and the standard streams, then leave without the interpreter's teardown.
+
+    With torch loaded that teardown (the last garbage collections over every object and the
+    clean-up of ~2,000 modules) takes 0.3-0.4 s on this kind of CPU, a fifth of a small training
+    job's fixed cost, and does nothing a finished job needs: its outputs are complete files
+    (written atomically, closed and renamed) before this is called. Not for code that has child
+    processes or temporary files left to clean up.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)

@@ -62,6 +62,16 @@ def test_bad_survival_values_name_row_and_field(tmp_path, column, value, message
         read_cohort_table(tmp_path / "t.csv")
 
 
+@pytest.mark.parametrize(("value", "message"), [("high", "row 3: genomic column 'B_cnv' holds 'high', not a number"),
+                                              ("", "row 3: genomic column 'B_cnv' is missing")])
+def test_a_genomic_value_that_is_not_a_number_names_row_and_column(tmp_path, value, message):
+    rows = {"case_id": ["TCGA-AA-0001", "TCGA-AA-0002"], "slide_id": ["a.svs", "b.svs"],
+            "survival_months": [1.0, 2.0], "censorship": [0, 1], "A_rnaseq": [0.1, 0.2], "B_cnv": ["1", value]}
+    pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(CohortError, match=message):
+        read_cohort_table(tmp_path / "t.csv")
+
+
 def test_missing_required_column_is_named(tmp_path):
     pd.DataFrame({"case_id": ["x"], "slide_id": ["y"]}).to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(CohortError, match="missing column.*survival_months"):

@@ -52,6 +52,29 @@ def test_scaler_uses_training_fold_only(tmp_path):
     assert not np.array_equal(base.scaler.mean_, moved.scaler.mean_)  # a training patient moves it
 
 
+@pytest.mark.parametrize("case", ["gaussian", "constant_and_tiny", "nan", "large_offset"])
+def test_scaler_is_scikit_learns_standard_scaler_bit_for_bit(case):
+    from sklearn.preprocessing import StandardScaler
+
+    from mmsurv.data.dataset import GenomicScaler
+
+    rng = np.random.default_rng(7)
+    train, test = rng.standard_normal((83, 40)) * 3 + 1, rng.standard_normal((17, 40))
+    if case == "constant_and_tiny":
+        train[:, 0], train[:, 1] = 5.0, 5.0 + rng.standard_normal(83) * 1e-17
+        train[:, 2] = rng.integers(0, 2, 83)
+    elif case == "nan":
+        train[rng.random(train.shape) < 0.1] = np.nan
+        test[0, 3] = np.nan
+    elif case == "large_offset":
+        train += 1e8
+    ours, reference = GenomicScaler().fit(train), StandardScaler().fit(train)
+    np.testing.assert_array_equal(ours.mean_, reference.mean_)
+    np.testing.assert_array_equal(ours.var_, reference.var_)
+    np.testing.assert_array_equal(ours.scale_, reference.scale_)
+    np.testing.assert_array_equal(ours.transform(test), reference.transform(test).astype("float32"))
+
+
 def test_samples_carry_groups_and_labels(tmp_path):
     data = fold(tmp_path, write_table(tmp_path / "t.csv"))
     sample = data.train[0]
@@ -133,6 +156,14 @@ def test_holdout_is_stratified_and_seeded():
     assert held_a == held_b and len(held_a) == 8 and not set(fit_a) & set(held_a)
     assert sorted(int(c[1:]) % 4 for c in held_a) == [0, 0, 1, 1, 2, 2, 3, 3]
     assert holdout_split(cases, strata, 0.2, seed=6)[1] != held_a
+
+
+def test_holdout_of_singleton_strata_draws_without_strata():
+    cases = ["a", "b", "c", "d"]
+    fit, held = holdout_split(cases, [0, 1, 2, 3], 0.2, seed=1)
+    assert len(held) == 1 and sorted(fit + held) == cases
+    with pytest.raises(CohortError, match="cannot hold out"):
+        holdout_split(["a"], [0], 0.2, seed=1)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "foreign_pickle", "text", "truncated_h5"])

@@ -1,5 +1,8 @@
 """Resume after a kill: a run killed after epoch 2 of 5 and rerun ends with an uninterrupted run's numbers.
 
+Most runs here save a resume checkpoint after every epoch (``resume_every_s: 0``); the default
+interval is tested on its own at the end.
+
 The killed runs are child processes of this test that stop at a deterministic point: SIGKILL sent
 to itself right after the resume checkpoint of epoch 2 is on disk, or SIGTERM at the start of
 epoch 3 (the epoch in progress is abandoned; exit code 75). Reference and resumed runs run here.
@@ -27,11 +30,12 @@ EPOCHS = 5
 CONFIGS = {
     # a bag model: random patch cap (the dataset's generator), weighted sampler, cosine scheduler
     "abmil": {"data": {"feature_dim": 16, "max_patches": 6},
-              "training": {"epochs": EPOCHS, "grad_accum": 1, "scheduler": "cosine", "num_threads": 1}},
+              "training": {"epochs": EPOCHS, "grad_accum": 1, "scheduler": "cosine", "num_threads": 1,
+                           "resume_every_s": 0}},
     # an auxiliary loss (CLAM's instance clustering) with gradient accumulation and a step scheduler
     "clam_sb": {"data": {"feature_dim": 16},
                 "training": {"epochs": EPOCHS, "grad_accum": 3, "scheduler": "step", "step_size": 2,
-                             "num_threads": 1}},
+                             "num_threads": 1, "resume_every_s": 0}},
 }
 NUMBERS = ("cindex_last", "cindex_best", "best_epoch", "val_loss_last", "epochs_run", "n_params")
 
@@ -197,16 +201,16 @@ def stop_after(epoch: int):
 
 EARLY_STOPPING = {"data": {"feature_dim": 16},
                   "training": {"epochs": 12, "grad_accum": 2, "holdout_fraction": 0.3, "early_stopping_patience": 2,
-                               "num_threads": 1}}
+                               "num_threads": 1, "resume_every_s": 0}}
 
 
 @pytest.mark.parametrize(("model", "config", "stop_epoch"), [
     ("abmil", CONFIGS["abmil"], 1),  # epoch 1 is the best so far: its checkpoint stores the weights once
     ("snn", EARLY_STOPPING, 2),  # hold-out selection and early stopping: the selector's state carries over
     # TransMIL's defaults: Lookahead(RAdam) with decoupled decay (the slow weights resume), accumulation 2, hold-out
-    ("transmil", {"data": {"feature_dim": 16}, "training": {"epochs": 4, "num_threads": 1}}, 2),
+    ("transmil", {"data": {"feature_dim": 16}, "training": {"epochs": 4, "num_threads": 1, "resume_every_s": 0}}, 2),
     # OmicMLP's defaults: cosine schedule stepped per optimizer step after a warm-up epoch
-    ("omic_mlp", {"training": {"epochs": 4, "num_threads": 1}}, 2),
+    ("omic_mlp", {"training": {"epochs": 4, "num_threads": 1, "resume_every_s": 0}}, 2),
 ])
 def test_a_run_stopped_at_an_epoch_end_resumes_exactly(small_cohort, references, tmp_path, monkeypatch, model, config,
                                                        stop_epoch):
@@ -229,3 +233,54 @@ def test_a_run_stopped_at_an_epoch_end_resumes_exactly(small_cohort, references,
     assert_same_outputs(out, reference)
     if model == "snn":
         assert json.loads((out / "metrics.json").read_text())["stopped_early"]
+
+
+@pytest.mark.parametrize(("interval", "saved"), [(0, [1, 2, 3, 4, 5]), (3600, [5])])
+def test_resume_checkpoints_follow_the_interval_and_the_last_epoch_always_saves(small_cohort, tmp_path, monkeypatch,
+                                                                                interval, saved):
+    from mmsurv.train.resume import ResumeCheckpoint
+
+    epochs = []
+    save = ResumeCheckpoint.save
+    monkeypatch.setattr(ResumeCheckpoint, "save", lambda self, state: (epochs.append(state["epoch"]), save(self, state)))
+    config = json.loads(json.dumps(CONFIGS["abmil"]))
+    config["training"]["resume_every_s"] = interval
+    train("abmil", tmp_path / "abmil", small_cohort, config=config, keep_resume=True)
+    assert epochs == saved
+
+
+def test_a_stop_between_interval_saves_writes_the_epoch_it_ends(small_cohort, references, tmp_path, monkeypatch):
+    """With the default interval nothing is saved after epochs 1-2; a stop request that arrives during
+    epoch 2 still leaves epoch 2's state on disk, and the rerun ends as an uninterrupted run."""
+    import contextlib
+
+    import mmsurv.train.loop as loop
+    import mmsurv.train.run as run
+    from mmsurv.train.resume import StopSignals, TrainingInterrupted
+
+    stop = StopSignals()
+
+    @contextlib.contextmanager
+    def stop_on_signals():
+        yield stop
+
+    train_epoch, calls = loop.train_epoch, []
+
+    def epoch_then_request(*args, **kwargs):
+        result = train_epoch(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            stop.received = "SIGUSR1"  # as the handler records a signal that came during the epoch-end block
+        return result
+
+    config = json.loads(json.dumps(CONFIGS["abmil"]))
+    config["training"]["resume_every_s"] = 3600
+    out = tmp_path / "abmil"
+    with monkeypatch.context() as patch:
+        patch.setattr(run, "stop_on_signals", stop_on_signals)
+        patch.setattr(loop, "train_epoch", epoch_then_request)
+        with pytest.raises(TrainingInterrupted, match="SIGUSR1 after epoch 2"):
+            train("abmil", out, small_cohort, config=config)
+    assert torch.load(resume_path(out), weights_only=True)["epoch"] == 2
+    train("abmil", out, small_cohort, config=config)
+    assert_same_outputs(out, references / "abmil")

@@ -148,3 +148,19 @@ def test_cli_train(demo, tmp_path, capsys):
     assert main(["train", "--table", str(demo["table"]), "--splits-dir", str(demo["splits_dir"]), "--fold", "0",
                  "--model", "snn", "--out-dir", str(tmp_path / "bad"), "--config", str(bad)]) == 1
     assert "unknown section" in capsys.readouterr().err
+
+
+def test_a_job_reads_its_cohort_table_once_until_the_file_changes(tmp_path, monkeypatch):
+    import os
+
+    import mmsurv.train.run as run
+
+    table = tmp_path / "table.csv"
+    table.write_text("case_id,slide_id,survival_months,censorship,G1_rnaseq\nA,A.svs,3.0,0,0.5\nB,B.svs,5.0,1,0.1\n")
+    reads = []
+    monkeypatch.setattr(run, "read_cohort_table", lambda path: reads.append(path) or object())
+    first = run.cohort_table_once(table)
+    assert run.cohort_table_once(table) is first and len(reads) == 1
+    table.write_text(table.read_text() + "C,C.svs,7.0,0,0.2\n")
+    os.utime(table, ns=(1, 1))  # another size and modification time: read again
+    assert run.cohort_table_once(table) is not first and len(reads) == 2

@@ -10,7 +10,7 @@ from torch import nn
 
 from mmsurv.models.base import ModelOutput, SurvivalModel
 from mmsurv.train.loop import TrainConfig, fit, l1_norm, make_optimizer
-from mmsurv.train.optim import make_scheduler, steps_per_epoch
+from mmsurv.train.optim import OPTIMIZERS, add_lookahead, eager_optimizer_class, make_scheduler, steps_per_epoch
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw"])
@@ -295,3 +295,58 @@ def test_l1_over_named_modules_only():
     assert torch.allclose(l1_norm(model), expected + sum(p.abs().sum() for p in model.path.parameters()))
     with pytest.raises(ValueError, match="no submodule 'fusion'.*omic, path"):
         l1_norm(model, ["fusion"])
+
+
+@pytest.mark.parametrize("name, lookahead", [("adam", False), ("adamw", True), ("radam", True)])
+def test_eager_optimisers_step_and_save_as_torchs_own(name, lookahead):
+    torch.manual_seed(0)
+    ours_model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    torch_model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    torch_model.load_state_dict(ours_model.state_dict())
+    defaults = make_optimizer(nn.Linear(2, 2), TrainConfig(optimizer=name, lr=1e-2, weight_decay=1e-3)).defaults
+    if name == "adamw":  # AdamW's defaults record the rule it takes no argument for
+        defaults.pop("decoupled_weight_decay", None)
+    ours = eager_optimizer_class(OPTIMIZERS[name])(ours_model.parameters(), **defaults)
+    reference = OPTIMIZERS[name](torch_model.parameters(), **defaults)
+    assert type(ours) is not OPTIMIZERS[name] and isinstance(ours, OPTIMIZERS[name])
+    if lookahead:
+        add_lookahead(ours, 2, 0.5)
+        add_lookahead(reference, 2, 0.5)
+    x = torch.randn(8, 16)
+    for _ in range(5):
+        for model, optimizer in ((ours_model, ours), (torch_model, reference)):
+            optimizer.zero_grad()
+            model(x).square().mean().backward()
+            optimizer.step()
+    for a, b in zip(ours_model.parameters(), torch_model.parameters()):
+        assert torch.equal(a, b)
+    ours_state, reference_state = ours.state_dict(), reference.state_dict()
+    assert ours_state["param_groups"] == reference_state["param_groups"]
+    for key, state in reference_state["state"].items():
+        for field, value in state.items():
+            assert torch.equal(torch.as_tensor(ours_state["state"][key][field]), torch.as_tensor(value))
+    ours.load_state_dict(reference_state)  # and the other way round
+    assert ours.state_dict()["param_groups"] == reference_state["param_groups"]
+
+
+def test_a_training_step_and_its_checkpoint_do_not_load_torch_dynamo():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch\n"
+        "from torch import nn\n"
+        "from mmsurv.train.optim import make_optimizer, make_scheduler\n"
+        "from mmsurv.train.settings import TrainConfig\n"
+        "from mmsurv.models.flops import count_flops\n"
+        "model = nn.Linear(4, 2)\n"
+        "config = TrainConfig(optimizer='adam', lr=1e-3, lookahead=True, scheduler='cosine')\n"
+        "optimizer = make_optimizer(model, config)\n"
+        "scheduler = make_scheduler(optimizer, config, steps=1)\n"
+        "model(torch.randn(3, 4)).sum().backward()\n"
+        "optimizer.step(); optimizer.zero_grad(); scheduler.step()\n"
+        "optimizer.load_state_dict(optimizer.state_dict())\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False", result.stderr

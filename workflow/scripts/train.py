@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from mmsurv.gpu import gpu_slot
-from mmsurv.logs import setup_logging
+from mmsurv.logs import exit_job, setup_logging
 from mmsurv.models.registry import load_plugins
 
 setup_logging(snakemake.log[0])
@@ -48,3 +48,4 @@ with gpu_slot():
             sys.exit(INTERRUPTED_EXIT_CODE)
     for path in paths:  # every fold written: the resume states are no longer needed
         remove_resume(Path(path).parent)
+exit_job(0)

@@ -20,7 +20,7 @@ Decisions (all configurable through :class:`BagOptions` and :func:`build_fold_da
   random without replacement (kept in file order), from a generator seeded per dataset, as
   SurvPath samples 4096 patches; ``eval_max_patches`` (default: none) does the same for
   validation (deterministic per case). ``None`` uses every patch.
-* **Scaling.** Genomics are standard-scaled (scikit-learn ``StandardScaler``) with statistics of the
+* **Scaling.** Genomics are standard-scaled (scikit-learn ``StandardScaler``'s arithmetic) with statistics of the
   training cases only (:class:`GenomicScaler`), as MCAT's ``get_scaler``/``apply_scaler``. When an
   early-stopping hold-out is carved from the training fold, the scaler is fitted on the remaining
   training cases, so the hold-out is as unseen as the validation fold.
@@ -43,7 +43,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.preprocessing import StandardScaler
 from torch.utils.data import Dataset
 
 from mmsurv.data.cohort import CohortError, CohortTable
@@ -243,29 +242,51 @@ def first_line(error: BaseException) -> str:
 
 
 class GenomicScaler:
-    """``StandardScaler`` over the genomic columns, fitted on training patients only."""
+    """Standard scaling of the genomic columns, fitted on training patients only.
+
+    The arithmetic of scikit-learn's ``StandardScaler`` (1.9; MCAT's scaler) step for step: mean
+    and the corrected two-pass variance of Chan, Golub and LeVeque in float64, NaNs ignored, near-
+    constant columns (``var <= n·eps·var + (n·mean·eps)²``) scaled by 1; ``(x − mean) / scale``,
+    then float32. Equal to it bit for bit (``tests/data/test_data_dataset.py``), without importing
+    scikit-learn, which with SciPy's statistics is 0.6 s of every training job's start-up.
+    """
 
     def __init__(self) -> None:
-        self._scaler = StandardScaler()
-        self.fitted = False
+        self.mean_: np.ndarray | None = None
+        self.scale_: np.ndarray | None = None
+        self.var_: np.ndarray | None = None
+
+    @property
+    def fitted(self) -> bool:
+        return self.mean_ is not None
 
     def fit(self, matrix: np.ndarray) -> GenomicScaler:
-        self._scaler.fit(np.asarray(matrix, dtype="float64"))
-        self.fitted = True
+        matrix = np.array(matrix, dtype="float64")
+        if matrix.ndim != 2 or len(matrix) == 0:
+            raise ValueError(f"GenomicScaler.fit needs a non-empty 2-D matrix, got shape {matrix.shape}")
+        missing = np.isnan(matrix)
+        total = np.nansum if missing.any() else np.sum
+        count = len(matrix) - missing.sum(axis=0).astype("float64")
+        column_sum = total(matrix, axis=0)
+        mean = column_sum / count
+        centred = matrix - column_sum / count
+        correction = total(centred, axis=0)
+        centred **= 2
+        variance = (total(centred, axis=0) - correction**2 / count) / count
+        eps = np.finfo(np.float64).eps
+        constant = variance <= count * eps * variance + (count * mean * eps) ** 2
+        scale = np.sqrt(variance)
+        scale[constant] = 1.0
+        self.mean_, self.var_, self.scale_ = mean, variance, scale
         return self
 
     def transform(self, matrix: np.ndarray) -> np.ndarray:
         if not self.fitted:
             raise RuntimeError("GenomicScaler.transform before fit")
-        return self._scaler.transform(np.asarray(matrix, dtype="float64")).astype("float32")
-
-    @property
-    def mean_(self) -> np.ndarray:
-        return self._scaler.mean_
-
-    @property
-    def scale_(self) -> np.ndarray:
-        return self._scaler.scale_
+        matrix = np.array(matrix, dtype="float64")
+        matrix -= self.mean_
+        matrix /= self.scale_
+        return matrix.astype("float32")
 
 
 @dataclass

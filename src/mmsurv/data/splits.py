@@ -80,7 +80,9 @@ def holdout_split(cases: list[str], strata, fraction: float, seed: int) -> tuple
     """Split ``cases`` into (fit, holdout), stratified on ``strata`` where possible, seeded.
 
     Each stratum contributes ``round(fraction * size)`` cases (at least one when the stratum has
-    two or more, none from singletons); the draw uses ``numpy.random.default_rng(seed)``.
+    two or more, none from singletons); the draw uses ``numpy.random.default_rng(seed)``. When every
+    stratum is a singleton (a handful of cases, e.g. a smoke run), ``round(fraction * n)`` cases (at
+    least one) are drawn without strata instead.
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
@@ -95,6 +97,9 @@ def holdout_split(cases: list[str], strata, fraction: float, seed: int) -> tuple
             continue
         count = min(len(members) - 1, max(1, int(round(fraction * len(members)))))
         held.update(rng.choice(members, size=count, replace=False).tolist())
+    if not held and len(cases) >= 2:
+        count = min(len(cases) - 1, max(1, int(round(fraction * len(cases)))))
+        held.update(rng.choice(len(cases), size=count, replace=False).tolist())
     if not held or len(held) == len(cases):
         raise CohortError(f"holdout_split: cannot hold out {fraction:g} of {len(cases)} training case(s)")
     fit = [case for index, case in enumerate(cases) if index not in held]

@@ -61,11 +61,11 @@ from sksurv.nonparametric import CensoringDistributionEstimator, kaplan_meier_es
 
 from mmsurv.report.collect import ResultSet
 from mmsurv.report.settings import DEFAULT_N_BOOT, DEFAULT_SEED
+from mmsurv.train.metrics import TIED_TOL, comparable_pairs, pair_concordance
 
 AUC_HORIZONS = (12.0, 36.0, 60.0)  # months
 TAU_QUANTILE = 0.8
 GRID_QUANTILES = np.linspace(0.1, 0.8, 15)
-TIED_TOL = 1e-8
 METRICS = ("cindex", "uno", "ibs", *(f"auc_{int(h)}" for h in AUC_HORIZONS))
 METRIC_LABELS = {"cindex": "C-index (Harrell)", "uno": "Uno's C", "ibs": "IBS",
                  **{f"auc_{int(h)}": f"AUC {int(h)} mo" for h in AUC_HORIZONS}}
@@ -192,20 +192,6 @@ def brier_curve(train: np.ndarray, test: np.ndarray, survival: np.ndarray, edges
 
 # ---------------------------------------------------------------------------------------- bootstrap
 
-def comparable_pairs(event: np.ndarray, time: np.ndarray) -> np.ndarray:
-    """n × n bool: (i, j) comparable as in scikit-survival (i an event, and t_j > t_i or t_j = t_i censored)."""
-    event = np.asarray(event, dtype=bool)
-    later = time[None, :] > time[:, None]
-    tied = (time[None, :] == time[:, None]) & ~event[None, :]
-    return event[:, None] & (later | tied)
-
-
-def concordance(estimate: np.ndarray) -> np.ndarray:
-    """n × n: 1 when estimate_i > estimate_j, 0.5 when tied (within scikit-survival's tolerance), else 0."""
-    diff = estimate[:, None] - estimate[None, :]
-    return np.where(np.abs(diff) <= TIED_TOL, 0.5, (diff > 0).astype("float64"))
-
-
 @dataclass
 class PairStatistic:
     """A metric written as Σ_ij w_i w_j N_ij / Σ_ij w_i w_j D_ij (w: resample counts; all ones = the estimate)."""
@@ -226,7 +212,7 @@ def pair_matrices(train: np.ndarray, test: np.ndarray, risk: np.ndarray, surviva
     """Harrell's C, Uno's C and the AUC at each horizon as pair statistics of the ``test`` patients."""
     event, time = test["event"], test["time"]
     comparable = comparable_pairs(event, time).astype("float64")
-    out = {"cindex": PairStatistic(comparable * concordance(risk), comparable)}
+    out = {"cindex": PairStatistic(comparable * pair_concordance(risk), comparable)}
     capped, cap = cap_follow_up(train, test)
     event, time = capped["event"], capped["time"]
     try:  # no event in ``train`` (a small fold): no censoring distribution, no IPCW metric
@@ -236,13 +222,13 @@ def pair_matrices(train: np.ndarray, test: np.ndarray, risk: np.ndarray, surviva
     if ipcw is not None and tau < cap:
         weight = np.where(time < tau, ipcw ** 2, 0.0)
         uno = comparable * weight[:, None]
-        out["uno"] = PairStatistic(uno * concordance(risk), uno)
+        out["uno"] = PairStatistic(uno * pair_concordance(risk), uno)
     if survival is not None and edges is not None and ipcw is not None:
         for horizon in (h for h in AUC_HORIZONS if h < cap):
             estimate = 1.0 - survival_at(survival, edges, [horizon])[:, 0]
             cases = (event & (time <= horizon)) * ipcw
             pairs = cases[:, None] * (time > horizon)[None, :].astype("float64")
-            out[f"auc_{int(horizon)}"] = PairStatistic(pairs * concordance(estimate), pairs)
+            out[f"auc_{int(horizon)}"] = PairStatistic(pairs * pair_concordance(estimate), pairs)
     return out
 
 
@@ -284,7 +270,7 @@ def fold_mean_cindex(event: np.ndarray, time: np.ndarray, risk: np.ndarray, fold
     for each row of ``counts``: pairs are compared only within a fold, so a resample of the pooled
     patients is a resample of every fold at once. Row of ones: the fold mean itself."""
     comparable = comparable_pairs(event, time).astype("float64")
-    agree = comparable * concordance(risk)
+    agree = comparable * pair_concordance(risk)
     per_fold = []
     for fold in np.unique(folds):
         inside = (folds == fold).astype("float64")

@@ -261,7 +261,8 @@ def fit(model: SurvivalModel, train: SurvivalDataset, val: SurvivalDataset, conf
         stop: StopSignals | None = None) -> FitResult:
     """Train ``model`` for ``config.epochs`` (or until early stopping) and keep last and best.
 
-    With ``resume`` the whole training state is saved there at the end of every epoch, and a saved
+    With ``resume`` the whole training state is saved there at the end of an epoch (every
+    ``config.resume_every_s`` seconds, and after the last epoch or a stop), and a saved
     state of the same run is restored first (:mod:`mmsurv.train.resume`): the run continues with the
     numbers an uninterrupted run has. ``on_epoch`` sees every record, restored ones included.
     ``stop`` (a signal handler) ends the run with ``TrainingInterrupted`` after the epoch's save.
@@ -288,6 +289,7 @@ def fit(model: SurvivalModel, train: SurvivalDataset, val: SurvivalDataset, conf
                 on_epoch(record)
     if stop is not None:
         stop.epoch = len(history)
+    saved_epoch, saved_at = len(history), time.monotonic()
     for epoch in range(len(history) + 1, config.epochs + 1):
         if stopped_early:
             break
@@ -318,11 +320,14 @@ def fit(model: SurvivalModel, train: SurvivalDataset, val: SurvivalDataset, conf
         with stop.protected() if stop is not None else contextlib.nullcontext():
             if on_epoch is not None:
                 on_epoch(record)
-            if resume is not None:
+            if resume is not None and (epoch == config.epochs or stopped_early
+                                       or (stop is not None and stop.received is not None)
+                                       or time.monotonic() - saved_at >= config.resume_every_s):
                 resume.save(_fit_state(model, optimizer, scheduler, generator, train, selector, history, best_state,
                                        best_eval, val_result, stopped_early))
+                saved_epoch, saved_at = epoch, time.monotonic()
         if stop is not None:
-            stop.check(epoch)
+            stop.check(saved_epoch if resume is not None else epoch)
         if stopped_early:
             log.info("early stopping after epoch %d (best hold-out epoch %d)", epoch, selector.best_epoch)
     return FitResult(history=history, last_eval=val_result, best_eval=best_eval, best_epoch=selector.best_epoch,

@@ -3,8 +3,14 @@
 Who uses this: :func:`mmsurv.train.loop.fit` (saves and restores the state) and
 :func:`mmsurv.train.run.train_fold` (where the file lives, what identifies a run, the signals).
 
-**What is saved** at the end of every epoch, in ONE file written atomically (temporary file beside
-it, flushed and fsync-ed, renamed): the model, the optimiser and the scheduler (their
+**When.** At the end of an epoch once ``training.resume_every_s`` seconds (default 60; 0: every
+epoch) have passed since the last save, and always at the end of the last epoch, of an early stop
+and of an epoch during whose end a stop signal came. A save of a large model costs ~0.5 s (MoME:
+model and Adam state, fsync-ed), which per epoch was a third of a demo job's time for ~0.3 s
+epochs; with the interval a run that is killed loses at most a minute of epochs.
+
+**What is saved**, in ONE file written atomically (temporary file beside it, flushed and fsync-ed,
+renamed): the model, the optimiser and the scheduler (their
 ``state_dict``: a scheduler stepped per epoch or per optimiser step is saved alike), the epoch
 reached, the sampler's generator, the training dataset's patch-capping generator, the global RNG
 states (torch CPU and CUDA, NumPy, Python), the history (one record per epoch), the best epoch's
@@ -22,11 +28,11 @@ another format) is not used: the run starts over and the log says which part dif
 **Signals.** :func:`stop_on_signals` turns SIGTERM and SIGUSR1 (SLURM's warning before the time
 limit, ``--signal=USR1@120``; SIGTERM at the limit or on pre-emption) into
 :class:`TrainingInterrupted`: outside the epoch-end save the current epoch is abandoned at once
-(its state is not worth more than the checkpoint of the epoch before, which is on disk); during the
+(its state is not worth more than the last checkpoint, which is on disk); during the
 save, the save finishes first. The command line and the workflow's train script then exit with
 :data:`INTERRUPTED_EXIT_CODE` (75, ``EX_TEMPFAIL``: "try again"), so Snakemake marks the job
-failed and a rerun (or Snakemake's ``retries``) resumes it. A SIGKILL loses at most the epoch in
-progress.
+failed and a rerun (or Snakemake's ``retries``) resumes it. A SIGKILL, or a signal during an
+epoch, loses the epoch in progress and those since the last save (at most ``resume_every_s``).
 """
 
 from __future__ import annotations

@@ -77,7 +77,8 @@ def train_fold(config: Mapping | None, *, cohort_table: str | os.PathLike, split
     without ``training.num_threads`` the count is :func:`mmsurv.train.seed.default_threads` of the
     model's modality (1 for genomic-only models).
 
-    With ``resume`` (default) the run saves its state at the end of every epoch in
+    With ``resume`` (default) the run saves its state at an epoch's end (every
+    ``training.resume_every_s`` seconds, after the last epoch and on a stop signal) in
     ``out_dir/resume/state.pt`` and continues from a state of the same run found there
     (:mod:`mmsurv.train.resume`); the file is deleted once the outputs are written, unless
     ``keep_resume`` (a workflow train job of several folds keeps every fold's until all are done,
@@ -102,7 +103,7 @@ def _train_fold(data_cfg: dict, train_cfg: TrainConfig, resolved: ResolvedModel,
     device = resolve_device(train_cfg.device)
     spec, model_params = resolved.spec, resolved.params
 
-    table = read_cohort_table(cohort_table)
+    table = cohort_table_once(cohort_table)
     patients = table.patients()
     edges = fit_bin_edges(patients, n_bins=int(data_cfg["n_bins"]))
     write_bin_edges(out_dir / "bin_edges.json", edges, n_patients=len(patients),
@@ -142,7 +143,7 @@ def _train_fold(data_cfg: dict, train_cfg: TrainConfig, resolved: ResolvedModel,
     if resume:
         checkpoint = ResumeCheckpoint(resume_path(out_dir), run_identity(
             settings={"model": model, "base_model": spec.name, "params": model_params, "data": data_cfg,
-                      "training": train_cfg.as_dict(), "seed": seed, "fold": fold, "device": device.type,
+                      "training": train_cfg.numeric_settings(), "seed": seed, "fold": fold, "device": device.type,
                       "threads": threads},
             data_files={"table": cohort_table, "split": split_file(splits_dir, fold), "signatures": signatures,
                         "pathways": pathways},
@@ -264,6 +265,21 @@ def reference_flops(network: SurvivalModel, name: str, params: Mapping, inputs: 
     return dict(_FLOPS[key])
 
 
+_TABLES: dict[tuple, object] = {}
+
+
+def cohort_table_once(path: str | os.PathLike):
+    """``read_cohort_table``, read once per process while the file is unchanged (same size and
+    modification time): a job that trains every fold of a model reads its table once, not per fold.
+    The table is only read, never changed, by the training code."""
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _TABLES:
+        _TABLES.clear()
+        _TABLES[key] = read_cohort_table(path)
+    return _TABLES[key]
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (MiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -275,11 +291,15 @@ def model_source_files(network: SurvivalModel) -> list[Path]:
 
     from mmsurv.models.catalog import MODELS_DIR, model_sources
 
-    files: list[Path] = []
-    for module in network.modules():  # the model's class and every submodule class of a model file (backbones)
+    sources: list[Path] = []  # the model's class and every submodule class of a model file (backbones)
+    for module in network.modules():
         source = inspect.getsourcefile(type(module))
         if source and (module is network or Path(source).resolve().parent == MODELS_DIR):
-            files += [path for path in model_sources(source) if path not in files]
+            if Path(source).resolve() not in sources:
+                sources.append(Path(source).resolve())
+    files: list[Path] = []
+    for source in sources:  # each file parsed once (a model has hundreds of submodules)
+        files += [path for path in model_sources(source) if path not in files]
     return files
 
 

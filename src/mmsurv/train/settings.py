@@ -18,6 +18,7 @@ OPTIMIZER_NAMES = ("adam", "adamw", "radam")
 SCHEDULERS = ("none", "cosine", "step", "poly")
 SCHEDULER_INTERVALS = ("epoch", "step")
 LOSSES = ("nll", "cox")
+NOT_NUMERIC = ("resume_every_s",)  # training settings that never change the numbers
 
 
 @dataclass
@@ -57,6 +58,10 @@ class TrainConfig:
     device: str = "auto"
     num_threads: int | None = None  # None: 1 for genomic-only models, else min(2, CPUs) (seed.default_threads)
     deterministic: bool = True
+    # Seconds between resume checkpoints (mmsurv.train.resume): an epoch's end writes one when this
+    # long has passed since the last; the last epoch, an early stop and a stop signal always write
+    # one. 0: every epoch. Does not change the numbers (not part of a run's identity).
+    resume_every_s: float = 60.0
 
     @classmethod
     def from_dict(cls, values: dict | None) -> TrainConfig:
@@ -81,6 +86,8 @@ class TrainConfig:
         self._validate_optimizer_options()
         if self.selection_metric not in (None, "cindex", "loss"):
             raise ValueError(f"training.selection_metric must be cindex or loss, got {self.selection_metric!r}")
+        if not isinstance(self.resume_every_s, (int, float)) or self.resume_every_s < 0:
+            raise ValueError(f"training.resume_every_s must be a number of seconds >= 0, got {self.resume_every_s!r}")
         if self.early_stopping_patience is not None and self.holdout_fraction <= 0:
             raise ValueError("training.early_stopping_patience needs training.holdout_fraction > 0: "
                              "early stopping never looks at the validation fold")
@@ -113,6 +120,10 @@ class TrainConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def numeric_settings(self) -> dict:
+        """The settings that can change a run's numbers (a run's identity): all but the checkpoint interval."""
+        return {key: value for key, value in asdict(self).items() if key not in NOT_NUMERIC}
 
 
 DEFAULT_SEED = 1
