@@ -128,7 +128,8 @@ def train_epoch(model: SurvivalModel, dataset: SurvivalDataset, optimizer: torch
     order = epoch_order(dataset.class_labels, weighted=config.weighted_sampling, generator=generator)
     optimizer.zero_grad(set_to_none=True)
     risks, times, censorships = [], [], []
-    terms_total: dict[str, float] = defaultdict(float)
+    terms_total: dict[str, float] = defaultdict(float)  # per-window terms (L1, Cox) as they close
+    step_terms: list[tuple[str, torch.Tensor | float, int]] = []  # per-step terms, read after the epoch
     window: list[tuple[torch.Tensor, Target]] = []
     pending_patients = 0
     batches = chunks(order, config.batch_size)
@@ -138,7 +139,7 @@ def train_epoch(model: SurvivalModel, dataset: SurvivalDataset, optimizer: torch
         output = model(batch)
         terms = model.loss(output, target)
         risk = output.risk
-        risks += risk.detach().double().cpu().tolist()
+        risks.append(risk.detach().reshape(-1))  # no host sync per step: read once after the epoch
         times += [sample.time for sample in samples]
         censorships += [sample.censorship for sample in samples]
         if config.loss == "cox":  # the survival term comes from the window's partial likelihood
@@ -148,7 +149,8 @@ def train_epoch(model: SurvivalModel, dataset: SurvivalDataset, optimizer: torch
         if torch.is_tensor(total) and total.requires_grad:
             (total / config.grad_accum).backward()
         for name, value in terms.items():
-            terms_total[name] += _scalar(value) * len(samples)
+            terms_total.setdefault(name, 0.0)  # keeps the order in which terms first appear
+            step_terms.append((name, value.detach() if torch.is_tensor(value) else value, len(samples)))
         pending_patients += len(samples)
         if position % config.grad_accum == 0:
             terms_total["l1"] += _window_l1(model, config, pending_patients, backward=True)
@@ -161,6 +163,9 @@ def train_epoch(model: SurvivalModel, dataset: SurvivalDataset, optimizer: torch
             _close_window(window, config, terms_total)
             _optimizer_step(optimizer, step_scheduler)
     window.clear()
+    for (name, _, patients), value in zip(step_terms, _host_floats([value for _, value, _ in step_terms])):
+        terms_total[name] += value * patients
+    risks = _host_floats(risks)
     count = max(1, len(order))
     record = {f"train_loss_{name}": value / count for name, value in terms_total.items() if name != "l1" or value}
     record.setdefault(f"train_loss_{SURVIVAL_TERM}", 0.0)
@@ -187,8 +192,21 @@ def _window_l1(model: nn.Module, config: TrainConfig, patients: int, *, backward
     return float(penalty.detach())
 
 
-def _scalar(value) -> float:
-    return float(value.detach()) if torch.is_tensor(value) else float(value)
+def _host_floats(values: list) -> list[float]:
+    """Numbers and tensors (any shape) of one epoch as Python floats, in order, with one copy from
+    the device instead of a synchronising ``.item()`` per training step (float32 → float64 is exact,
+    so the sums over them are what per-step conversion gave)."""
+    tensors = [value for value in values if torch.is_tensor(value)]
+    if not tensors:
+        return [float(value) for value in values]
+    flat = iter(torch.cat([t.reshape(-1).to(torch.float64) for t in tensors]).cpu().tolist())
+    out: list[float] = []
+    for value in values:
+        if torch.is_tensor(value):
+            out += [next(flat) for _ in range(value.numel())]
+        else:
+            out.append(float(value))
+    return out
 
 
 def _close_window(window: list, config: TrainConfig, terms_total: dict[str, float]) -> None:
@@ -210,22 +228,25 @@ def evaluate(model: SurvivalModel, dataset: SurvivalDataset, device: torch.devic
     """Survival curves, the model's risks (float64), mean summed loss terms (the NLL with ``alpha``,
     ``training.alpha`` as in training) and c-index over ``dataset``."""
     model.eval()
-    curves, risks, times, censorships, labels = [], [], [], [], []
-    loss_sum = 0.0
+    curves, risks, losses, sizes, times, censorships, labels = [], [], [], [], [], [], []
     for indices in chunks(list(range(len(dataset))), batch_size):
         samples = [dataset[index] for index in indices]
         batch, target = make_batch(samples, device, alpha)
         output = model(batch)
         survival = discrete_survival(output.logits.double())
-        curves.append(survival.cpu().numpy())
+        curves.append(survival)  # on the device until the pass ends: no host sync per patient
         own = output.risk_score
-        risks.append((mcat_risk(survival) if own is None else own.reshape(-1).double()).cpu().numpy())
-        loss_sum += float(sum(model.loss(output, target).values())) * len(samples)
+        risks.append(mcat_risk(survival) if own is None else own.reshape(-1).double())
+        losses.append(sum(model.loss(output, target).values()))
+        sizes.append(len(samples))
         times += [sample.time for sample in samples]
         censorships += [sample.censorship for sample in samples]
         labels += [sample.label for sample in samples]
-    survival = np.vstack(curves) if curves else np.zeros((0, model.n_bins))
-    risk = np.concatenate(risks) if risks else np.zeros(0)
+    loss_sum = 0.0
+    for loss, size in zip(_host_floats(losses), sizes):
+        loss_sum += loss * size
+    survival = torch.cat(curves).cpu().numpy() if curves else np.zeros((0, model.n_bins))
+    risk = torch.cat(risks).cpu().numpy() if risks else np.zeros(0)
     return EvalResult(case_ids=dataset.case_ids, survival=survival, risk=risk, time=np.asarray(times),
                       censorship=np.asarray(censorships, dtype="int64"), label=np.asarray(labels, dtype="int64"),
                       loss=loss_sum / len(dataset) if len(dataset) else float("nan"),
