@@ -25,11 +25,20 @@ demo: $(STAMP)
 	@echo "  tables (md/csv/tex): results/report/cindex_last.md, results/report/cindex_best.md, results/report/efficiency.md"
 	@echo "  figures:            results/report/km/, results/report/bubble_cindex_flops.png"
 
-# Rebuild every table and figure from finished results; no training job can run.
+# make paper: rebuild every table and figure from finished results; no training job can run.
+# make paper PAPER=<survmamba|cancermoe|mmm|hdmoe>: that paper's preset (config/papers/<paper>.yaml,
+# with the cohort paths filled in config/papers/cohorts/<paper>.yaml) trains what is missing and
+# writes the paper's tables and figures.
 paper: $(STAMP)
+ifdef PAPER
+	@test -f config/papers/$(PAPER).yaml || { echo "usage: make paper PAPER=<survmamba|cancermoe|mmm|hdmoe>"; exit 2; }
+	$(BIN)/snakemake --cores $(CORES) --configfile config/papers/$(PAPER).yaml config/papers/cohorts/$(PAPER).yaml
+	@echo "paper tables and figures: results/report/papers/$(PAPER)/"
+else
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml --forcerun aggregate --allowed-rules aggregate
 	$(BIN)/snakemake --cores 1 --configfile config/config.yaml --report results/report.html
 	@echo "tables and figures in results/report/, report in results/report.html"
+endif
 
 # One founding paper's preset on the demo cohort: make demo-paper PAPER=survmamba (cancermoe, mmm, hdmoe).
 demo-paper: $(STAMP)

@@ -1,4 +1,5 @@
 # Helpers shared by all rules: config and sample-sheet validation, cohort look-ups, targets.
+import copy
 import functools
 import os
 import re
@@ -6,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
 
 # The mmsurv package: installed in the project venv; a conda env (--use-conda) installs only its
 # dependencies, so the workflow and every job (scripts inherit the environment) find it here.
@@ -22,6 +23,20 @@ from mmsurv.config import check_config
 # Our check first: it names every bad key at once; then Snakemake's (fills schema defaults).
 check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 validate(config, schema="../workflow/schemas/config.schema.yaml")
+# Snakemake merges every config file into config/config.yaml's, whose demo cohort a real-data
+# overlay cannot delete: it names it in skip_cohorts instead.
+for _skipped in config["skip_cohorts"]:
+    config["cohorts"].pop(_skipped, None)
+if not config["cohorts"]:
+    raise ValueError("config: every cohort is in skip_cohorts; nothing to run")
+# The demo's training departures (config/config.yaml's demo_train) lie under the run's own train
+# settings when the demo cohort runs; a real-data run (skip_cohorts: [demo]) trains with the
+# package's and each model's defaults and the settings its own config files give.
+_demo_train = config.pop("demo_train", None)
+if _demo_train and "demo" in config["cohorts"]:
+    _merged = copy.deepcopy(_demo_train)
+    update_config(_merged, config.get("train") or {})
+    config["train"] = _merged
 
 from mmsurv.models import catalog, registry
 
@@ -56,10 +71,22 @@ REPORT = f"{RESULTS}/report"
 COMPILE_CACHE = config["features"].get("compile_cache_dir")
 
 
+def genomic_only(cohort):
+    """A cohort with a table and splits but no slides (no manifest, sample sheet or features_dir):
+    only genomic models train on it (checked by check_genomic_only_cohorts)."""
+    entry = config["cohorts"][cohort]
+    return not any(key in entry for key in ("manifest", "samples", "features_dir"))
+
+
+def has_slides(cohort):
+    """The cohort's slides are segmented and patched by this run (a manifest or a sample sheet)."""
+    return external_features(cohort) is None and not genomic_only(cohort)
+
+
 def check_cohorts():
     """Fail before any job with a message naming the cohort and key that is missing."""
     for name, cohort in config["cohorts"].items():
-        if "features_dir" in cohort:
+        if "features_dir" in cohort or genomic_only(name):
             continue
         if DOWNLOAD["source"] == "local" and "slides_dir" not in cohort:
             raise ValueError(
@@ -322,8 +349,10 @@ def cohort_pathways(cohort):
 
 
 def features_index(wildcards):
-    """The cohort's feature index (one file standing for every slide's features), if made here."""
-    if external_features(wildcards.cohort) is not None:
+    """The cohort's feature index (one file standing for every slide's features), if made here and
+    the model reads bags: a genomic-only model's jobs never wait for feature extraction.
+    """
+    if not has_slides(wildcards.cohort) or model_modality(wildcards.model) == "omic":
         return []
     return f"{RESULTS}/{wildcards.cohort}/features/index.tsv"
 
@@ -404,7 +433,7 @@ def aggregate_input(wildcards):
     inputs["patching"] = [
         f"{RESULTS}/{cohort}/wsi/patching.tsv"
         for cohort in COHORTS
-        if external_features(cohort) is None
+        if has_slides(cohort)
     ]
     return inputs
 
@@ -463,6 +492,22 @@ def report_pdfs():
     ]
 
 
+def check_genomic_only_cohorts():
+    """A cohort without slides can train genomic models only: fail before any job otherwise."""
+    for cohort in COHORTS:
+        if not genomic_only(cohort):
+            continue
+        reading_bags = [model for model in MODELS if model_modality(model) != "omic"]
+        if reading_bags:
+            raise ValueError(
+                f"config: cohorts.{cohort} has no slides (no manifest, samples or features_dir), so "
+                f"only genomic models can train on it; these read slides: {', '.join(reading_bags)}"
+            )
+
+
+check_genomic_only_cohorts()
+
+
 def get_final_output():
     """The targets of the all rule, the report and every fold's metrics. The latter make a model added to the
     list (or a sweep value) train and the report rebuild: Snakemake never remakes a missing input of
@@ -476,7 +521,7 @@ def get_final_output():
         fold=FOLDS,
     )
     for cohort in COHORTS:
-        if external_features(cohort) is None:
+        if has_slides(cohort):
             targets += [
                 f"{RESULTS}/{cohort}/slides.tsv",
                 f"{RESULTS}/{cohort}/wsi/patching.tsv",

@@ -340,6 +340,34 @@ def test_a_sweep_trains_one_variant_per_value_and_an_edited_value_reruns_only_it
     assert planned_jobs(tmp_path, config) == (["aggregate", "train"], {"snn_dropout_0p4"})
 
 
+def test_a_genomic_only_cohort_trains_genomic_models_without_any_slide_job(tmp_path, small_cohort):
+    """A cohort with a table and splits but no manifest, sample sheet or features: genomic models
+    train and the report is written, no slide is listed, patched or encoded; skip_cohorts drops a
+    cohort of the merged configs, and the demo's training departures (demo_train) stay out."""
+    cohort = small_cohort["cohort"]
+    config = {"results": "results", "download": {"source": "local"}, "folds": 2, "seed": 1,
+              "skip_cohorts": ["demo"],
+              "cohorts": {"tables": {"table": str(cohort.table), "splits_dir": str(cohort.splits_dir),
+                                     "signatures": str(cohort.signatures)},
+                          "demo": {"manifest": "no/such/manifest.txt", "table": "t", "splits_dir": "s",
+                                   "signatures": "g", "slides_dir": "d"}},
+              "models": ["snn"], "train_jobs": "per_model", "report": {"papers": []},
+              "demo_train": {"training": {"epochs": 99}},
+              "train": {"training": {"epochs": 1, "grad_accum": 1}}}
+    result = run_snakemake(tmp_path, config)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert not re.search(r"rule (clean_manifest|slide_inventory|segment|extract|features_index|patching)", output)
+    metrics = json.loads((tmp_path / "results/tables/snn/fold1/metrics.json").read_text())
+    assert metrics["epochs_run"] == 1 and not (tmp_path / "results/demo").exists()
+    assert (tmp_path / "results/report/report.json").is_file()
+
+    config["models"] = ["snn", "abmil"]  # a model that reads slides cannot train there: said at once
+    refused = run_snakemake(tmp_path, config, "-n")
+    assert refused.returncode != 0
+    assert "cohorts.tables has no slides" in refused.stdout + refused.stderr and "abmil" in refused.stdout + refused.stderr
+
+
 PAPERS = ["survmamba", "cancermoe", "mmm", "hdmoe"]
 
 
