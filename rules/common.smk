@@ -479,6 +479,19 @@ def paper_tables():
     ]
 
 
+def paper_figures():
+    """The paper figures of report.papers this run can draw (their model is trained), as png (and pdf)."""
+    from mmsurv.report.paper_figures import paper_figure_files
+
+    exts = ("png", "pdf") if config["report"].get("pdf") else ("png",)
+    return [
+        f"{REPORT}/papers/{paper}/{name}.{ext}"
+        for paper, names in paper_figure_files(config["report"]["papers"], MODELS).items()
+        for name in names
+        for ext in exts
+    ]
+
+
 def report_pdfs():
     """The PDF twins of the report's figures, written when report.pdf is true."""
     if not config["report"].get("pdf"):

@@ -106,6 +106,7 @@ rule aggregate:
             for model in MODELS
         ],
         papers=paper_tables(),
+        paper_figures=paper_figures(),
         pdfs=report_pdfs(),
         summary=f"{REPORT}/report.json",
     log:

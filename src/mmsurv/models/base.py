@@ -165,13 +165,23 @@ class Target:
 
 @dataclass
 class ModelOutput:
-    """Hazard logits (B×K), named auxiliary loss terms, attention maps and an optional own risk."""
+    """Hazard logits (B×K), named auxiliary loss terms, attention maps, an optional own risk and
+    measurements.
+
+    ``measures``: what a model reports about this forward pass for the papers' analysis figures
+    (the share of tokens each expert received per modality, attention sparsity, a gradient
+    conflict its loss computed, ...), each a detached scalar or 1-D tensor, named
+    ``<measure>/<part>`` by convention. The loop averages each over the patients of a pass:
+    ``metrics.json`` ``measures.val_last`` / ``measures.val_best`` (validation), and the scalar ones
+    of training per epoch in ``training_log.tsv`` as ``train_<name>``. A model writes them in
+    ``forward`` (or in ``loss``, which sees the output): the loop never knows a model's measures."""
 
     logits: torch.Tensor
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
     attention: dict[str, torch.Tensor] | None = None
     risk_score: torch.Tensor | None = None  # B; None: MCAT's −Σ S
     chunk_logits: torch.Tensor | None = None  # C×K: one row per micro-batch of a B = 1 bag (see survival_loss)
+    measures: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def hazards(self) -> torch.Tensor:

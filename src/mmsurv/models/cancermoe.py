@@ -444,6 +444,7 @@ class Layer(nn.Module):
         full = torch.zeros_like(h)
         full[mask] = out
         self.last_gates = None if gates is None else gates.detach()
+        self.last_modality = modality[mask].detach()
         return x + self.drop(full), balance
 
 
@@ -714,7 +715,22 @@ class CancerMoE(SurvivalModel):
                     self._scores[key] = (sel.cpu(), scores[row, :len(sel)].float().cpu())
         self._last_keys, self._last_selections = keys, selections
         attention = {"wsi_scores": scores, "selection": wsi_mask, **maps}
-        return ModelOutput(logits=logits, aux=aux, attention=attention)
+        return ModelOutput(logits=logits, aux=aux, attention=attention, measures=self.routing_shares())
+
+    def routing_shares(self) -> dict[str, torch.Tensor]:
+        """Figure 4a's measurement: per SMoE layer and modality, the share of that modality's tokens'
+        top-k selections that went to each expert (E values summing to 1), ``route/<modality>/layer<l>``."""
+        shares = {}
+        for index, layer in enumerate(self.layers):
+            gates = getattr(layer, "last_gates", None)
+            if gates is None:
+                continue
+            chosen = (gates > 0).to(torch.float64)
+            for name, modality in (("cls", CLS), ("wsi", WSI), ("genomic", GENOMIC)):
+                rows = layer.last_modality == modality
+                if bool(rows.any()):
+                    shares[f"route/{name}/layer{index}"] = chosen[rows].mean(0) / chosen[rows].sum(1).mean()
+        return shares
 
     # ---------------------------------------------------------------- epochs, c-index, refresh
     def on_epoch_end(self, record: dict) -> None:

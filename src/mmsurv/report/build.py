@@ -44,6 +44,7 @@ from mmsurv.report.collect import VARIANTS, collect_results
 from mmsurv.report.efficiency import efficiency_frame
 from mmsurv.report.figures import bubble_figure, bubble_points, km_figure, km_grid_figure, save_figure
 from mmsurv.report.km import stratification_frame, stratify
+from mmsurv.report.paper_figures import write_paper_figures
 from mmsurv.report.papers import write_paper_tables
 from mmsurv.report.settings import DEFAULT_REFERENCE_BAG_SIZE, MEDIAN_SPLITS
 from mmsurv.report.stats import DEFAULT_N_BOOT, DEFAULT_SEED, compute_statistics
@@ -104,6 +105,7 @@ def build_report(results_dir: str | os.PathLike, cohorts: Sequence[str] | None, 
         ours = pd.DataFrame([{"cohort": cohort, "model": model, "mean": last.mean.loc[model, cohort],
                               "std": last.std.loc[model, cohort]} for model in last.models for cohort in last.cohorts])
         paths.update(write_paper_tables(papers, out, ours, intervals, efficiency))
+        paths.update(write_paper_figures(papers, out, results, pdf=pdf))
     means = last.mean[OVERALL]
     figure = bubble_figure(bubble_points(means, efficiency), reference_bag_size=reference_bag_size, variant="last")
     paths.update(_named("bubble", save_figure(figure, out / "bubble_cindex_flops.png", pdf=pdf)))

@@ -74,6 +74,7 @@ class EvalResult:
     label: np.ndarray
     loss: float
     cindex: float
+    measures: dict[str, float | list[float]] = field(default_factory=dict)  # patient means of ModelOutput.measures
 
 
 @dataclass
@@ -130,6 +131,7 @@ def train_epoch(model: SurvivalModel, dataset: SurvivalDataset, optimizer: torch
     risks, times, censorships = [], [], []
     terms_total: dict[str, float] = defaultdict(float)  # per-window terms (L1, Cox) as they close
     step_terms: list[tuple[str, torch.Tensor | float, int]] = []  # per-step terms, read after the epoch
+    measures = MeasureMeans()
     window: list[tuple[torch.Tensor, Target]] = []
     pending_patients = 0
     batches = chunks(order, config.batch_size)
@@ -140,6 +142,7 @@ def train_epoch(model: SurvivalModel, dataset: SurvivalDataset, optimizer: torch
         terms = model.loss(output, target)
         risk = output.risk
         risks.append(risk.detach().reshape(-1))  # no host sync per step: read once after the epoch
+        measures.add(output.measures, len(samples))
         times += [sample.time for sample in samples]
         censorships += [sample.censorship for sample in samples]
         if config.loss == "cox":  # the survival term comes from the window's partial likelihood
@@ -171,6 +174,7 @@ def train_epoch(model: SurvivalModel, dataset: SurvivalDataset, optimizer: torch
     record.setdefault(f"train_loss_{SURVIVAL_TERM}", 0.0)
     record["train_loss"] = sum(terms_total.values()) / count
     record["train_cindex"] = concordance(times, censorships, risks)
+    record.update({f"train_{name}": value for name, value in measures.means().items() if isinstance(value, float)})
     return record
 
 
@@ -190,6 +194,30 @@ def _window_l1(model: nn.Module, config: TrainConfig, patients: int, *, backward
         if backward:
             penalty.backward()
     return float(penalty.detach())
+
+
+class MeasureMeans:
+    """Patient-weighted means of the ``ModelOutput.measures`` of one pass (kept on the device until read)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[tuple[torch.Tensor, int]]] = defaultdict(list)
+
+    def add(self, measures: dict[str, torch.Tensor], patients: int) -> None:
+        for name, value in measures.items():
+            self.values[name].append((value.detach().reshape(-1).to(torch.float64), patients))
+
+    def means(self) -> dict[str, float | list[float]]:
+        """name → the mean (a float for scalars, a list for vectors); a measure whose size varies is an error."""
+        out: dict[str, float | list[float]] = {}
+        for name, entries in self.values.items():
+            sizes = {value.numel() for value, _ in entries}
+            if len(sizes) != 1:
+                raise ValueError(f"ModelOutput.measures[{name!r}] changed size between patients ({sorted(sizes)})")
+            weights = torch.tensor([float(patients) for _, patients in entries], dtype=torch.float64)
+            stacked = torch.stack([value.cpu() for value, _ in entries])
+            mean = (stacked * weights[:, None]).sum(0) / weights.sum()
+            out[name] = float(mean[0]) if sizes == {1} else mean.tolist()
+        return out
 
 
 def _host_floats(values: list) -> list[float]:
@@ -229,6 +257,7 @@ def evaluate(model: SurvivalModel, dataset: SurvivalDataset, device: torch.devic
     ``training.alpha`` as in training) and c-index over ``dataset``."""
     model.eval()
     curves, risks, losses, sizes, times, censorships, labels = [], [], [], [], [], [], []
+    measures = MeasureMeans()
     for indices in chunks(list(range(len(dataset))), batch_size):
         samples = [dataset[index] for index in indices]
         batch, target = make_batch(samples, device, alpha)
@@ -238,6 +267,7 @@ def evaluate(model: SurvivalModel, dataset: SurvivalDataset, device: torch.devic
         own = output.risk_score
         risks.append(mcat_risk(survival) if own is None else own.reshape(-1).double())
         losses.append(sum(model.loss(output, target).values()))
+        measures.add(output.measures, len(samples))
         sizes.append(len(samples))
         times += [sample.time for sample in samples]
         censorships += [sample.censorship for sample in samples]
@@ -250,7 +280,7 @@ def evaluate(model: SurvivalModel, dataset: SurvivalDataset, device: torch.devic
     return EvalResult(case_ids=dataset.case_ids, survival=survival, risk=risk, time=np.asarray(times),
                       censorship=np.asarray(censorships, dtype="int64"), label=np.asarray(labels, dtype="int64"),
                       loss=loss_sum / len(dataset) if len(dataset) else float("nan"),
-                      cindex=concordance(times, censorships, risk))
+                      cindex=concordance(times, censorships, risk), measures=measures.means())
 
 
 class _Selector:
@@ -411,11 +441,12 @@ def _eval_state(result: EvalResult | None) -> dict | None:
     if result is None:
         return None
     state = {name: torch.from_numpy(np.ascontiguousarray(getattr(result, name))) for name in _EVAL_ARRAYS}
-    return {**state, "case_ids": list(result.case_ids), "loss": result.loss, "cindex": result.cindex}
+    return {**state, "case_ids": list(result.case_ids), "loss": result.loss, "cindex": result.cindex,
+            "measures": dict(result.measures)}
 
 
 def _eval_from_state(state: dict | None) -> EvalResult | None:
     if state is None:
         return None
     return EvalResult(case_ids=list(state["case_ids"]), loss=state["loss"], cindex=state["cindex"],
-                      **{name: state[name].numpy() for name in _EVAL_ARRAYS})
+                      measures=dict(state.get("measures", {})), **{name: state[name].numpy() for name in _EVAL_ARRAYS})

@@ -167,6 +167,9 @@ def _train_fold(data_cfg: dict, train_cfg: TrainConfig, resolved: ResolvedModel,
                    n_without_features={"train": fold_data.train.n_without_features,
                                        "val": fold_data.val.n_without_features})
     metrics["flops_per_patient"] = reference_flops(network, spec.name, model_params, inputs)
+    if result.last_eval.measures:  # the model's own measurements (ModelOutput.measures), validation means
+        metrics["measures"] = {"val_last": result.last_eval.measures,
+                               "val_best": result.best_eval.measures if result.best_eval is not None else {}}
     if checkpoint is not None and checkpoint.seconds_saving:
         metrics["resume_checkpoint"] = {"seconds_per_save": float(np.mean(checkpoint.seconds_saving)),
                                         "mb": checkpoint.path.stat().st_size / 2**20}

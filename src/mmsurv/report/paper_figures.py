@@ -1,0 +1,119 @@
+"""The founding papers' analysis figures, drawn from what each fold recorded while it trained.
+
+For the report builder (``results/report/papers/<paper>/figure<N>.png``): a model reports its
+measurements through ``ModelOutput.measures`` (see :mod:`mmsurv.models.base`), the training loop
+writes their validation means into each fold's ``metrics.json`` (``measures.val_last``), and the
+figures here read them back; nothing is retrained.
+
+* **CancerMoE Figure 4a** ("the expert selection across different modalities"): for each cohort,
+  the share of each modality's top-k expert choices that went to each expert in the last SMoE
+  layer (the measure ``route/<modality>/layer<l>``), on the validation patients of the last
+  epoch, mean over folds; one bar per expert and modality (WSI, genomic; the class token too).
+  The paper's figure is of BRCA; ours has one panel per cohort of the run.
+
+A figure whose model is in the run but whose folds recorded no such measure (results of an older
+version) is still written, saying so, so the workflow's declared output exists.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from mmsurv.models.inputs import MODALITIES
+from mmsurv.report.collect import ResultSet, display_cohort
+from mmsurv.report.figures import BASE_FONT, new_figure, save_figure
+
+ROUTE = re.compile(r"^route/(?P<modality>[a-z]+)/layer(?P<layer>\d+)$")
+ROUTE_MODALITIES = {"wsi": ("WSI tokens", MODALITIES["path"].colour),
+                    "genomic": ("genomic tokens", MODALITIES["omic"].colour),
+                    "cls": ("class token", "0.6")}
+
+
+def route_shares(results: ResultSet, cohort: str, model: str) -> tuple[dict[str, np.ndarray], int | None, int]:
+    """(modality → mean share per expert over the folds, the SMoE layer shown, folds with the measure)."""
+    per_modality: dict[str, list[np.ndarray]] = {}
+    layer_shown = None
+    folds = 0
+    for fold in results.get(cohort, model):
+        measures = (fold.metrics.get("measures") or {}).get("val_last") or {}
+        routes = {(m["modality"], int(m["layer"])): value for name, value in measures.items()
+                  if (m := ROUTE.match(name))}
+        if not routes:
+            continue
+        last = max(layer for _, layer in routes)
+        layer_shown = last if layer_shown is None else layer_shown
+        folds += 1
+        for (modality, layer), value in routes.items():
+            if layer == last:
+                per_modality.setdefault(modality, []).append(np.asarray(value, dtype="float64"))
+    return {m: np.mean(np.vstack(v), axis=0) for m, v in per_modality.items()}, layer_shown, folds
+
+
+def cancermoe_figure4a(results: ResultSet, model: str = "cancermoe"):
+    """One panel per cohort: each expert's share of each modality's selections (see the module docstring)."""
+    cohorts = [c for c in results.cohorts if results.get(c, model)]
+    columns = max(1, min(3, len(cohorts)))
+    rows = max(1, math.ceil(len(cohorts) / columns))
+    figure = new_figure(4.2 * columns, 3.2 * rows + 0.6)
+    figure.suptitle("CancerMoE: expert selection per modality (Figure 4a)", fontsize=BASE_FONT + 2)
+    for index, cohort in enumerate(cohorts or [""]):
+        ax = figure.add_subplot(rows, columns, index + 1)
+        shares, layer, folds = route_shares(results, cohort, model) if cohort else ({}, None, 0)
+        if not shares:
+            ax.axis("off")
+            ax.text(0.5, 0.5, f"{display_cohort(cohort) if cohort else 'no cohort'}:\nno routing measurements\n"
+                    "in these results (retrain to record them)", ha="center", va="center", fontsize=BASE_FONT)
+            continue
+        order = [m for m in ROUTE_MODALITIES if m in shares]
+        experts = len(next(iter(shares.values())))
+        width = 0.8 / len(order)
+        x = np.arange(experts)
+        for position, modality in enumerate(order):
+            label, color = ROUTE_MODALITIES[modality]
+            ax.bar(x + (position - (len(order) - 1) / 2) * width, shares[modality], width, label=label, color=color)
+        ax.set_xticks(x, [f"expert {e + 1}" for e in range(experts)], fontsize=BASE_FONT - 1)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("share of the modality's selections", fontsize=BASE_FONT - 1)
+        ax.set_title(f"{display_cohort(cohort)} (layer {layer + 1}, {folds} fold{'s' if folds != 1 else ''})",
+                     fontsize=BASE_FONT)
+        ax.grid(axis="y", color="0.9")
+        ax.set_axisbelow(True)
+        if index == 0:
+            ax.legend(fontsize=BASE_FONT - 1, frameon=False)
+    figure.text(0.5, 0.01, "validation patients of the last epoch, mean over folds; each modality's bars sum to 1",
+                ha="center", fontsize=BASE_FONT - 1, color="0.3")
+    figure.tight_layout(rect=(0, 0.04, 1, 0.95))
+    return figure
+
+
+# paper → figure name → (the model it needs in the run, its builder)
+PAPER_FIGURES: dict[str, dict[str, tuple[str, Callable]]] = {
+    "cancermoe": {"figure4a": ("cancermoe", cancermoe_figure4a)},
+}
+
+
+def paper_figure_files(papers: Iterable[str], models: Iterable[str]) -> dict[str, list[str]]:
+    """Paper → the figures this run can draw (those whose model it trains)."""
+    models = set(models)
+    return {paper: [name for name, (model, _) in PAPER_FIGURES.get(paper, {}).items() if model in models]
+            for paper in papers}
+
+
+def write_paper_figures(papers: Iterable[str], out_dir: str | os.PathLike, results: ResultSet, *,
+                        pdf: bool = False) -> dict[str, Path]:
+    """Draw every figure of :func:`paper_figure_files` into ``out_dir/papers/<paper>/``."""
+    written: dict[str, Path] = {}
+    for paper, names in paper_figure_files(papers, results.models).items():
+        for name in names:
+            model, builder = PAPER_FIGURES[paper][name]
+            folder = Path(out_dir) / "papers" / paper
+            folder.mkdir(parents=True, exist_ok=True)
+            for path in save_figure(builder(results, model), folder / f"{name}.png", pdf=pdf):
+                written[f"paper_{paper}_{name}_{path.suffix[1:]}"] = path
+    return written

@@ -1,0 +1,61 @@
+"""Paper figures from the folds' measurements (mmsurv.report.paper_figures): made-up results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmsurv.report.collect import FoldResult, ResultSet
+from mmsurv.report.paper_figures import paper_figure_files, route_shares, write_paper_figures
+
+
+def fold(cohort: str, index: int, measures: dict | None) -> FoldResult:
+    metrics = {"cindex_last": 0.6, "cindex_best": 0.6}
+    if measures is not None:
+        metrics["measures"] = {"val_last": measures, "val_best": measures}
+    return FoldResult(cohort=cohort, model="cancermoe", fold=index, path=Path("."), metrics=metrics)
+
+
+def routes(wsi: list[float], genomic: list[float]) -> dict:
+    return {"route/wsi/layer0": [0.25] * 4, "route/wsi/layer1": wsi, "route/genomic/layer1": genomic}
+
+
+def test_route_shares_take_the_last_layer_and_average_over_folds():
+    results = ResultSet(Path("."), ("blca",), ("cancermoe",), (
+        fold("blca", 0, routes([1.0, 0.0, 0.0, 0.0], [0.0, 0.5, 0.5, 0.0])),
+        fold("blca", 1, routes([0.0, 1.0, 0.0, 0.0], [0.0, 0.5, 0.0, 0.5])),
+        fold("blca", 2, None),  # a fold of an older version: no measures
+    ))
+    shares, layer, folds = route_shares(results, "blca", "cancermoe")
+    assert layer == 1 and folds == 2
+    np.testing.assert_allclose(shares["wsi"], [0.5, 0.5, 0.0, 0.0])
+    np.testing.assert_allclose(shares["genomic"], [0.0, 0.5, 0.25, 0.25])
+
+
+@pytest.mark.parametrize("with_measures", [True, False])
+def test_figure4a_is_written_when_cancermoe_runs_even_without_measures(tmp_path, with_measures):
+    measures = routes([0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4]) if with_measures else None
+    results = ResultSet(tmp_path, ("blca", "luad"), ("snn", "cancermoe"),
+                        tuple(fold(c, k, measures) for c in ("blca", "luad") for k in range(2)))
+    assert paper_figure_files(["cancermoe", "survmamba"], ["snn"]) == {"cancermoe": [], "survmamba": []}
+    assert paper_figure_files(["cancermoe"], results.models) == {"cancermoe": ["figure4a"]}
+    written = write_paper_figures(["cancermoe"], tmp_path / "report", results, pdf=True)
+    assert sorted(p.name for p in written.values()) == ["figure4a.pdf", "figure4a.png"]
+    assert (tmp_path / "report/papers/cancermoe/figure4a.png").stat().st_size > 10_000
+
+
+def test_a_trained_cancermoe_fold_records_its_routing_shares(small_cohort, tmp_path):
+    from mmsurv.train.run import train_fold
+
+    cohort = small_cohort["cohort"]
+    train_fold({"data": {"feature_dim": 16}, "training": {"epochs": 1, "batch_size": 2, "num_threads": 1}},
+               cohort_table=cohort.table, splits_dir=cohort.splits_dir, fold=0, model="cancermoe", out_dir=tmp_path,
+               signatures=cohort.signatures, pathways=cohort.pathways,
+               features_dir=small_cohort["root"] / "features/pt_files", seed=1)
+    measures = json.loads((tmp_path / "metrics.json").read_text())["measures"]["val_last"]
+    for modality in ("wsi", "genomic"):
+        shares = measures[f"route/{modality}/layer1"]
+        assert len(shares) == 4 and sum(shares) == pytest.approx(1.0)
