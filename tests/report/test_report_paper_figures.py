@@ -59,3 +59,22 @@ def test_a_trained_cancermoe_fold_records_its_routing_shares(small_cohort, tmp_p
     for modality in ("wsi", "genomic"):
         shares = measures[f"route/{modality}/layer1"]
         assert len(shares) == 4 and sum(shares) == pytest.approx(1.0)
+
+
+def test_survmamba_figures_3_and_4_from_fake_results(fake_results, tmp_path):
+    """Figure 3 (bidirectional vs unidirectional bars) and Figure 4 (KM per cohort) need their models:
+    the fake results' ABMIL and MCAT folds stand in for SurvMamba and its unidirectional variant."""
+    from dataclasses import replace
+
+    from report_fakes import COHORTS, MODELS
+
+    from mmsurv.report.collect import collect_results
+
+    loaded = collect_results(fake_results, COHORTS, MODELS)
+    names = {"abmil": "survmamba", "mcat": "survmamba_uni"}
+    folds = tuple(replace(f, model=names[f.model]) for f in loaded.folds if f.model in names)
+    results = ResultSet(loaded.results_dir, loaded.cohorts, ("survmamba", "survmamba_uni"), folds)
+    assert paper_figure_files(["survmamba"], ["survmamba"]) == {"survmamba": ["figure4"]}
+    written = write_paper_figures(["survmamba"], tmp_path, results)
+    assert sorted(p.name for p in written.values()) == ["figure3.png", "figure4.png"]
+    assert all(p.stat().st_size > 10_000 for p in written.values())

@@ -105,7 +105,8 @@ def build_report(results_dir: str | os.PathLike, cohorts: Sequence[str] | None, 
         ours = pd.DataFrame([{"cohort": cohort, "model": model, "mean": last.mean.loc[model, cohort],
                               "std": last.std.loc[model, cohort]} for model in last.models for cohort in last.cohorts])
         paths.update(write_paper_tables(papers, out, ours, intervals, efficiency))
-        paths.update(write_paper_figures(papers, out, results, pdf=pdf))
+        paths.update(write_paper_figures(papers, out, results, pdf=pdf, median_split=median_split,
+                                         km_variant=km_variant))
     means = last.mean[OVERALL]
     figure = bubble_figure(bubble_points(means, efficiency), reference_bag_size=reference_bag_size, variant="last")
     paths.update(_named("bubble", save_figure(figure, out / "bubble_cindex_flops.png", pdf=pdf)))

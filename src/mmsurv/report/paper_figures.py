@@ -5,6 +5,12 @@ measurements through ``ModelOutput.measures`` (see :mod:`mmsurv.models.base`), t
 writes their validation means into each fold's ``metrics.json`` (``measures.val_last``), and the
 figures here read them back; nothing is retrained.
 
+* **SurvMamba Figure 3** (bidirectional against unidirectional Mamba): per cohort, the c-index
+  (last epoch, mean ± std over folds) of ``survmamba`` and its unidirectional variant
+  ``survmamba_uni`` (config/papers/survmamba.yaml).
+* **SurvMamba Figure 4** (Kaplan-Meier per cohort, log-rank p): SurvMamba's low/high-risk curves,
+  one panel per cohort, split as the report's Kaplan-Meier figures (``report.median_split``,
+  ``report.km_variant``).
 * **CancerMoE Figure 4a** ("the expert selection across different modalities"): for each cohort,
   the share of each modality's top-k expert choices that went to each expert in the last SMoE
   layer (the measure ``route/<modality>/layer<l>``), on the validation patients of the last
@@ -27,7 +33,8 @@ import numpy as np
 
 from mmsurv.models.inputs import MODALITIES
 from mmsurv.report.collect import ResultSet, display_cohort
-from mmsurv.report.figures import BASE_FONT, new_figure, save_figure
+from mmsurv.report.figures import BASE_FONT, km_grid_figure, new_figure, save_figure
+from mmsurv.report.km import stratify
 
 ROUTE = re.compile(r"^route/(?P<modality>[a-z]+)/layer(?P<layer>\d+)$")
 ROUTE_MODALITIES = {"wsi": ("WSI tokens", MODALITIES["path"].colour),
@@ -55,8 +62,44 @@ def route_shares(results: ResultSet, cohort: str, model: str) -> tuple[dict[str,
     return {m: np.mean(np.vstack(v), axis=0) for m, v in per_modality.items()}, layer_shown, folds
 
 
-def cancermoe_figure4a(results: ResultSet, model: str = "cancermoe"):
+def survmamba_figure3(results: ResultSet, models: tuple[str, ...], **_):
+    """Bars per cohort: the c-index of SurvMamba and of its unidirectional variant (mean ± std over folds)."""
+    cohorts = [c for c in results.cohorts if all(results.get(c, m) for m in models)]
+    figure = new_figure(max(6.0, 1.4 * len(cohorts) + 2.5), 3.8)
+    ax = figure.add_subplot(1, 1, 1)
+    labels = {"survmamba": ("bidirectional (SurvMamba)", MODALITIES["multimodal"].colour),
+              "survmamba_uni": ("unidirectional", "0.55")}
+    width = 0.8 / len(models)
+    x = np.arange(len(cohorts))
+    for position, model in enumerate(models):
+        values = [[f.cindex("last") for f in results.get(c, model)] for c in cohorts]
+        means = [float(np.nanmean(v)) for v in values]
+        stds = [float(np.nanstd(v)) for v in values]
+        label, color = labels.get(model, (model, None))
+        ax.bar(x + (position - (len(models) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=label,
+               color=color)
+    ax.set_xticks(x, [display_cohort(c) for c in cohorts], fontsize=BASE_FONT)
+    ax.set_ylabel("c-index (last epoch, mean ± std over folds)", fontsize=BASE_FONT - 1)
+    ax.set_ylim(0.3, 1.0)
+    ax.axhline(0.5, color="0.7", lw=0.8, ls="--")
+    ax.legend(fontsize=BASE_FONT - 1, frameon=False, loc="upper left")
+    ax.set_title("SurvMamba Figure 3: bidirectional against unidirectional", fontsize=BASE_FONT + 1)
+    figure.tight_layout()
+    return figure
+
+
+def survmamba_figure4(results: ResultSet, models: tuple[str, ...], *, median_split: str = "pooled",
+                      km_variant: str = "last", **_):
+    """SurvMamba's Kaplan-Meier panels across the run's cohorts, with log-rank p."""
+    model = models[0]
+    strata = [stratify(results, cohort, model, variant=km_variant, median_split=median_split)
+              for cohort in results.cohorts if results.get(cohort, model)]
+    return km_grid_figure(strata)
+
+
+def cancermoe_figure4a(results: ResultSet, models: tuple[str, ...], **_):
     """One panel per cohort: each expert's share of each modality's selections (see the module docstring)."""
+    model = models[0]
     cohorts = [c for c in results.cohorts if results.get(c, model)]
     columns = max(1, min(3, len(cohorts)))
     rows = max(1, math.ceil(len(cohorts) / columns))
@@ -92,28 +135,31 @@ def cancermoe_figure4a(results: ResultSet, model: str = "cancermoe"):
     return figure
 
 
-# paper → figure name → (the model it needs in the run, its builder)
-PAPER_FIGURES: dict[str, dict[str, tuple[str, Callable]]] = {
-    "cancermoe": {"figure4a": ("cancermoe", cancermoe_figure4a)},
+# paper → figure name → (the models it needs in the run, its builder)
+PAPER_FIGURES: dict[str, dict[str, tuple[tuple[str, ...], Callable]]] = {
+    "survmamba": {"figure3": (("survmamba", "survmamba_uni"), survmamba_figure3),
+                  "figure4": (("survmamba",), survmamba_figure4)},
+    "cancermoe": {"figure4a": (("cancermoe",), cancermoe_figure4a)},
 }
 
 
 def paper_figure_files(papers: Iterable[str], models: Iterable[str]) -> dict[str, list[str]]:
-    """Paper → the figures this run can draw (those whose model it trains)."""
+    """Paper → the figures this run can draw (those whose models it trains)."""
     models = set(models)
-    return {paper: [name for name, (model, _) in PAPER_FIGURES.get(paper, {}).items() if model in models]
+    return {paper: [name for name, (needed, _) in PAPER_FIGURES.get(paper, {}).items() if set(needed) <= models]
             for paper in papers}
 
 
 def write_paper_figures(papers: Iterable[str], out_dir: str | os.PathLike, results: ResultSet, *,
-                        pdf: bool = False) -> dict[str, Path]:
+                        pdf: bool = False, median_split: str = "pooled", km_variant: str = "last") -> dict[str, Path]:
     """Draw every figure of :func:`paper_figure_files` into ``out_dir/papers/<paper>/``."""
     written: dict[str, Path] = {}
     for paper, names in paper_figure_files(papers, results.models).items():
         for name in names:
-            model, builder = PAPER_FIGURES[paper][name]
+            needed, builder = PAPER_FIGURES[paper][name]
             folder = Path(out_dir) / "papers" / paper
             folder.mkdir(parents=True, exist_ok=True)
-            for path in save_figure(builder(results, model), folder / f"{name}.png", pdf=pdf):
+            figure = builder(results, needed, median_split=median_split, km_variant=km_variant)
+            for path in save_figure(figure, folder / f"{name}.png", pdf=pdf):
                 written[f"paper_{paper}_{name}_{path.suffix[1:]}"] = path
     return written
