@@ -106,3 +106,36 @@ def test_a_config_variant_sets_the_evaluation_mode():
     variant = resolve_model("hdmoe_mean", {"hdmoe_mean": {"model": "hdmoe", "rfr_eval": "mean"}})
     model = variant.spec.builder(ModelInputs(omic_dim=12, group_sizes=[3, 5, 4], path_dim=16), **variant.params)
     assert model.rfr_eval == "mean"
+
+
+@pytest.mark.parametrize(("switch", "terms", "experts", "shared"), [
+    ({"first_level_moe": False}, {"surv", "decouple_fusion", "decouple_orth", "balance"}, (1, 1, 8), True),
+    ({"fusion_moe": False}, {"surv", "decouple_fusion", "decouple_orth", "balance"}, (8, 8, 1), True),
+    ({"rfr": False}, {"surv", "decouple_fusion", "decouple_orth", "balance"}, (8, 8, 8), True),
+    ({"shared_experts": False}, {"surv", "decouple_fusion", "balance"}, (8, 8, 8), False),
+])
+def test_part_ablations_remove_their_part(switch, terms, experts, shared):
+    torch.manual_seed(0)
+    model = HDMoE(**TINY, **switch).train()
+    assert (len(model.path_moe.experts), len(model.omic_moe.experts), len(model.fusion_moe.experts)) == experts
+    assert (model.fusion_moe.shared is not None) == shared
+    batch = _batch(model, 2)
+    output = model(batch)
+    assert set(model.loss(output, model.example_target())) == terms
+    sum(model.loss(model(batch), model.example_target()).values()).backward()
+    assert any(p.grad is not None for p in model.path_moe.experts.parameters())  # top-1: one expert per token
+    if switch == {"rfr": False}:  # no recombination: the same logits whatever seg would have been drawn
+        model.eval()
+        model.rfr_eval = "random"
+        with torch.no_grad():
+            first, second = model(batch).logits, model(batch).logits
+        assert torch.equal(first, second)
+
+
+def test_the_default_model_is_unchanged_by_the_switches():
+    torch.manual_seed(3)
+    default = HDMoE(**TINY)
+    torch.manual_seed(3)
+    explicit = HDMoE(**TINY, first_level_moe=True, fusion_moe=True, rfr=True, shared_experts=True)
+    assert default.state_dict().keys() == explicit.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(), explicit.state_dict().values()))

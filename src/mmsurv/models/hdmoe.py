@@ -69,6 +69,15 @@ landmark per token instead (``mmsurv.models.layers.nystrom_attention``: no zero 
 attention, a tokens × tokens pseudo-inverse): it changes every patient's genomic encoding (logits
 up to ~0.09 apart at initialisation) and is cheaper on small bags: at 24 patches, one CPU thread,
 forward + backward 178 ms off, 32 ms on (``bench/step_cost.py``). No parameter depends on it.
+**Ablations of its parts** (the summary page names the parts; how each is removed is ours, all
+ON by default, which is HDMoE): ``first_level_moe=False`` gives each modality's first-level MoE one
+routed expert (every token to it with weight 1: a dense expert, no routing) beside its shared
+expert; ``fusion_moe=False`` does the same to the fusion MoE; ``rfr=False`` keeps the four vectors
+whole (seg = seg2 = 1 in training and evaluation, no recombination); ``shared_experts=False`` removes
+the shared experts of all three MoEs (their outputs are zero vectors, so the fusion tokens of the
+shared vectors are zeros) and the decoupling terms that compare shared vectors (``decouple_orth``
+and the shared half of ``decouple_fusion``). A MoE with one expert has a constant balance term,
+left out of ``balance``. config/papers/hdmoe.yaml trains the four as variants.
 """
 
 from __future__ import annotations
@@ -106,12 +115,13 @@ def _expert(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequen
 class SharedExpertMoE(nn.Module):
     """Top-1 routed experts plus one always-on shared expert; bias-free softmax router."""
 
-    def __init__(self, dim: int, out_dim: int, n_experts: int = 8, hidden: int = 128, dropout: float = 0.1):
+    def __init__(self, dim: int, out_dim: int, n_experts: int = 8, hidden: int = 128, dropout: float = 0.1,
+                 shared: bool = True):
         super().__init__()
         self.router = nn.Parameter(torch.empty(n_experts, dim))
         nn.init.kaiming_uniform_(self.router, a=math.sqrt(5))
         self.experts = nn.ModuleList(_expert(dim, hidden, out_dim, dropout) for _ in range(n_experts))
-        self.shared = _expert(dim, hidden, out_dim, dropout)
+        self.shared = _expert(dim, hidden, out_dim, dropout) if shared else None
         self.out_dim = out_dim
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -125,7 +135,8 @@ class SharedExpertMoE(nn.Module):
         n_experts = probs.shape[1]
         fraction = F.one_hot(choice, n_experts).float().mean(0)
         balance = n_experts * (fraction * probs.mean(0)).sum()
-        return routed, self.shared(tokens), balance, probs
+        shared = self.shared(tokens) if self.shared is not None else tokens.new_zeros(tokens.shape[0], self.out_dim)
+        return routed, shared, balance, probs
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -147,6 +158,7 @@ class HDMoE(SurvivalModel):
                  n_experts: int = 8, expert_hidden: int = 128, omic_hidden: int = 1024,
                  decouple_weight: float = 1.0, balance_weight: float = 0.01, rfr_eval: str = "fixed",
                  eval_seg: int = 1, eval_seg2: int = 1, adaptive_landmarks: bool = False,
+                 first_level_moe: bool = True, fusion_moe: bool = True, rfr: bool = True, shared_experts: bool = True,
                  **sizes):
         super().__init__(n_bins=n_bins, path_dim=path_dim, group_sizes=group_sizes, **sizes)
         if not group_sizes:
@@ -165,9 +177,13 @@ class HDMoE(SurvivalModel):
         self.omic_fc = nn.ModuleList(snn_encoder(size, [omic_hidden, d], 0.25) for size in group_sizes)
         self.path_encoder = ClassTokenEncoder(d, positional=True)
         self.omic_encoder = ClassTokenEncoder(d, positional=False)
-        self.path_moe = SharedExpertMoE(d, d, n_experts, expert_hidden)
-        self.omic_moe = SharedExpertMoE(d, d, n_experts, expert_hidden)
-        self.fusion_moe = SharedExpertMoE(d, d // 2, n_experts, expert_hidden)
+        self.first_level_moe, self.fusion_routing, self.rfr, self.shared_experts = (first_level_moe, fusion_moe,
+                                                                                   rfr, shared_experts)
+        first_experts = n_experts if first_level_moe else 1  # one expert: every token to it, weight 1
+        self.path_moe = SharedExpertMoE(d, d, first_experts, expert_hidden, shared=shared_experts)
+        self.omic_moe = SharedExpertMoE(d, d, first_experts, expert_hidden, shared=shared_experts)
+        self.fusion_moe = SharedExpertMoE(d, d // 2, n_experts if fusion_moe else 1, expert_hidden,
+                                          shared=shared_experts)
         self.project_specific = nn.Linear(2 * d, 2 * d)
         self.project_shared = nn.Linear(2 * d, 2 * d)
         self.classifier = nn.Linear(4 * d, n_bins)
@@ -195,13 +211,15 @@ class HDMoE(SurvivalModel):
         specific = self.project_specific(torch.cat([g_routed, p_routed], dim=1))
         common = self.project_shared(torch.cat([g_shared, p_shared], dim=1))
 
-        if self.training or self.rfr_eval == "random":
+        if not self.rfr:
+            seg, seg2 = 1, 1
+        elif self.training or self.rfr_eval == "random":
             seg, seg2 = self._draw(self.segments), self._draw(self.segments2)
         else:
             seg, seg2 = (self.eval_seg, self.eval_seg2) if self.rfr_eval == "fixed" else (1, 1)
         f_routed, f_shared, f_balance, f_probs = self._fuse(first, seg)
         logits = self.classifier(recombine(torch.stack([f_routed, f_shared]), seg2)).unsqueeze(0)
-        if not self.training and self.rfr_eval == "mean":
+        if not self.training and self.rfr_eval == "mean" and self.rfr:
             all_logits = []
             for s in self.segments:
                 r, c, _, _ = self._fuse(first, s) if s != 1 else (f_routed, f_shared, None, None)
@@ -210,13 +228,17 @@ class HDMoE(SurvivalModel):
             logits = torch.stack(all_logits).mean(0, keepdim=True)
 
         aux = {}
-        if self.decouple_weight:
+        if self.decouple_weight and self.shared_experts:
             fusion_term = (1 - _cos(f_routed, specific)) + (1 - _cos(f_shared, common))
             orth_term = _cos(g_routed, g_shared) + _cos(p_routed, p_shared) + _cos(f_routed, f_shared)
             aux["decouple_fusion"] = self.decouple_weight * fusion_term
             aux["decouple_orth"] = self.decouple_weight * orth_term
-        if self.training and self.balance_weight:
-            aux["balance"] = self.balance_weight * (g_balance + p_balance + f_balance)
+        elif self.decouple_weight:  # no shared vectors: only the routed half of the fusion term
+            aux["decouple_fusion"] = self.decouple_weight * (1 - _cos(f_routed, specific))
+        routing = [b for b, on in ((g_balance, self.first_level_moe), (p_balance, self.first_level_moe),
+                                   (f_balance, self.fusion_routing)) if on]
+        if self.training and self.balance_weight and routing:
+            aux["balance"] = self.balance_weight * sum(routing)
         attention = {"router_omic": g_probs.detach(), "router_path": p_probs.detach(),
                      "router_fusion": f_probs.detach()}
         return ModelOutput(logits=logits, aux=aux, attention=attention)

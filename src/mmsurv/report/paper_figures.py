@@ -28,13 +28,17 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mmsurv.models.inputs import MODALITIES
-from mmsurv.report.collect import ResultSet, display_cohort
-from mmsurv.report.figures import BASE_FONT, km_grid_figure, new_figure, save_figure
-from mmsurv.report.km import stratify
+
+if TYPE_CHECKING:
+    from mmsurv.report.collect import ResultSet
+
+# The figure builders import the report's plotting modules when they run: the workflow reads
+# paper_figure_files() while parsing, which must import neither torch nor matplotlib.
 
 ROUTE = re.compile(r"^route/(?P<modality>[a-z]+)/layer(?P<layer>\d+)$")
 ROUTE_MODALITIES = {"wsi": ("WSI tokens", MODALITIES["path"].colour),
@@ -64,6 +68,9 @@ def route_shares(results: ResultSet, cohort: str, model: str) -> tuple[dict[str,
 
 def survmamba_figure3(results: ResultSet, models: tuple[str, ...], **_):
     """Bars per cohort: the c-index of SurvMamba and of its unidirectional variant (mean ± std over folds)."""
+    from mmsurv.report.collect import display_cohort
+    from mmsurv.report.figures import BASE_FONT, new_figure
+
     cohorts = [c for c in results.cohorts if all(results.get(c, m) for m in models)]
     figure = new_figure(max(6.0, 1.4 * len(cohorts) + 2.5), 3.8)
     ax = figure.add_subplot(1, 1, 1)
@@ -91,6 +98,9 @@ def survmamba_figure3(results: ResultSet, models: tuple[str, ...], **_):
 def survmamba_figure4(results: ResultSet, models: tuple[str, ...], *, median_split: str = "pooled",
                       km_variant: str = "last", **_):
     """SurvMamba's Kaplan-Meier panels across the run's cohorts, with log-rank p."""
+    from mmsurv.report.figures import km_grid_figure
+    from mmsurv.report.km import stratify
+
     model = models[0]
     strata = [stratify(results, cohort, model, variant=km_variant, median_split=median_split)
               for cohort in results.cohorts if results.get(cohort, model)]
@@ -99,6 +109,9 @@ def survmamba_figure4(results: ResultSet, models: tuple[str, ...], *, median_spl
 
 def cancermoe_figure4a(results: ResultSet, models: tuple[str, ...], **_):
     """One panel per cohort: each expert's share of each modality's selections (see the module docstring)."""
+    from mmsurv.report.collect import display_cohort
+    from mmsurv.report.figures import BASE_FONT, new_figure
+
     model = models[0]
     cohorts = [c for c in results.cohorts if results.get(c, model)]
     columns = max(1, min(3, len(cohorts)))
@@ -153,6 +166,8 @@ def paper_figure_files(papers: Iterable[str], models: Iterable[str]) -> dict[str
 def write_paper_figures(papers: Iterable[str], out_dir: str | os.PathLike, results: ResultSet, *,
                         pdf: bool = False, median_split: str = "pooled", km_variant: str = "last") -> dict[str, Path]:
     """Draw every figure of :func:`paper_figure_files` into ``out_dir/papers/<paper>/``."""
+    from mmsurv.report.figures import save_figure
+
     written: dict[str, Path] = {}
     for paper, names in paper_figure_files(papers, results.models).items():
         for name in names:
