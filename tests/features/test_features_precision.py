@@ -73,3 +73,14 @@ def test_fp16_refused_on_cpu(precision_patches):
     with pytest.raises(ValueError, match="fp16 is supported on CUDA only"):
         features_with(slide_path, patches, root / "fp16cpu", "fp16", "cpu")
     assert not (root / "fp16cpu" / "h5_files" / "slide.h5").exists()
+
+
+@pytest.mark.parametrize(("cap", "native"), [("AVX2", False), ("avx512_core", False), ("", None)])
+def test_a_onednn_isa_cap_below_bf16_means_fp32(monkeypatch, cap, native):
+    """``ONEDNN_MAX_CPU_ISA=AVX2`` (an AVX2-only machine emulated on a newer one) must not pick bf16,
+    which oneDNN would then emulate slowly; without a cap the CPU's own flags decide."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    expected = native if native is not None else any(
+        getattr(torch.cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    assert cpu_has_native_bf16() is expected
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if expected else "fp32")

@@ -99,8 +99,16 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_BF16: no bf16 dot-product instructions
+ISA_CAPS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
 def cpu_has_native_bf16() -> bool:
-    """True when the CPU has bf16 instructions (AVX512-BF16 or AMX); else oneDNN emulates bf16 (slow)."""
+    """True when the CPU has bf16 instructions (AVX512-BF16 or AMX) and oneDNN may use them; else
+    oneDNN emulates bf16 (slow). ``ONEDNN_MAX_CPU_ISA`` capped below AVX512_CORE_BF16 (as when an
+    AVX2-only machine is emulated on a newer one) counts as no bf16."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper() in ISA_CAPS_WITHOUT_BF16:
+        return False
     cpu = torch.cpu
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(cpu, name, lambda: False)() for name in checks)
