@@ -16,7 +16,16 @@ small kernels, allocation — what batching patients and fewer tiny ops can remo
     python bench/step_cost.py --models cmta hdmoe --bags 24 --params '{"adaptive_landmarks": true}'
     python bench/step_cost.py --smoke                          # seconds: SNN and ABMIL at 24 patches
 
-Measured (Xeon with AMX, 2 vCPUs, 1 thread; helper run of issue 24, median of 5): at 24 patches
+Measured (Xeon with AMX, 2 vCPUs, one thread, median of 5; ``--bags 24,4096`` and ``--bags 50000
+--repeats 2 --warmup 1``), ms per step at 24 / 4,096 / 50,000 patches, floor in brackets: ABMIL
+2.0 / 140 / 2,089 (0.6 / 94 / 1,134); MCAT 12.5 / 82 / 1,131; TransMIL 411 / 1,825 / 39,373 (223 /
+797 / 7,149); CMTA 265 / 1,387 / 29,551; MoME 1,064 / 3,688 / 37,511; HDMoE 145 / 709 / 12,070;
+SurvMamba 99 / 9,501 / 136,932 (3.4 / 426 / 5,123: its CPU scan's backward, 586 ms per call at
+4,096 tokens, is most of a step); CancerMoE 4.7 / 1,201 / 1,228 (its floor misses the sparsified
+attention, a custom autograd function the FLOP counter does not see). At 24 patches the Nyström
+models' time is the reference's arithmetic on 128-256 zero-padded landmarks (``adaptive_landmarks``
+removes it, below), not overhead the loop can take away. Earlier measurement (helper run of issue
+24, median of 5): at 24 patches
 CMTA 384 ms (63 with adaptive landmarks), MoME 1,389 (50), HDMoE 178 (32), TransMIL 543 (14); at
 5,000 patches MMM 1,232 whole bag against 908 in its release's micro-batches, MMM v1 575 against 460.
 """

@@ -116,7 +116,7 @@ def cancermoe_figure4a(results: ResultSet, models: tuple[str, ...], **_):
     cohorts = [c for c in results.cohorts if results.get(c, model)]
     columns = max(1, min(3, len(cohorts)))
     rows = max(1, math.ceil(len(cohorts) / columns))
-    figure = new_figure(4.2 * columns, 3.2 * rows + 0.6)
+    figure = new_figure(max(6.4, 4.2 * columns), 3.2 * rows + 0.8)
     figure.suptitle("CancerMoE: expert selection per modality (Figure 4a)", fontsize=BASE_FONT + 2)
     for index, cohort in enumerate(cohorts or [""]):
         ax = figure.add_subplot(rows, columns, index + 1)
@@ -142,9 +142,9 @@ def cancermoe_figure4a(results: ResultSet, models: tuple[str, ...], **_):
         ax.set_axisbelow(True)
         if index == 0:
             ax.legend(fontsize=BASE_FONT - 1, frameon=False)
-    figure.text(0.5, 0.01, "validation patients of the last epoch, mean over folds; each modality's bars sum to 1",
+    figure.text(0.5, 0.01, "validation patients of the last epoch, mean over folds;\neach modality's bars sum to 1",
                 ha="center", fontsize=BASE_FONT - 1, color="0.3")
-    figure.tight_layout(rect=(0, 0.04, 1, 0.95))
+    figure.tight_layout(rect=(0, 0.07, 1, 0.95))
     return figure
 
 
