@@ -486,7 +486,9 @@ def paper_figures():
     exts = ("png", "pdf") if config["report"].get("pdf") else ("png",)
     return [
         f"{REPORT}/papers/{paper}/{name}.{ext}"
-        for paper, names in paper_figure_files(config["report"]["papers"], MODELS).items()
+        for paper, names in paper_figure_files(
+            config["report"]["papers"], MODELS
+        ).items()
         for name in names
         for ext in exts
     ]

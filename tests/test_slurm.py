@@ -38,7 +38,8 @@ def test_demo_workflow_runs_through_the_slurm_profile(cluster, tmp_path):
                              "slides_dir": "resources/demo/slides"}},
         "patching": {"segment": {"min_tissue_mm2": 0.02}},
         "features": {"weights": "none", "compile": False, "num_workers": 0},
-        "models": ["snn"], "folds": 1, "slides_per_job": 3,
+        # ABMIL reads the features (a genomic-only run would extract none); SNN asks for no GPU
+        "models": ["snn", "abmil"], "folds": 1, "slides_per_job": 3,
         "train": {"training": {"epochs": 1, "grad_accum": 1}},
         "download": {"source": "local"},
     }

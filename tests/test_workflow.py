@@ -291,7 +291,7 @@ def test_a_killed_train_job_of_every_fold_resumes_at_the_fold_and_epoch_reached(
     cohort = small_cohort["cohort"]
     plugin = tmp_path / "kill_after_epoch_2.py"
     plugin.write_text(KILLER_PLUGIN.format(marker=str(tmp_path / "killed")))
-    training = {"epochs": 5, "grad_accum": 1}
+    training = {"epochs": 5, "grad_accum": 1, "resume_every_s": 0}  # a resume checkpoint after every epoch
     config = {"results": "results", "download": {"source": "local"}, "folds": 2, "seed": 1, "train_threads": 1,
               "cohorts": {"tiny": {"table": str(cohort.table), "splits_dir": str(cohort.splits_dir),
                                    "signatures": str(cohort.signatures), "pathways": str(cohort.pathways),

@@ -236,3 +236,26 @@ def test_a_single_fold_without_events_gives_nan_metrics_not_a_crash(fake_results
     assert row["events"] == 0
     assert np.isnan(row["cindex_pooled"]) and np.isnan(row["uno_pooled"]) and np.isnan(row["cindex_low"])
     assert "no event" in row["note"]
+
+
+def test_a_model_comparison_on_a_fold_without_events_is_nan_with_a_note(fake_results, tmp_path):
+    """Two models on a cohort whose only fold has no event (a tiny demo): no c-index difference, no crash."""
+    import shutil
+
+    import pandas as pd
+    from report_fakes import COHORTS, MODELS
+
+    from mmsurv.report.collect import collect_results
+    from mmsurv.report.stats import compute_statistics
+
+    cohort, models = COHORTS[0], MODELS[:2]
+    for model in models:
+        fold_dir = tmp_path / cohort / model / "fold0"
+        shutil.copytree(fake_results / cohort / model / "fold0", fold_dir)
+        for name in ("predictions.tsv", "predictions_best.tsv"):
+            frame = pd.read_csv(fold_dir / name, sep="\t")
+            frame["event"] = 0
+            frame.to_csv(fold_dir / name, sep="\t", index=False)
+    stats = compute_statistics(collect_results(tmp_path, [cohort], models, folds=1), n_boot=20, seed=0)
+    row = stats.comparisons.iloc[0]
+    assert np.isnan(row["delta_cindex"]) and "no comparable pair" in row["note"]

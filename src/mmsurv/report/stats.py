@@ -61,7 +61,7 @@ from sksurv.nonparametric import CensoringDistributionEstimator, kaplan_meier_es
 
 from mmsurv.report.collect import ResultSet
 from mmsurv.report.settings import DEFAULT_N_BOOT, DEFAULT_SEED
-from mmsurv.train.metrics import TIED_TOL, comparable_pairs, pair_concordance
+from mmsurv.train.metrics import TIED_TOL, comparable_pairs, concordance, pair_concordance
 
 AUC_HORIZONS = (12.0, 36.0, 60.0)  # months
 TAU_QUANTILE = 0.8
@@ -487,9 +487,12 @@ def _compare(cohort: str, models: list[str], data: dict[str, ModelData], boot: d
         same = all(da.frame[c].tolist() == db.frame[c].tolist() for c in ("case_id", "time", "event"))
         row = {"cohort": cohort, "model_a": a, "model_b": b, "n": len(da.frame)}
         if same:
-            ya = structured(da.frame["event"], da.frame["time"])
-            delta = (concordance_index_censored(ya["event"], ya["time"], da.frame["risk"].to_numpy())[0]
-                     - concordance_index_censored(ya["event"], ya["time"], db.frame["risk"].to_numpy())[0])
+            time, censored = da.frame["time"].to_numpy(), 1 - da.frame["event"].to_numpy().astype(int)
+            # Harrell's C as scikit-survival's (bit for bit), NaN where it raises (no event, no comparable pair)
+            delta = (concordance(time, censored, da.frame["risk"].to_numpy())
+                     - concordance(time, censored, db.frame["risk"].to_numpy()))
+            if math.isnan(delta):
+                note.append("no comparable pair (no event): no c-index difference")
             deltas = boot[a]["cindex"] - boot[b]["cindex"]
             low, high = percentile_interval(deltas)
             row.update(delta_cindex=delta, delta_low=low, delta_high=high, p_bootstrap=paired_bootstrap_p(deltas))
