@@ -214,23 +214,30 @@ def test_one_fold_takes_the_censoring_distribution_from_its_own_patients(fake_re
     assert "one fold only" in row["note"]
 
 
-def test_a_single_fold_without_events_gives_nan_metrics_not_a_crash(fake_results, tmp_path):
-    """A 6-patient run with ``folds: 1`` can have only censored patients in its fold (the SLURM test did)."""
+def censored_copy(fake_results, root, cohort: str, model: str) -> None:
+    """Fold 0 of a fake cohort × model copied under ``root`` with every patient censored."""
     import shutil
 
     import pandas as pd
+
+    fold_dir = root / cohort / model / "fold0"
+    shutil.copytree(fake_results / cohort / model / "fold0", fold_dir)
+    for name in ("predictions.tsv", "predictions_best.tsv"):
+        frame = pd.read_csv(fold_dir / name, sep="\t")
+        frame["event"] = 0
+        frame.to_csv(fold_dir / name, sep="\t", index=False)
+
+
+def test_a_single_fold_without_events_gives_nan_metrics_not_a_crash(fake_results, tmp_path):
+    """A 6-patient run with ``folds: 1`` can have only censored patients in its fold (the SLURM test did)."""
+
     from report_fakes import COHORTS, MODELS
 
     from mmsurv.report.collect import collect_results
     from mmsurv.report.stats import compute_statistics
 
     cohort, model = COHORTS[0], MODELS[0]
-    fold_dir = tmp_path / cohort / model / "fold0"
-    shutil.copytree(fake_results / cohort / model / "fold0", fold_dir)
-    for name in ("predictions.tsv", "predictions_best.tsv"):
-        frame = pd.read_csv(fold_dir / name, sep="\t")
-        frame["event"] = 0
-        frame.to_csv(fold_dir / name, sep="\t", index=False)
+    censored_copy(fake_results, tmp_path, cohort, model)
     stats = compute_statistics(collect_results(tmp_path, [cohort], [model], folds=1), n_boot=20, seed=0)
     row = stats.table.iloc[0]
     assert row["events"] == 0
@@ -240,9 +247,7 @@ def test_a_single_fold_without_events_gives_nan_metrics_not_a_crash(fake_results
 
 def test_a_model_comparison_on_a_fold_without_events_is_nan_with_a_note(fake_results, tmp_path):
     """Two models on a cohort whose only fold has no event (a tiny demo): no c-index difference, no crash."""
-    import shutil
 
-    import pandas as pd
     from report_fakes import COHORTS, MODELS
 
     from mmsurv.report.collect import collect_results
@@ -250,12 +255,7 @@ def test_a_model_comparison_on_a_fold_without_events_is_nan_with_a_note(fake_res
 
     cohort, models = COHORTS[0], MODELS[:2]
     for model in models:
-        fold_dir = tmp_path / cohort / model / "fold0"
-        shutil.copytree(fake_results / cohort / model / "fold0", fold_dir)
-        for name in ("predictions.tsv", "predictions_best.tsv"):
-            frame = pd.read_csv(fold_dir / name, sep="\t")
-            frame["event"] = 0
-            frame.to_csv(fold_dir / name, sep="\t", index=False)
+        censored_copy(fake_results, tmp_path, cohort, model)
     stats = compute_statistics(collect_results(tmp_path, [cohort], models, folds=1), n_boot=20, seed=0)
     row = stats.comparisons.iloc[0]
     assert np.isnan(row["delta_cindex"]) and "no comparable pair" in row["note"]
