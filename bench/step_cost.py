@@ -66,7 +66,8 @@ def measure(model_name: str, patches: int, params: dict, repeats: int, warmup: i
     """ms per step and forward FLOPs of one model at one bag size (run in a child process)."""
     import torch
 
-    from mmsurv.models import ModelInputs, build_model, count_flops
+    from mmsurv.models import ModelInputs, build_model
+    from mmsurv.models.flops import EagerFlopCounter
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -81,7 +82,11 @@ def measure(model_name: str, patches: int, params: dict, repeats: int, warmup: i
         sum(model.loss(model(batch), target).values()).backward()
         if index >= warmup:
             times.append(1000 * (time.perf_counter() - start))
-    flops = count_flops(model, batch=batch)
+    # the floor counts the forward as the step runs it (training mode: MoME's and MMM's gates run
+    # every expert there, and dropout masks cost nothing), not count_flops()'s evaluation forward
+    with torch.no_grad(), EagerFlopCounter(display=False) as counter:
+        model(batch)
+    flops = int(counter.get_total_flops())
     return {"ms_per_step": statistics.median(times), "forward_flops": flops}
 
 

@@ -63,6 +63,10 @@ SAMPLES_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/samples.schema.y
 _LISTED, config["train"]["models"] = catalog.with_sweeps(
     config["models"], config["train"].get("models"), config["train"].pop("sweeps", None)
 )
+# In a demo run, the per-model departures reach the variants of their model (a paper preset's
+# ablations and sweeps): an ablation row then differs from its base row in what it ablates only.
+if _demo_train and "demo" in config["cohorts"]:
+    config["train"]["models"] = catalog.inherit_base_sections(config["train"]["models"])
 MODELS = catalog.expand_models(_LISTED, config["train"]["models"], CATALOG.names())
 FOLDS = list(range(config["folds"]))
 REPORT = f"{RESULTS}/report"
@@ -468,13 +472,13 @@ def train_folds(wildcards):
 
 
 def paper_tables():
-    """The paper tables of report.papers: every shipped results table, as md, csv and tex."""
+    """The paper tables of report.papers (shipped published tables, or our own), as md, csv and tex."""
     from mmsurv.report.papers import paper_table_files
 
     return [
-        f"{REPORT}/papers/{paper}/table{number}.{ext}"
-        for paper, numbers in paper_table_files(config["report"]["papers"]).items()
-        for number in numbers
+        f"{REPORT}/papers/{paper}/{name}.{ext}"
+        for paper, names in paper_table_files(config["report"]["papers"]).items()
+        for name in names
         for ext in ("md", "csv", "tex")
     ]
 

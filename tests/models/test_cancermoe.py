@@ -435,3 +435,80 @@ def test_parameter_count_formula():
         n_params(model) - router
     brca = build_model("cancermoe", ModelInputs(omic_dim=20_980, group_sizes=[20_980]))
     assert n_params(brca) == 32_832 + 8 * (32 * 2623 + 32) + 13_124 + router == 718_984  # the paper: 0.446 M
+
+
+# ------------------------------------------------------------------ Figure 4b: gradient conflict
+
+def _train_steps(model: CancerMoE, steps: int, epoch_every: int = 0) -> list[dict]:
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(3)
+    torch.manual_seed(7)  # DPS and dropout draw from the global generator
+    target = Target(torch.tensor([1, 3, 0]), torch.tensor([0.0, 1.0, 0.0]), torch.tensor([4.0, 8.0, 2.0]))
+    measured = []
+    for step in range(steps):
+        bags = [torch.randn(n, 16, generator=generator) for n in (70, 30, 50)]
+        output = model(batch_of(bags, torch.randn(3, 20, generator=generator)))
+        terms = model.loss(output, target)
+        measured.append({k: float(v) for k, v in output.measures.items() if k.startswith("grad_conflict")})
+        optimizer.zero_grad()
+        sum(terms.values()).backward()
+        optimizer.step()
+        if epoch_every and (step + 1) % epoch_every == 0:
+            model.on_epoch_end({"train_cindex": 0.6})
+    return measured
+
+
+@pytest.mark.parametrize("smoe", [True, False])
+def test_gradient_conflict_is_measured_on_schedule_and_changes_nothing_in_training(smoe):
+    plain = small(seed=2, smoe=smoe, dropout=0.1).train()
+    measured = small(seed=2, smoe=smoe, dropout=0.1, conflict_every=2).train()
+    assert all(not m for m in _train_steps(plain, 5, epoch_every=3))
+    cosines = _train_steps(measured, 5, epoch_every=3)
+    # steps 0 and 2 of the first epoch, step 0 of the second (the schedule restarts with the epoch)
+    assert [bool(m) for m in cosines] == [True, False, True, True, False]
+    assert all(-1.0 <= m["grad_conflict/last"] <= 1.0 for m in cosines if m)
+    for (name, a), b in zip(plain.state_dict().items(), measured.state_dict().values()):
+        assert torch.equal(a, b), name  # parameters, head importance, DPS scores: all identical
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in measured.parameters())
+
+
+def test_gradient_conflict_is_the_cosine_of_the_unimodal_gradients_of_the_dense_mlp():
+    model = small(seed=4, smoe=False, acs=False).train()
+    generator = torch.Generator().manual_seed(5)
+    bags = [torch.randn(30, 16, generator=generator), torch.randn(25, 16, generator=generator)]
+    omic = torch.randn(2, 20, generator=generator)
+    target = Target(torch.tensor([1, 2]), torch.tensor([0.0, 1.0]), torch.tensor([4.0, 8.0]))
+    batch = batch_of(bags, omic)
+    model(batch)
+    wsi, mask = model._pack(bags, model._last_selections)
+    cosine = model.gradient_conflict(wsi, mask, omic, target)
+    params = list(model.layers[-1].mlp.parameters())
+    without_genomics = small(seed=4, smoe=False, acs=False, genomics=False).train()
+    without_genomics.load_state_dict(model.state_dict(), strict=False)
+    loss = model.survival_loss(without_genomics(batch), target)
+    g_wsi = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(without_genomics.layers[-1].mlp.parameters()))])
+    logits = model.encode(wsi[:, :0], mask[:, :0], omic)[0]
+    from mmsurv.models.base import ModelOutput
+    g_gen = torch.cat([g.reshape(-1) for g in torch.autograd.grad(model.survival_loss(ModelOutput(logits=logits), target), params)])
+    assert float(cosine) == pytest.approx(float(torch.nn.functional.cosine_similarity(g_wsi, g_gen, dim=0)), abs=1e-6)
+    assert small(seed=4, genomics=False).gradient_conflict(wsi, mask, None, target) is None
+
+
+def test_sparsity_measures_count_the_kept_elements_per_modality_block():
+    from mmsurv.models.cancermoe import kept_blocks
+
+    # L = 4 (cls, 1 genomic, 2 WSI), two heads keeping 2 elements each
+    index = torch.tensor([[0 * 4 + 0, 2 * 4 + 3], [1 * 4 + 2, 3 * 4 + 2]])
+    row = kept_blocks(index, length=4, fixed=2)
+    assert row[0].item() == pytest.approx(2 / 16)
+    blocks = row[1:10].reshape(3, 3)  # query modality × key modality: cls, genomic, WSI
+    assert blocks[0, 0] == 0.25 and blocks[2, 2] == 0.5 and blocks[1, 2] == 0.25 and blocks.sum() == 1
+    assert row[10:].reshape(3, 3)[2, 2].item() == pytest.approx(4 / 16)
+    model = small(seed=1).eval()
+    generator = torch.Generator().manual_seed(2)
+    bags = [torch.randn(90, 16, generator=generator), torch.randn(30, 16, generator=generator)]
+    measures = model(batch_of(bags, torch.randn(2, 20, generator=generator))).measures
+    assert measures["sparsity/kept_blocks"].sum().item() == pytest.approx(1.0)
+    assert measures["sparsity/block_area"].sum().item() == pytest.approx(1.0)
+    assert 0 < measures["sparsity/kept_fraction"].item() < 1
+    assert "sparsity/kept_fraction" not in small(seed=1, acs=False).eval()(batch_of(bags, torch.randn(2, 20))).measures

@@ -139,3 +139,19 @@ def test_the_default_model_is_unchanged_by_the_switches():
     explicit = HDMoE(**TINY, first_level_moe=True, fusion_moe=True, rfr=True, shared_experts=True)
     assert default.state_dict().keys() == explicit.state_dict().keys()
     assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(), explicit.state_dict().values()))
+
+
+@pytest.mark.parametrize("first_level_moe", [True, False])
+def test_routing_shares_are_reported_per_modality_and_for_the_fusion_moe(first_level_moe):
+    torch.manual_seed(0)
+    model = HDMoE(**TINY, first_level_moe=first_level_moe).eval()
+    output = model(_batch(model, 1))
+    probs = output.attention["router_fusion"]
+    expected = {"route/fusion/layer1"} | ({"route/genomic/layer0", "route/wsi/layer0"} if first_level_moe else set())
+    assert set(output.measures) == expected
+    fusion = output.measures["route/fusion/layer1"]
+    assert fusion.sum().item() == pytest.approx(1.0)
+    assert torch.equal(fusion, torch.bincount(probs.argmax(-1), minlength=probs.shape[-1]).double() / probs.shape[0])
+    if first_level_moe:
+        chosen = int(output.attention["router_omic"].argmax(-1).reshape(-1)[0])
+        assert output.measures["route/genomic/layer0"][chosen].item() == 1.0

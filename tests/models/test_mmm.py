@@ -228,3 +228,15 @@ def test_the_resolved_settings_give_the_releases_constant_learning_rate(name):
         if scheduler is not None:
             scheduler.step()
     assert rates == [5e-4] * training.epochs
+
+
+def test_routing_measures_are_the_gme_weights_per_modality_averaged_over_micro_batches():
+    torch.manual_seed(0)
+    model = MMM(**TINY, bs_micro=6).eval()
+    output = model(model.example_batch(bag_size=15))
+    for layer in (0, 1):
+        for side, gate in (("wsi", "image"), ("genomic", "gene")):
+            weights = output.attention[f"gme{layer + 1}_{gate}_gate"]  # chunks × experts
+            assert weights.shape[0] == 3
+            shares = output.measures[f"route/{side}/layer{layer}"]
+            assert torch.allclose(shares, weights.mean(0).double()) and shares.sum().item() == pytest.approx(1.0)

@@ -92,3 +92,17 @@ def test_sweeps_expand_into_one_variant_per_value():
         expand_sweeps({"bad": {"model": "snn", "values": [1]}})
     with pytest.raises(ValueError, match="also defined in train.models"):
         with_sweeps("all", {"tokens_1024": {"model": "cancermoe"}}, sweeps)
+
+
+def test_variants_inherit_their_base_section_and_their_own_keys_win():
+    from mmsurv.models.catalog import inherit_base_sections
+
+    models = {"hdmoe": {"adaptive_landmarks": True, "display": "HDMoE*", "training": {"epochs": 3, "lr": 1e-3}},
+              "hdmoe_wo_rfr": {"model": "hdmoe", "rfr": False, "training": {"epochs": 5}},
+              "snn_selu": {"model": "snn", "activation": "selu"}}
+    out = inherit_base_sections(models)
+    assert out["hdmoe_wo_rfr"] == {"adaptive_landmarks": True, "training": {"epochs": 5, "lr": 1e-3},
+                                   "model": "hdmoe", "rfr": False}
+    assert out["snn_selu"] == models["snn_selu"]  # no section of its base: unchanged
+    assert out["hdmoe"] == models["hdmoe"]
+    assert models["hdmoe_wo_rfr"]["training"] == {"epochs": 5}  # the input is not modified

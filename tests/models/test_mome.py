@@ -95,3 +95,15 @@ def test_checkpointed_chunks_give_the_same_gradients():
         sum(model.loss(model(batch), target).values()).backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_routing_shares_count_each_layers_choices_over_the_micro_batches():
+    model = small(bs_micro=4).eval()
+    output = model(model.example_batch(bag_size=10))
+    experts = output.attention["experts"]  # chunks × 4 layers
+    assert experts.shape[0] == 3
+    for column, name in enumerate(("route/wsi/layer0", "route/genomic/layer0", "route/wsi/layer1",
+                                   "route/genomic/layer1")):
+        shares = output.measures[name]
+        assert shares.sum().item() == pytest.approx(1.0)
+        assert torch.equal(shares, torch.bincount(experts[:, column], minlength=4).double() / 3)

@@ -57,12 +57,44 @@ def test_report_writes_each_table_of_the_chosen_papers(fake_results, tmp_path):
     paths = build_report(fake_results, COHORTS, MODELS, tmp_path / "report", folds=FOLDS, reference_bag_size=512,
                          bootstrap=20, papers=["survmamba"])
     written = sorted(p.relative_to(tmp_path / "report").as_posix() for k, p in paths.items() if k.startswith("paper_"))
-    assert written == sorted(f"papers/survmamba/table{n}.{ext}" for n in paper_table_files(["survmamba"])["survmamba"]
+    assert written == sorted(f"papers/survmamba/{name}.{ext}" for name in paper_table_files(["survmamba"])["survmamba"]
                              for ext in ("csv", "md", "tex"))
     table1 = pd.read_csv(tmp_path / "report/papers/survmamba/table1.csv")
     blca_snn = table1[(table1["model"] == "snn") & (table1["cohort"] == "blca")].iloc[0]
     assert 0 < blca_snn["ours"] < 1 and 0 < blca_snn["ci_low"] < blca_snn["ci_high"] < 1  # (the fakes' metrics
     # and predictions are made up separately: the interval need not hold the mean here)
     assert "SNN" in (tmp_path / "report/papers/survmamba/table1.md").read_text()
-    with pytest.raises(ValueError, match="no published tables of mmm"):
-        paper_table_files(["mmm"])
+    with pytest.raises(ValueError, match="no tables of nosuch"):
+        paper_table_files(["nosuch"])
+
+
+def test_papers_without_published_tables_get_our_comparison_and_ablation_tables(tmp_path):
+    import numpy as np
+
+    from mmsurv.report.papers import ours_table_models, write_paper_tables
+    from mmsurv.report.tables import CindexSummary
+
+    models = ["mcat", "mmm_rounds_0", "mmm", "mmm_wo_dam", "snn_selu", "motcat"]
+    base = {"mmm_rounds_0": "mmm", "mmm_wo_dam": "mmm", "snn_selu": "snn"}
+    assert ours_table_models("mmm", "comparison", models, base) == ["mmm", "mcat", "motcat"]
+    assert ours_table_models("mmm", "ablation", models, base) == ["mmm", "mmm_rounds_0", "mmm_wo_dam"]
+    assert paper_table_files(["mmm", "survmamba"])["mmm"] == ["comparison", "ablation"]
+
+    cohorts = ["blca", "luad"]
+    mean = pd.DataFrame([[0.6 + 0.01 * i, 0.5 + 0.01 * i, 0.55 + 0.01 * i] for i in range(len(models))],
+                        index=models, columns=[*cohorts, "overall"])
+    summary = CindexSummary(variant="last", cohorts=tuple(cohorts), models=tuple(models), mean=mean,
+                            std=mean[cohorts] * 0 + 0.02, n_folds=pd.DataFrame(5, index=models, columns=cohorts),
+                            ddof=0, selected_on=(), modalities={}, intervals={("blca", "mmm"): (0.55, 0.68)}, n_boot=50)
+    paths = write_paper_tables(["mmm"], tmp_path, pd.DataFrame(), {}, pd.DataFrame(), summary=summary,
+                               base_models=base)
+    assert sorted(p.name for p in paths.values()) == sorted(f"{t}.{e}" for t in ("ablation", "comparison")
+                                                            for e in ("csv", "md", "tex"))
+    ablation = pd.read_csv(tmp_path / "papers/mmm/ablation.csv")
+    assert ablation["model"].drop_duplicates().tolist() == ["mmm", "mmm_rounds_0", "mmm_wo_dam"]
+    row = ablation[(ablation["model"] == "mmm") & (ablation["cohort"] == "blca")].iloc[0]
+    assert row["mean"] == pytest.approx(0.62) and row["ci_low"] == pytest.approx(0.55)
+    assert np.isnan(ablation[(ablation["model"] == "mmm_wo_dam") & (ablation["cohort"] == "blca")]["ci_low"].iloc[0])
+    text = (tmp_path / "papers/mmm/comparison.md").read_text()
+    assert "prints no results table" in text and "SNN" not in text and "0.620 ± 0.020 [0.550, 0.680]" in text
+    assert "tab:mmm-comparison" in (tmp_path / "papers/mmm/comparison.tex").read_text()

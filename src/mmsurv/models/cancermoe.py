@@ -154,6 +154,28 @@ lr 1e-3 (App. B), NLL (the paper's β = MCAT's α, 0 by default), 20 epochs, wei
   values. Table 8 (score-update policy): ``refresh`` and ``refresh_every`` (above). Also
   ``keep_ratio`` (q), ``n_experts`` (4 or 8), ``top_k``, ``router_hidden``.
 
+**Gradient conflict (Figure 4b; ours, a measurement, off by default).** The paper plots "the
+gradient conflict between modalities in CancerMoE and the dense counterpart", gradients "obtained
+from the experts and dense MLP" of "the last transformer layer", as cosines. It does not say how a
+gradient is made modality-specific. Splitting the gradient by the tokens that produced it gives
+zero here: the prediction reads the cls token, so in the last layer only the cls token's MLP output
+reaches the loss. We therefore use the **unimodal losses**: g_WSI = ∇θ NLL of the model run without
+its genomic tokens, g_genomic = ∇θ NLL of the model run without its WSI tokens, θ the last layer's
+MLP (under SMoE each expert's slices of ``w_in``, ``b_in``, ``w_out``, the cosine averaged over the
+experts both passes reach; the dense MLP as one vector), on the same patients as the training step,
+at the first training step of every epoch and every ``conflict_every``-th step after it (0: never). The two extra passes do not change training:
+they run under a forked random-number state (dropout draws are replayed from where they were), the
+head-importance hooks do not fire, DPS stores nothing and the layers' routing records are restored;
+the gradients are taken with ``torch.autograd.grad`` and never reach ``.grad`` (tested: same
+parameters after a step with and without). The mean per epoch is ``train_grad_conflict/last`` in
+``training_log.tsv``. Cost: two forward/backward passes of the batch on a measured step.
+
+**Measures** (``ModelOutput.measures``, for the paper's analysis figures; they change nothing):
+``route/<modality>/layer<l>`` (Figure 4a: each expert's share of a modality's top-k choices),
+``sparsity/kept_fraction``, ``sparsity/kept_blocks`` and ``sparsity/block_area`` (Figure 3: where the
+sparsified first layer's kept elements lie, per query × key modality block, against the blocks'
+areas; :func:`kept_blocks`) and, on measured training steps, ``grad_conflict/last`` (above).
+
 **Size.** Parameters = 32,832 (WSI projection 1024 → 32 and the cls token) + 8·(32·⌈G/8⌉ + 32)
 (genomic projections, ``separate``) + 13,124 (2 layers, final norm, classifier) + 1,284 (router
 g: 35·32 + 32 + 32·4 + 4); on BLCA's 3,062 ``omic`` columns 145,544, on the paper's BRCA width
@@ -185,7 +207,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmsurv.models.base import Batch, ModelOutput, SurvivalModel, require
+from mmsurv.models.base import Batch, ModelOutput, SurvivalModel, Target, require
 from mmsurv.models.registry import register_model
 
 CLS, WSI, GENOMIC = 0, 1, 2  # modality ids (router one-hot)
@@ -295,6 +317,24 @@ def top_indices(flat: torch.Tensor, k: int) -> torch.Tensor:
         else:
             out.append(candidates[flat[row, candidates].topk(k).indices])
     return torch.stack(out)
+
+
+def kept_blocks(index: torch.Tensor, length: int, fixed: int) -> torch.Tensor:
+    """Figure 3's measurement for one patient's first layer: the kept share of the L×L elements
+    (mean over heads), the shares of the kept elements in each (query, key) modality block — cls,
+    genomic, WSI: 3×3 flattened row-major — and each block's share of the map's area (what keeping
+    elements at random would give). ``index``: H×k kept flat indices of L×L maps; ``fixed``: 1 + the
+    genomic tokens. A patient keeping nothing gives zero block shares."""
+    def modality(position: torch.Tensor) -> torch.Tensor:
+        return (position >= 1).to(torch.int64) + (position >= fixed).to(torch.int64)
+
+    sizes = torch.tensor([1, fixed - 1, length - fixed], dtype=torch.float64)
+    area = (sizes[:, None] * sizes[None, :]).reshape(-1) / float(length * length)
+    flat = index.reshape(-1)
+    counts = torch.bincount((3 * modality(flat // length) + modality(flat % length)).cpu(), minlength=9)
+    shares = counts.to(torch.float64) / max(1, flat.numel())
+    fraction = torch.tensor([index.shape[1] / float(length * length)], dtype=torch.float64)
+    return torch.cat([fraction, shares, area])
 
 
 class SparsifiedAttention(torch.autograd.Function):
@@ -508,7 +548,8 @@ class CancerMoE(SurvivalModel):
                  router_hidden: int | None = None, balance_weight: float = 0.01, n_tokens: int = 3072,
                  n_key_tokens: int = 4, p_random: float = 0.5, refresh: str = "cindex", refresh_every: int = 2,
                  keep_heads: int = 2, keep_ratio: float = 0.08, selection: str = "dps", acs: bool = True,
-                 consolidation: bool = True, smoe: bool = True, genomics: bool = True, **sizes):
+                 consolidation: bool = True, smoe: bool = True, genomics: bool = True, conflict_every: int = 0,
+                 **sizes):
         super().__init__(n_bins=n_bins, path_dim=path_dim, omic_dim=omic_dim, **sizes)
         if refresh not in REFRESH_POLICIES:
             raise ValueError(f"CancerMoE: refresh must be one of {', '.join(REFRESH_POLICIES)}, got {refresh!r}")
@@ -525,6 +566,13 @@ class CancerMoE(SurvivalModel):
         self.refresh, self.refresh_every, self.keep_ratio = refresh, refresh_every, keep_ratio
         self.selection, self.acs, self.consolidation, self.genomics = selection, acs, consolidation, genomics
         self.genomic_embedding = genomic_embedding
+        if conflict_every < 0:
+            raise ValueError(f"CancerMoE: conflict_every must be ≥ 0 (0: off), got {conflict_every}")
+        self.conflict_every = conflict_every
+        self._train_steps = 0  # training forwards of this epoch (the gradient-conflict schedule)
+        self._conflict_inputs: tuple | None = None
+        self._measuring = False  # a gradient-conflict pass is running: no head-importance tracking
+        self._sparsity: torch.Tensor | None = None  # the last sparsified first layer's kept_blocks rows
         self.n_genomic_tokens = min(genomic_tokens, omic_dim) if genomics and omic_dim > 0 else 0
         self.genomic_chunk = -(-omic_dim // self.n_genomic_tokens) if self.n_genomic_tokens else 0
         self.path_proj = nn.Linear(path_dim, dim)
@@ -587,7 +635,7 @@ class CancerMoE(SurvivalModel):
         aux: dict[str, torch.Tensor] = {}
         maps: dict[str, torch.Tensor] = {}
         consolidate = self.acs and self.consolidation and self.consolidating
-        track = self.acs and self.consolidation and self.training and torch.is_grad_enabled()
+        track = self.acs and self.consolidation and self.training and torch.is_grad_enabled() and not self._measuring
         for index, layer in enumerate(self.layers):
             h = layer.norm1(x)
             q, k, v = layer.attn.split(h)
@@ -620,6 +668,7 @@ class CancerMoE(SurvivalModel):
         """Algorithm 1 per patient over its real tokens (cls, genomic, its N WSI tokens)."""
         b, heads, t, dh = q.shape
         outputs, first_cls, received, kept = [], q.new_zeros(b, t - fixed), q.new_zeros(b, t - fixed), []
+        blocks = []
         for row in range(b):
             n = int(wsi_mask[row].sum())
             length = fixed + n
@@ -629,6 +678,8 @@ class CancerMoE(SurvivalModel):
             first_cls[row, :n] = cls_row.mean(0)[fixed:]
             received[row, :n] = mass[fixed:]
             kept.append(torch.tensor([head.unique().numel() for head in index], device=q.device))
+            blocks.append(kept_blocks(index, length, fixed))
+        self._sparsity = torch.stack(blocks)  # B×(1 + 9 + 9), read by sparsity_measures
         return torch.stack(outputs), first_cls, received, torch.stack(kept)
 
     def _filter(self, x, mask, modality, received, first_cls, fixed):
@@ -714,8 +765,80 @@ class CancerMoE(SurvivalModel):
                 if self._refreshing or key not in self._scores:
                     self._scores[key] = (sel.cpu(), scores[row, :len(sel)].float().cpu())
         self._last_keys, self._last_selections = keys, selections
+        self._conflict_inputs = None
+        if training and self.conflict_every and torch.is_grad_enabled():
+            if self._train_steps % self.conflict_every == 0:
+                self._conflict_inputs = (wsi, wsi_mask, omic)
+            self._train_steps += 1
         attention = {"wsi_scores": scores, "selection": wsi_mask, **maps}
-        return ModelOutput(logits=logits, aux=aux, attention=attention, measures=self.routing_shares())
+        return ModelOutput(logits=logits, aux=aux, attention=attention,
+                           measures={**self.routing_shares(), **self.sparsity_measures()})
+
+    def sparsity_measures(self) -> dict[str, torch.Tensor]:
+        """Figure 3's measurements of the last forward's sparsified first layer (ACS), mean over its
+        patients that keep any element: ``sparsity/kept_fraction`` (kept share of the L×L maps),
+        ``sparsity/kept_blocks`` (the kept elements' shares per query × key modality block, cls /
+        genomic / WSI, 9 values row-major) and ``sparsity/block_area`` (those blocks' shares of the
+        maps: the shares of a random choice of elements)."""
+        rows, self._sparsity = self._sparsity, None
+        if rows is None:
+            return {}
+        rows = rows[rows[:, 0] > 0]
+        if not len(rows):
+            return {}
+        mean = rows.mean(0)
+        return {"sparsity/kept_fraction": mean[:1], "sparsity/kept_blocks": mean[1:10], "sparsity/block_area": mean[10:]}
+
+    def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
+        """The contract's terms; on a gradient-conflict step (``conflict_every``) the measure
+        ``grad_conflict/last`` joins ``output.measures`` (the loop reads them after the loss)."""
+        terms = super().loss(output, target)
+        inputs, self._conflict_inputs = self._conflict_inputs, None
+        if inputs is not None:
+            cosine = self.gradient_conflict(*inputs, target)
+            if cosine is not None:
+                output.measures["grad_conflict/last"] = cosine
+        return terms
+
+    def gradient_conflict(self, wsi: torch.Tensor, wsi_mask: torch.Tensor, omic: torch.Tensor | None,
+                          target: Target) -> torch.Tensor | None:
+        """Figure 4b's measurement: the cosine between the WSI-only and the genomic-only gradients of the
+        NLL on the last layer's MLP (per expert under SMoE, averaged over the experts both reach; the
+        whole dense MLP without it), or None when one modality is absent. See the class docstring."""
+        if not self.n_genomic_tokens or wsi.shape[1] == 0:
+            return None
+        mlp = self.layers[-1].mlp
+        params = [mlp.w_in, mlp.b_in, mlp.w_out] if isinstance(mlp, TopKMoE) else list(mlp.parameters())
+        saved = [(layer.last_gates, layer.last_modality, layer.attn.last_mix) for layer in self.layers]
+        devices = [wsi.device] if wsi.device.type == "cuda" else []
+        grads = []
+        self._measuring = True
+        try:
+            with torch.random.fork_rng(devices=devices), torch.enable_grad():
+                for keep in ("wsi", "genomic"):
+                    if keep == "wsi":
+                        genomic_tokens, self.n_genomic_tokens = self.n_genomic_tokens, 0
+                        try:
+                            logits = self.encode(wsi, wsi_mask, None)[0]
+                        finally:
+                            self.n_genomic_tokens = genomic_tokens
+                    else:
+                        logits = self.encode(wsi[:, :0], wsi_mask[:, :0], omic)[0]
+                    loss = self.survival_loss(ModelOutput(logits=logits), target)
+                    grads.append(torch.autograd.grad(loss, params, allow_unused=True))
+        finally:
+            self._measuring, self._sparsity = False, None
+            for layer, (gates, modality, mix) in zip(self.layers, saved):
+                layer.last_gates, layer.last_modality, layer.attn.last_mix = gates, modality, mix
+        parts = [[torch.zeros_like(p) if g is None else g.detach() for g, p in zip(grad, params)] for grad in grads]
+        if isinstance(mlp, TopKMoE):  # one vector per expert: its slices of w_in, b_in, w_out
+            vectors = [[torch.cat([w_in[e].reshape(-1), b_in[e], w_out[e].reshape(-1)]) for e in range(mlp.n_experts)]
+                       for w_in, b_in, w_out in parts]
+        else:
+            vectors = [[torch.cat([g.reshape(-1) for g in part])] for part in parts]
+        cosines = [F.cosine_similarity(a, b, dim=0) for a, b in zip(*vectors)
+                   if bool(a.norm() > 0) and bool(b.norm() > 0)]
+        return torch.stack(cosines).mean().to(torch.float64) if cosines else None
 
     def routing_shares(self) -> dict[str, torch.Tensor]:
         """Figure 4a's measurement: per SMoE layer and modality, the share of that modality's tokens'
@@ -737,6 +860,7 @@ class CancerMoE(SurvivalModel):
         """The loop's epoch boundary: the epoch's training c-index joins the history, the next epoch
         starts, and whether it refreshes the stored scores is decided."""
         self._cindex_history.append(float(record.get("train_cindex", float("nan"))))
+        self._train_steps = 0  # the gradient-conflict schedule restarts with every epoch
         self._epoch += 1
         self._refreshing = self.refresh_decision()
 

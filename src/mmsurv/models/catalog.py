@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import os
 from collections.abc import Callable, Iterable, Mapping
+from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -403,6 +404,32 @@ def with_sweeps(models: str | list[str], models_config: Mapping | None, sweeps: 
     if clash:
         raise ValueError(f"train.sweeps: variant name(s) {', '.join(clash)} also defined in train.models")
     return listed, section
+
+
+def inherit_base_sections(models_config: Mapping | None) -> dict:
+    """``train.models`` where every variant (``{model: <base>, ...}``) lies over a copy of its base
+    model's own section (without ``display``): the variant differs from its base in the settings it
+    names and nothing else. The workflow applies it to demo runs, so that the demo's per-model
+    departures (``demo_train.models``, a demo preset's ``train.models``) reach the ablation variants
+    and sweep values of a paper preset; the variant's own keys win."""
+    source = models_config or {}
+    out = {name: deepcopy(body) for name, body in source.items()}
+    for name, body in out.items():
+        base = body.get("model") if isinstance(body, Mapping) else None
+        if base in (None, name) or not isinstance(source.get(base), Mapping):
+            continue
+        merged = {key: deepcopy(value) for key, value in source[base].items() if key not in ("display", "model")}
+        _deep_update(merged, body)
+        out[name] = merged
+    return out
+
+
+def _deep_update(target: dict, source: Mapping) -> None:
+    for key, value in source.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = deepcopy(value) if isinstance(value, (dict, list)) else value
 
 
 def expand_models(models: str | list[str], models_config: Mapping | None, registered: list[str]) -> list[str]:

@@ -89,7 +89,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
-from mmsurv.models.layers import ClassTokenEncoder, snn_encoder, use_adaptive_landmarks, xavier_init
+from mmsurv.models.layers import ClassTokenEncoder, choice_shares, snn_encoder, use_adaptive_landmarks, xavier_init
 from mmsurv.models.registry import register_model
 
 SEGMENTS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -241,4 +241,18 @@ class HDMoE(SurvivalModel):
             aux["balance"] = self.balance_weight * sum(routing)
         attention = {"router_omic": g_probs.detach(), "router_path": p_probs.detach(),
                      "router_fusion": f_probs.detach()}
-        return ModelOutput(logits=logits, aux=aux, attention=attention)
+        return ModelOutput(logits=logits, aux=aux, attention=attention,
+                           measures=self.routing_shares(g_probs, p_probs, f_probs))
+
+    def routing_shares(self, g_probs: torch.Tensor, p_probs: torch.Tensor, f_probs: torch.Tensor
+                       ) -> dict[str, torch.Tensor]:
+        """The top-1 choices' share per expert: the first-level MoEs per modality (``route/genomic/layer0``,
+        ``route/wsi/layer0``) and the fusion MoE over its four tokens (``route/fusion/layer1``); a
+        switched-off level reports nothing."""
+        shares = {}
+        if self.first_level_moe:
+            shares["route/genomic/layer0"] = choice_shares(g_probs.detach().argmax(-1), g_probs.shape[-1])
+            shares["route/wsi/layer0"] = choice_shares(p_probs.detach().argmax(-1), p_probs.shape[-1])
+        if self.fusion_routing:
+            shares["route/fusion/layer1"] = choice_shares(f_probs.detach().argmax(-1), f_probs.shape[-1])
+        return shares

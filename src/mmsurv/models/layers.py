@@ -1,7 +1,7 @@
 """Building blocks several models share (as ``torchvision.ops``); not a model module.
 
 For model authors. Sections: initialisation (:func:`xavier_init`, :func:`lecun_normal_init`);
-MCAT's SNN blocks; attention MIL pooling (gated attention, MCAT's readout and transformer);
+MCAT's SNN blocks; routing measures (:func:`choice_shares`); attention MIL pooling (gated attention, MCAT's readout and transformer);
 Nyström attention (:func:`nystrom_attention`, the one pre-norm :class:`NystromBlock`, TransMIL's
 :class:`PPEG` and the class-token encoder of TransMIL, CMTA and HDMoE); micro-batches (MOTCat's
 trainer, reused by MoME and MMM). The registry does not scan this module.
@@ -107,6 +107,14 @@ def transformer(embed_dim: int, n_heads: int, ff_dim: int, dropout: float, n_lay
     layer = nn.TransformerEncoderLayer(d_model=embed_dim, nhead=n_heads, dim_feedforward=ff_dim, dropout=dropout,
                                        activation="relu", batch_first=True)
     return nn.TransformerEncoder(layer, num_layers=n_layers, enable_nested_tensor=False)
+
+
+# ---------------------------------------------------------------------------- routing measures
+def choice_shares(choices: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """Each expert's share of hard routing ``choices`` (integer expert indices, any shape): E values
+    summing to 1, float64, for ``ModelOutput.measures`` (``route/<modality>/layer<l>``)."""
+    counts = torch.bincount(choices.reshape(-1).to(torch.int64), minlength=n_experts).to(torch.float64)
+    return counts / counts.sum().clamp(min=1.0)
 
 
 # ---------------------------------------------------------------------------- Nyström attention

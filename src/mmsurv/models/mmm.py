@@ -299,4 +299,8 @@ class MMM(SurvivalModel):
         if self.training and self.balance_weight and self.gme1.rounds:
             aux["balance"] = self.balance_weight * torch.stack([balance for _, balance, _ in results]).mean()
         attention = {key: torch.stack([info[key] for _, _, info in results]) for key in results[0][2]}
-        return micro_batch_output(torch.cat([logits for logits, _, _ in results]), aux=aux, attention=attention)
+        # GME's soft expert weights per modality, mean over the micro-batches (they sum to 1 per GME)
+        measures = {f"route/{side}/layer{layer}": attention[f"gme{layer + 1}_{gate}_gate"].mean(0).to(torch.float64)
+                    for layer in (0, 1) for side, gate in (("wsi", "image"), ("genomic", "gene"))}
+        return micro_batch_output(torch.cat([logits for logits, _, _ in results]), aux=aux, attention=attention,
+                                  measures=measures)

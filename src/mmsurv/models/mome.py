@@ -94,6 +94,7 @@ from torch import nn
 from mmsurv.models.base import Batch, ModelOutput, SurvivalModel
 from mmsurv.models.layers import (
     NystromBlock,
+    choice_shares,
     chunk_generator,
     mean_chunk_risk,
     run_micro_batches,
@@ -257,5 +258,9 @@ class MoME(SurvivalModel):
                                        recompute=self.checkpoint_chunks)
         chunk_logits = torch.cat([logits for logits, _ in results])  # chunks×K
         experts = torch.stack([chosen for _, chosen in results])
+        # each MoME layer's choices over the micro-batches: layers 1 and 2 of each modality's side
+        n = len(self.mome_layers[0].experts)
+        measures = {f"route/{side}/layer{layer}": choice_shares(experts[:, column], n)
+                    for column, (side, layer) in enumerate((("wsi", 0), ("genomic", 0), ("wsi", 1), ("genomic", 1)))}
         return ModelOutput(logits=chunk_logits.mean(dim=0, keepdim=True), risk_score=mean_chunk_risk(chunk_logits),
-                           attention={"experts": experts}, chunk_logits=chunk_logits)
+                           attention={"experts": experts}, chunk_logits=chunk_logits, measures=measures)

@@ -35,6 +35,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -52,6 +53,7 @@ from mmsurv.report.stats_report import write_statistics
 from mmsurv.report.tables import (
     DEFAULT_DDOF,
     OVERALL,
+    models_frame,
     summarise_cindex,
     write_cindex_tables,
     write_csv,
@@ -104,7 +106,10 @@ def build_report(results_dir: str | os.PathLike, cohorts: Sequence[str] | None, 
     if papers:
         ours = pd.DataFrame([{"cohort": cohort, "model": model, "mean": last.mean.loc[model, cohort],
                               "std": last.std.loc[model, cohort]} for model in last.models for cohort in last.cohorts])
-        paths.update(write_paper_tables(papers, out, ours, intervals, efficiency))
+        base_models = dict(zip(*(models_frame(results)[column] for column in ("model", "base_model"))))
+        paths.update(write_paper_tables(papers, out, ours, intervals, efficiency,
+                                        summary=replace(last, intervals=intervals, n_boot=bootstrap),
+                                        base_models=base_models))
         paths.update(write_paper_figures(papers, out, results, pdf=pdf, median_split=median_split,
                                          km_variant=km_variant))
     means = last.mean[OVERALL]

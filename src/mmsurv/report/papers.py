@@ -18,37 +18,60 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mmsurv.io import atomic_write_text
+from mmsurv.report.collect import display_model
 from mmsurv.report.published import PUBLISHED_DIR, published_files, read_published
-from mmsurv.report.tables import _latex_table, latex_escape, write_csv
+from mmsurv.report.tables import (
+    CindexSummary,
+    _latex_table,
+    cindex_latex,
+    cindex_markdown,
+    cindex_summary_frame,
+    latex_escape,
+    write_csv,
+)
 
 COMPARISON_COLUMNS = ["setting", "model", "cohort", "metric", "published", "published_std", "ours", "ours_std",
                       "ci_low", "ci_high", "difference", "inside_ci"]
 
 
+# Papers whose texts print no results table (MMM's README, HDMoE's summary page): their folder holds
+# this run's own tables of the preset, named for what they are, and nothing to compare with.
+OURS_ONLY_PAPERS = {"mmm": "mmm", "hdmoe": "hdmoe"}  # paper → its model (the base of its ablations)
+OURS_ONLY_TABLES = ("comparison", "ablation")
+
+
 def shipped_papers() -> list[str]:
-    """The papers whose tables are shipped, e.g. ``["cancermoe", "survmamba"]``."""
+    """The papers whose published tables are shipped, e.g. ``["cancermoe", "survmamba"]``."""
     return sorted({path.stem.split("_table")[0] for path in published_files()})
 
 
-def paper_table_files(papers: Iterable[str]) -> dict[str, list[int]]:
-    """Paper → the numbers of its shipped tables."""
+def known_papers() -> list[str]:
+    """Every paper ``report.papers`` accepts: the shipped ones and those with our tables only."""
+    return sorted({*shipped_papers(), *OURS_ONLY_PAPERS})
+
+
+def paper_table_files(papers: Iterable[str]) -> dict[str, list[str]]:
+    """Paper → the names of its tables (``table1``, ...; ``comparison`` and ``ablation`` for a paper
+    that prints none)."""
     wanted = set(papers)
-    tables: dict[str, list[int]] = {}
-    for path in published_files():
+    tables: dict[str, list[str]] = {}
+    for path in sorted(published_files(), key=lambda p: (p.stem.split("_table")[0], int(p.stem.split("_table")[1]))):
         paper, number = path.stem.split("_table")
         if paper in wanted:
-            tables.setdefault(paper, []).append(int(number))
+            tables.setdefault(paper, []).append(f"table{number}")
+    for paper in sorted(wanted & set(OURS_ONLY_PAPERS)):
+        tables[paper] = list(OURS_ONLY_TABLES)
     unknown = sorted(wanted - set(tables))
     if unknown:
-        raise ValueError(f"report.papers: no published tables of {', '.join(unknown)} "
-                         f"(shipped: {', '.join(shipped_papers())})")
-    return {paper: sorted(numbers) for paper, numbers in tables.items()}
+        raise ValueError(f"report.papers: no tables of {', '.join(unknown)} (known: {', '.join(known_papers())})")
+    return tables
 
 
 def compare_table(published: pd.DataFrame, cindex: pd.DataFrame, intervals: Mapping[tuple[str, str], tuple[float, float]],
@@ -108,27 +131,67 @@ def comparison_display(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]
 
 
 def write_paper_tables(papers: Iterable[str], out_dir: str | os.PathLike, cindex: pd.DataFrame,
-                       intervals: Mapping[tuple[str, str], tuple[float, float]], efficiency: pd.DataFrame
+                       intervals: Mapping[tuple[str, str], tuple[float, float]], efficiency: pd.DataFrame,
+                       summary: CindexSummary | None = None, base_models: Mapping[str, str] | None = None
                        ) -> dict[str, Path]:
-    """``out_dir/papers/<paper>/table<N>.{md,csv,tex}`` for each shipped table of ``papers``."""
+    """``out_dir/papers/<paper>/<table>.{md,csv,tex}`` for each table of ``papers``: the shipped
+    published tables beside ours, and for a paper without any (:data:`OURS_ONLY_PAPERS`) our
+    ``comparison`` and ``ablation`` tables from ``summary`` (the c-index summary with its intervals)
+    and ``base_models`` (model → registered model behind it)."""
     paths: dict[str, Path] = {}
-    for paper, numbers in paper_table_files(papers).items():
-        for number in numbers:
-            published = read_published(PUBLISHED_DIR / f"{paper}_table{number}.csv")
+    for paper, names in paper_table_files(papers).items():
+        for name in names:
+            base = Path(out_dir) / "papers" / paper / name
+            key = f"paper_{paper}_{name}"
+            paths[f"{key}_csv"], paths[f"{key}_md"], paths[f"{key}_tex"] = (base.with_suffix(ext) for ext in
+                                                                               (".csv", ".md", ".tex"))
+            if paper in OURS_ONLY_PAPERS:
+                if summary is None:
+                    raise ValueError(f"paper tables of {paper}: the c-index summary is needed")
+                _write_ours_table(paper, name, summary, base_models or {}, paths, key)
+                continue
+            published = read_published(PUBLISHED_DIR / f"{paper}_{name}.csv")
             frame = compare_table(published, cindex, intervals, efficiency)
-            base = Path(out_dir) / "papers" / paper / f"table{number}"
+            number = name.removeprefix("table")
             caption = (f"{paper} Table {number}: published values beside this run's (last epoch; 95% bootstrap "
                        "interval of the fold mean). Blank: not run here.")
             header, rows = comparison_display(frame)
             md = [f"**{caption}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             md += ["| " + " | ".join(cells) + " |" for cells in rows]
             tex_rows = [" & ".join(latex_escape(cell).replace("±", r"$\pm$") for cell in cells) + r" \\" for cells in rows]
-            key = f"paper_{paper}_table{number}"
-            paths[f"{key}_csv"], paths[f"{key}_md"], paths[f"{key}_tex"] = (base.with_suffix(ext) for ext in
-                                                                               (".csv", ".md", ".tex"))
             write_csv(paths[f"{key}_csv"], frame)
             atomic_write_text(paths[f"{key}_md"], "\n".join(md) + "\n")
             atomic_write_text(paths[f"{key}_tex"], _latex_table(
-                [latex_escape(h) for h in header], tex_rows, caption=caption, label=f"tab:{paper}-table{number}",
+                [latex_escape(h) for h in header], tex_rows, caption=caption, label=f"tab:{paper}-{name}",
                 align="l" * len(header)))
     return paths
+
+
+def ours_table_models(paper: str, table: str, models: Iterable[str], base_models: Mapping[str, str]) -> list[str]:
+    """The rows of one of our tables of ``paper``, in the run's order: ``comparison`` the registered
+    models of the run (no variants), the paper's model first; ``ablation`` the paper's model and every
+    variant or sweep value of it."""
+    own = OURS_ONLY_PAPERS[paper]
+    models = list(models)
+    if table == "comparison":
+        rows = [model for model in models if base_models.get(model, model) == model]
+    elif table == "ablation":
+        rows = [model for model in models if base_models.get(model, model) == own]
+    else:
+        raise ValueError(f"{paper}: no table {table!r} (its tables: {', '.join(OURS_ONLY_TABLES)})")
+    return sorted(rows, key=lambda model: model != own)
+
+
+def _write_ours_table(paper: str, table: str, summary: CindexSummary, base_models: Mapping[str, str],
+                      paths: dict[str, Path], key: str) -> None:
+    rows = ours_table_models(paper, table, summary.models, base_models)
+    part = replace(summary, models=tuple(rows), mean=summary.mean.loc[rows], std=summary.std.loc[rows],
+                   n_folds=summary.n_folds.loc[rows])
+    what = ("the preset's models" if table == "comparison" else
+            f"{display_model(OURS_ONLY_PAPERS[paper])} and its ablation variants and sweep values")
+    title = (f"{paper} {table}: {what}, this run's numbers only (the paper prints no results table, so "
+             "nothing is set beside them).")
+    write_csv(paths[f"{key}_csv"], cindex_summary_frame(part))
+    atomic_write_text(paths[f"{key}_md"], f"**{title}**\n\n" + cindex_markdown(part))
+    atomic_write_text(paths[f"{key}_tex"], cindex_latex(part).replace(
+        f"tab:cindex_{part.variant}", f"tab:{paper}-{table}"))
