@@ -48,6 +48,24 @@ def test_efficiency_rows_take_our_counts():
     assert params["ours"] == 400_000 and params["difference"] == pytest.approx(400_000 - 398_850)
 
 
+def test_cost_and_cohort_rows_take_our_memory_time_cases_and_genomic_width():
+    table = published("cancermoe")
+    efficiency = pd.DataFrame([
+        {"cohort": "blca", "model": "cancermoe", "n_params": 1e5, "flops_reference": 1e8, "peak_rss_mb": 2048.0,
+         "peak_cuda_mb": float("nan"), "seconds_total_sum": 7200.0, "val_patients": 373, "genomic_dim": 3062},
+        {"cohort": "luad", "model": "cancermoe", "n_params": 1e5, "flops_reference": 1e8, "peak_rss_mb": 4096.0,
+         "peak_cuda_mb": 1024.0, "seconds_total_sum": 3600.0, "val_patients": 453, "genomic_dim": 3000}])
+    empty = pd.DataFrame(columns=["cohort", "model", "mean", "std"])
+    table3 = compare_table(table[table["table"] == "Table 3"], empty, {}, efficiency).set_index(["metric", "cohort"])
+    assert table3.loc[("cases", "blca"), "ours"] == 373 and table3.loc[("cases", "blca"), "published"] == 437
+    assert table3.loc[("genomic_dim", "luad"), "ours"] == 3000
+    assert math.isnan(table3.loc[("cases", "brca"), "ours"])  # not run: blank
+    table2 = compare_table(table[table["table"] == "Table 2"], empty, {}, efficiency)
+    ours = table2[table2["model"] == "cancermoe"].set_index("metric")["ours"]
+    assert ours["vram_gb"] == pytest.approx((2.0 + 1.0) / 2)  # RSS on the CPU cohort, the GPU's peak on the other
+    assert ours["train_hours"] == pytest.approx(1.5)  # mean over the cohorts of the folds' summed hours
+
+
 def test_report_writes_each_table_of_the_chosen_papers(fake_results, tmp_path):
     from report_fakes import COHORTS, FOLDS, MODELS
 

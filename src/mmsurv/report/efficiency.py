@@ -56,7 +56,8 @@ DEFAULT_N_BINS = 4
 EFFICIENCY_COLUMNS = ["cohort", "model", "modality", "n_folds", "n_params", "params_match", "genomic_dim",
                       "n_groups", "path_dim", "reference_bag_size", "flops_reference", "median_bag_size",
                       "n_patients_bag", "flops_median", "seconds_per_epoch_mean", "seconds_per_epoch_std",
-                      "peak_rss_mb", "peak_cuda_mb", "devices", "val_without_features", "val_patients"]
+                      "peak_rss_mb", "peak_cuda_mb", "seconds_total_sum", "devices", "val_without_features",
+                      "val_patients"]
 
 
 def model_inputs(metrics: Mapping) -> ModelInputs:
@@ -206,6 +207,7 @@ def _efficiency_row(folds: list[FoldResult], median: tuple[float | None, int], r
         "seconds_per_epoch_std": float(seconds.std(ddof=0)) if seconds.size else float("nan"),
         "peak_rss_mb": _nanmax(rss),
         "peak_cuda_mb": _nanmax(cuda),
+        "seconds_total_sum": float(np.nansum([finite_or_nan(f.metrics.get("seconds_total")) for f in folds])),
         "devices": ",".join(sorted({str(f.metrics.get("device", "")) for f in folds} - {""})),
         **without_features(folds),
     }

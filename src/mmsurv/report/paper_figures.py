@@ -214,6 +214,8 @@ def cancermoe_figure4b(results: ResultSet, models: tuple[str, ...], **_):
     counterpart (mean over folds, band = min-max over folds)."""
     import warnings
 
+    from matplotlib.ticker import MaxNLocator
+
     from mmsurv.report.collect import display_cohort
     from mmsurv.report.figures import BASE_FONT, new_figure
 
@@ -247,6 +249,7 @@ def cancermoe_figure4b(results: ResultSet, models: tuple[str, ...], **_):
         ax.axhline(0.0, color="0.7", lw=0.8, ls="--")
         ax.set_ylim(-1.05, 1.05)
         ax.set_xlabel("epoch", fontsize=BASE_FONT - 1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("cosine(∇ WSI-only, ∇ genomic-only)", fontsize=BASE_FONT - 1)
         ax.set_title(display_cohort(cohort), fontsize=BASE_FONT)
         ax.grid(color="0.92")

@@ -8,7 +8,12 @@ results by its model (a registered model, or for an ablation row the variant of 
 and the 95% bootstrap interval of that mean (the statistics' resamples); ``overall`` takes the mean
 over the paper's cohorts when every one of them was run (else blank, as the paper's Overall is over
 its own cohorts); parameter and FLOP rows take the efficiency table's count (FLOPs at the report's
-reference bag size, which is not the paper's input: compare orders of magnitude only). A row whose
+reference bag size, which is not the paper's input: compare orders of magnitude only); peak-memory
+rows (``vram_gb``) the folds' peak GPU memory, or on a CPU run the process's peak RSS, in GiB;
+training-time rows (``train_hours``) the sum of the folds' training seconds per cohort; cohort rows
+(CancerMoE Table 3) the patients validated over the folds (``cases``: every patient once; the paper
+counts WSIs) and the genomic input width (``genomic_dim``). All of these average over the run's
+cohorts where the paper's row is an average. A row whose
 model or cohort was not run, or that names no model of the zoo, keeps our columns blank; nothing is
 filled in.
 """
@@ -37,6 +42,10 @@ from mmsurv.report.tables import (
     write_csv,
 )
 
+# metric → (efficiency-frame column, scale) of our number; vram_gb is read from the peak memories
+EFFICIENCY_METRICS = {"params": ("n_params", 1.0), "flops": ("flops_reference", 1.0), "vram_gb": (None, 1.0),
+                      "train_hours": ("seconds_total_sum", 1 / 3600), "cases": ("val_patients", 1.0),
+                      "genomic_dim": ("genomic_dim", 1.0)}
 COMPARISON_COLUMNS = ["setting", "model", "cohort", "metric", "published", "published_std", "ours", "ours_std",
                       "ci_low", "ci_high", "difference", "inside_ci"]
 
@@ -90,16 +99,32 @@ def compare_table(published: pd.DataFrame, cindex: pd.DataFrame, intervals: Mapp
             else:
                 value, std = ours.get((row.cohort, row.model), (math.nan, math.nan))
                 low, high = intervals.get((row.cohort, row.model), (math.nan, math.nan))
-        elif row.model and row.metric in ("params", "flops") and not efficiency.empty:
-            column = "n_params" if row.metric == "params" else "flops_reference"
-            found = efficiency.loc[efficiency["model"] == row.model, column]
-            value = float(found.mean()) if len(found) else math.nan
+        elif row.model and row.metric in EFFICIENCY_METRICS and not efficiency.empty:
+            value = efficiency_value(efficiency, row.model, row.cohort, row.metric)
         difference = value - row.value if np.isfinite(value) else math.nan
         inside = (bool(low <= row.value <= high) if np.isfinite(low) and np.isfinite(high) else None)
         rows.append({"setting": row.setting, "model": row.model, "cohort": row.cohort, "metric": row.metric,
                      "published": row.value, "published_std": row.std, "ours": value, "ours_std": std,
                      "ci_low": low, "ci_high": high, "difference": difference, "inside_ci": inside})
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def efficiency_value(efficiency: pd.DataFrame, model: str, cohort: str, metric: str) -> float:
+    """Our number of a cost or cohort row: the model's efficiency rows (one per cohort) of ``cohort``,
+    or their mean over the cohorts for ``average``; NaN when the model was not run there."""
+    rows = efficiency[efficiency["model"] == model]
+    if cohort not in ("average", "overall"):
+        rows = rows[rows["cohort"] == cohort]
+    if rows.empty:
+        return math.nan
+    if metric == "vram_gb":  # the GPU's peak when the run had one, else the process's peak RSS
+        peak = rows["peak_cuda_mb"].astype(float).where(rows["peak_cuda_mb"].notna(), rows["peak_rss_mb"].astype(float))
+        values = peak / 1024.0
+    else:
+        column, scale = EFFICIENCY_METRICS[metric]
+        values = rows[column].astype(float) * scale
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) else math.nan
 
 
 def _cell(value: float, std: float | None = None, metric: str = "cindex") -> str:
@@ -110,6 +135,8 @@ def _cell(value: float, std: float | None = None, metric: str = "cindex") -> str
             if abs(value) >= scale:
                 return f"{value / scale:.3g} {prefix}"
         return f"{value:.3g}"
+    if metric in ("cases", "genomic_dim"):
+        return f"{value:,.0f}"
     text = f"{value:.3f}"
     return f"{text} ± {std:.3f}" if std is not None and np.isfinite(std) else text
 

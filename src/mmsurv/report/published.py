@@ -17,7 +17,7 @@ import pandas as pd
 PUBLISHED_DIR = Path(__file__).resolve().parents[1] / "resources" / "published"
 COLUMNS = ("paper", "table", "setting", "model", "cohort", "metric", "value", "std", "note")
 METRIC_RANGES = {"cindex": (0.0, 1.0), "params": (1.0, 1e12), "flops": (1.0, 1e16), "vram_gb": (0.0, 1e4),
-                 "train_hours": (0.0, 1e5)}
+                 "train_hours": (0.0, 1e5), "cases": (1.0, 1e7), "genomic_dim": (1.0, 1e7)}
 TABLE_LABEL = re.compile(r"Table (\d+)")
 
 
