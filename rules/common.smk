@@ -37,6 +37,12 @@ if _demo_train and "demo" in config["cohorts"]:
     _merged = copy.deepcopy(_demo_train)
     update_config(_merged, config.get("train") or {})
     config["train"] = _merged
+# Likewise the demo's report additions (its heatmaps): a real-data run draws none unless asked.
+_demo_report = config.pop("demo_report", None)
+if _demo_report and "demo" in config["cohorts"]:
+    _merged = copy.deepcopy(_demo_report)
+    update_config(_merged, config.get("report") or {})
+    config["report"] = _merged
 
 from mmsurv.models import catalog, registry
 
@@ -527,6 +533,59 @@ def check_genomic_only_cohorts():
 check_genomic_only_cohorts()
 
 
+def has_patch_scores(model):
+    """The model (or variant) reports per-patch scores (its class's patch_score_kind)."""
+    spec = resolve_model(model, config["train"].get("models")).spec
+    return CATALOG.get(spec.name).patch_score_kind is not None
+
+
+def heatmap_models():
+    """The run's models whose heatmaps are drawn (report.heatmaps.models: names, or all for every
+    model of the run with patch scores; a named model that is not in the run is skipped), none by
+    default. A named model without patch scores is an error."""
+    wanted = config["report"].get("heatmaps", {}).get("models") or []
+    if wanted == "all" or wanted == ["all"]:
+        return [model for model in MODELS if has_patch_scores(model)]
+    without = [m for m in wanted if not has_patch_scores(m)]
+    if without:
+        raise ValueError(
+            f"config: report.heatmaps.models: {', '.join(without)} report no patch scores"
+        )
+    return [model for model in wanted if model in MODELS]
+
+
+def heatmap_targets():
+    """One heatmaps folder per cohort with slides x model of heatmap_models()."""
+    return [
+        f"{REPORT}/heatmaps/{cohort}/{model}"
+        for cohort in COHORTS
+        if has_slides(cohort)
+        for model in heatmap_models()
+    ]
+
+
+def report_settings():
+    """The report section as build_report takes it (the heatmaps are their own rule)."""
+    return {key: value for key, value in config["report"].items() if key != "heatmaps"}
+
+
+def heatmap_settings(wildcards):
+    """report.heatmaps without its model list (editing the list reruns no other model's heatmaps)."""
+    settings = config["report"].get("heatmaps", {})
+    return {key: value for key, value in settings.items() if key != "models"}
+
+
+def heatmap_input(wildcards):
+    """Every fold's checkpoint and predictions of the cohort x model, the table and the features."""
+    folds = f"{RESULTS}/{wildcards.cohort}/{wildcards.model}/fold"
+    return {
+        "checkpoints": [f"{folds}{fold}/checkpoint_last.pt" for fold in FOLDS],
+        "predictions": [f"{folds}{fold}/predictions.tsv" for fold in FOLDS],
+        "table": config["cohorts"][wildcards.cohort]["table"],
+        "features_index": f"{RESULTS}/{wildcards.cohort}/features/index.tsv",
+    }
+
+
 def get_final_output():
     """The targets of the all rule, the report and every fold's metrics. The latter make a model added to the
     list (or a sweep value) train and the report rebuild: Snakemake never remakes a missing input of
@@ -545,4 +604,4 @@ def get_final_output():
                 f"{RESULTS}/{cohort}/slides.tsv",
                 f"{RESULTS}/{cohort}/wsi/patching.tsv",
             ]
-    return targets
+    return targets + heatmap_targets()

@@ -123,8 +123,40 @@ rule aggregate:
         cohorts=COHORTS,
         models=MODELS,
         folds=config["folds"],
-        settings=config["report"],
+        settings=report_settings(),
         model_params=config["train"].get("models", {}),
         plugins=PLUGINS,
     script:
         "../workflow/scripts/aggregate.py"
+
+
+# Attention heatmaps of chosen patients (report.heatmaps): per cohort x model, the fold that
+# validated each patient draws its slides. Not a target unless report.heatmaps.models names models.
+rule heatmaps:
+    input:
+        unpack(heatmap_input),
+    output:
+        report(
+            directory(f"{REPORT}/heatmaps/{{cohort}}/{{model}}"),
+            patterns=["{name}.heatmap.png"],
+            caption="../workflow/report/heatmaps.rst",
+            category="Heatmaps",
+            labels={"cohort": "{cohort}", "model": "{model}", "slide": "{name}"},
+        ),
+    log:
+        f"{LOGS}/heatmaps/{{cohort}}/{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/heatmaps/{{cohort}}/{{model}}.tsv"
+    conda:
+        "../envs/heatmaps.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        settings=heatmap_settings,
+        features_dir=features_dir,
+        slides_dir=lambda wildcards: f"{RESULTS}/{wildcards.cohort}/slides",
+        plugins=PLUGINS,
+    script:
+        "../workflow/scripts/heatmaps.py"

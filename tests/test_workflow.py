@@ -37,7 +37,9 @@ def demo_config(**changes) -> dict:
               "model_plugins": [str(REPO / "tests/fixtures/coord_probe_model.py")],
               "train": {"data": {"standardize_features": True},
                         "training": {"epochs": 2, "grad_accum": 1, "weighted_sampling": False}},
-              "download": {"source": "local", "verify_md5": True, "link": "symlink"}}
+              "download": {"source": "local", "verify_md5": True, "link": "symlink"},
+              # as config/config.yaml's: heatmaps of the listed models this run trains (ABMIL only)
+              "demo_report": {"heatmaps": {"models": ["abmil", "clam_sb"], "n": 2, "max_side": 512}}}
     config.update(changes)
     return config
 
@@ -171,6 +173,13 @@ def test_demo_run_extracts_features_trains_and_reports(demo_run):
     benchmark = demo_run / "results/logs/train/demo/snn/fold0.log"
     assert "1 thread(s)" in benchmark.read_text()
     assert (demo_run / "results/report/km/km_demo_abmil.png").stat().st_size > 10_000
+    # the demo's heatmaps (demo_report): ABMIL is the one model of this run on its list
+    heatmaps = demo_run / "results/report/heatmaps/demo"
+    assert [path.name for path in heatmaps.iterdir()] == ["abmil"]
+    index = json.loads((heatmaps / "abmil/index.json").read_text())
+    assert len({entry["case_id"] for entry in index["slides"]}) == 2  # the highest- and lowest-risk patients
+    for entry in index["slides"]:
+        assert all((heatmaps / "abmil" / name).stat().st_size > 0 for name in entry["files"].values())
 
 
 def test_report_html_builds(demo_run):
@@ -178,6 +187,7 @@ def test_report_html_builds(demo_run):
                            "--report", str(demo_run / "report.html"))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert (demo_run / "report.html").stat().st_size > 50_000
+    assert "Heatmaps" in (demo_run / "report.html").read_text(errors="replace")
 
 
 def test_aggregation_rerun_touches_no_training_job(demo_run):

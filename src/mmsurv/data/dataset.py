@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,19 @@ class BagLoader:
         mean = total / count
         std = (squares / count - mean * mean).clamp_min(0).sqrt().clamp_min(1e-6)
         self._standardization = (mean.float(), std.float())
+
+    @property
+    def standardization(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The fitted per-dimension (mean, std) of :meth:`fit_standardization`, or None."""
+        return self._standardization
+
+    def use_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Standardise with a fold's saved (mean, std) (a checkpoint's), as :meth:`fit_standardization` would."""
+        mean, std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+        if mean.shape != (self.options.feature_dim,) or std.shape != mean.shape:
+            raise CohortError(f"feature standardisation: expected {self.options.feature_dim} values, got "
+                              f"{tuple(mean.shape)} and {tuple(std.shape)}")
+        self._standardization = (mean, std)
 
     def feature_file(self, slide_id: str) -> Path:
         return self.features_dir / f"{slide_stem(slide_id)}.pt"
@@ -449,6 +462,8 @@ class FoldData:
     genomic_columns: list[str]
     group_names: list[str]  # of the model's genomic groups input (first one if several)
     group_sizes: list[int]
+    group_index: dict[str, list[np.ndarray]] = field(default_factory=dict)  # input → column indices per group
+    bags: BagLoader | None = None
 
 
 def patient_frame(table: CohortTable, edges: np.ndarray) -> pd.DataFrame:
@@ -516,6 +531,8 @@ def build_fold_data(table: CohortTable, split: Split, *, edges: np.ndarray,
         genomic_columns=columns,
         group_names=group_names,
         group_sizes=group_sizes,
+        group_index=group_index,
+        bags=bags,
     )
 
 

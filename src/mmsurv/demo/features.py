@@ -34,4 +34,5 @@ def write_random_features(table: str | os.PathLike, features_dir: str | os.PathL
                        root / "pt_files" / f"{slide_stem(slide)}.pt")
             with h5py.File(root / "h5_files" / f"{slide_stem(slide)}.h5", "w") as handle:
                 handle["coords"] = np.stack([np.arange(n) * 512, np.full(n, 1024)], axis=1).astype("int64")
+                handle["coords"].attrs.update(patch_size=512, patch_level=0, patch_size_level0=512)
     return root / "pt_files"

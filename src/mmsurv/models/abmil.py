@@ -28,6 +28,8 @@ class ABMIL(SurvivalModel):
 
     inputs = ("path",)
     embedding_head = "classifier"
+    patch_score_kind = "gated attention weight (softmax over the bag)"
+    patch_score_key = "path"
 
     def __init__(self, *, path_dim: int = 1024, n_bins: int = 4, hidden_dim: int = 512, attention_dim: int = 256,
                  out_dim: int = 256, dropout: float = 0.25, **sizes):

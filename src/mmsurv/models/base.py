@@ -49,6 +49,14 @@ maps its B×d slide embedding to its logits: :meth:`SurvivalModel.drop_head` rep
 the identity (its ``forward`` then returns the embedding as ``logits``) and returns d
 (:meth:`embedding_dim`, by default the head's input size).
 
+**Measures and patch scores.** ``ModelOutput.measures`` carries what a model reports for the
+papers' analysis figures (see :class:`ModelOutput`). A model that weighs patches declares what its
+per-patch scores are (``patch_score_kind``) and where its output holds them (``patch_score_key``:
+an ``attention`` entry, N, 1×N or G×N), or overrides :meth:`SurvivalModel.patch_scores`; scores
+that cost extra work are computed only while ``scoring_patches`` is on
+(:meth:`SurvivalModel.score_patches`). ``patch_score_kind = None`` (the default) says the model has
+none. The heatmaps (:mod:`mmsurv.heatmap`) read them; nothing else names a model.
+
 **Paper defaults.** ``defaults = {"data": {...}, "training": {...}}`` states the paper's data and
 training settings (grouping, patch cap, optimiser, lr, weight decay, epochs, batch, …); the run
 resolves package defaults < model defaults < the config's ``train.data``/``train.training`` <
@@ -200,6 +208,28 @@ class ModelOutput:
         return mcat_risk(self.survival)
 
 
+class NoPatchScores(ValueError):
+    """The model (or this output) has no per-patch scores."""
+
+
+@dataclass
+class PatchScores:
+    """One patient's per-patch scores: ``scores`` rows × N (NaN for a patch the model did not score),
+    ``rows`` their names, ``kind`` what they are (the model's ``patch_score_kind``)."""
+
+    scores: torch.Tensor
+    rows: list[str]
+    kind: str
+
+    def row(self, name: str | None = None) -> torch.Tensor:
+        """One row by name (the first when ``name`` is None); an error lists the names."""
+        if name is None:
+            return self.scores[0]
+        if name not in self.rows:
+            raise ValueError(f"no score row {name!r} (rows: {', '.join(self.rows)})")
+        return self.scores[self.rows.index(name)]
+
+
 class SurvivalModel(nn.Module):
     """Base class: declared inputs, paper defaults, input sizes, and the default NLL loss."""
 
@@ -207,6 +237,14 @@ class SurvivalModel(nn.Module):
     batchable: ClassVar[bool] = False
     defaults: ClassVar[dict[str, dict]] = {}
     embedding_head: ClassVar[str | None] = None  # the Linear reading the slide embedding (late fusion)
+    # Patch scores (heatmaps): what the model's per-patch scores are, and the attention entry holding
+    # them (an N-vector, 1×N, or G×N: one row per genomic group, pathway or bin). None: the model
+    # weighs no patches, and says so (see patch_scores).
+    patch_score_kind: ClassVar[str | None] = None
+    patch_score_key: ClassVar[str | None] = None
+    # Set by whoever wants patch scores that cost extra work (TransMIL's class-token row): a model
+    # computes them only then, so training and validation are unchanged.
+    scoring_patches: bool = False
 
     def __init__(self, *, n_bins: int = 4, path_dim: int = 0, omic_dim: int = 0,
                  group_sizes: list[int] | None = None, group_names: list[str] | None = None):
@@ -240,6 +278,37 @@ class SurvivalModel(nn.Module):
             return nll_logits_loss(output.chunk_logits, target.label.expand(count), target.censorship.expand(count),
                                    alpha=target.alpha)
         return nll_surv_loss(output.hazards, output.survival, target.label, target.censorship, alpha=target.alpha)
+
+    def patch_scores(self, output: ModelOutput) -> PatchScores:
+        """The per-patch scores of one patient's forward (``output`` of a batch of 1): rows × N with
+        row names (``score`` for one row; the genomic groups / pathways, or ``bin k``, for several).
+        By default the attention entry ``patch_score_key``; a model whose scores need more overrides
+        this. A model without patch scores raises :class:`NoPatchScores` naming it."""
+        if self.patch_score_key is None:
+            raise NoPatchScores(f"model {type(self).__name__} has no per-patch scores (it weighs no patches: "
+                                "patch_score_kind is None)")
+        attention = output.attention or {}
+        if self.patch_score_key not in attention:
+            raise NoPatchScores(f"model {type(self).__name__}: its output holds no attention entry "
+                                f"{self.patch_score_key!r} (run it in evaluation mode on one patient)")
+        scores = attention[self.patch_score_key].detach().float()
+        scores = scores.reshape(1, -1) if scores.dim() == 1 else scores.reshape(-1, scores.shape[-1])
+        return PatchScores(scores=scores.cpu(), rows=self.score_row_names(scores.shape[0]), kind=self.patch_score_kind)
+
+    def score_patches(self, enabled: bool = True) -> None:
+        """Switch ``scoring_patches`` on (or off) in this model and every model inside it (a late
+        fusion's backbone): models whose patch scores cost extra work compute them only then."""
+        for module in self.modules():
+            if isinstance(module, SurvivalModel):
+                module.scoring_patches = enabled
+
+    def score_row_names(self, rows: int) -> list[str]:
+        """Names of the score rows: ``score`` for one, the genomic group names when there are as many."""
+        if rows == 1:
+            return ["score"]
+        if len(self.group_names) == rows:
+            return list(self.group_names)
+        return [f"row {index + 1}" for index in range(rows)]
 
     def drop_head(self) -> int:
         """Replace the ``embedding_head`` layer by the identity (``forward``'s logits become the B×d

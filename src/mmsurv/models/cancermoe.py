@@ -207,7 +207,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmsurv.models.base import Batch, ModelOutput, SurvivalModel, Target, require
+from mmsurv.models.base import Batch, ModelOutput, NoPatchScores, PatchScores, SurvivalModel, Target, require
 from mmsurv.models.registry import register_model
 
 CLS, WSI, GENOMIC = 0, 1, 2  # modality ids (router one-hot)
@@ -539,6 +539,8 @@ class CancerMoE(SurvivalModel):
 
     inputs = ("path", "omic")
     batchable = True
+    patch_score_kind = ("DPS token score of the selected patches (last layer's cls attention, head mean; a token "
+                        "filtered after layer 1: its layer-1 cls attention − 1); unselected patches: none")
     defaults = {"training": {"batch_size": 32, "grad_accum": 1, "lr": 1e-3, "optimizer": "adam",
                              "weight_decay": 1e-5, "epochs": 20}}
 
@@ -765,6 +767,7 @@ class CancerMoE(SurvivalModel):
                 if self._refreshing or key not in self._scores:
                     self._scores[key] = (sel.cpu(), scores[row, :len(sel)].float().cpu())
         self._last_keys, self._last_selections = keys, selections
+        self._last_bag_rows = int(bags[0].shape[0]) if len(bags) == 1 else 0
         self._conflict_inputs = None
         if training and self.conflict_every and torch.is_grad_enabled():
             if self._train_steps % self.conflict_every == 0:
@@ -773,6 +776,18 @@ class CancerMoE(SurvivalModel):
         attention = {"wsi_scores": scores, "selection": wsi_mask, **maps}
         return ModelOutput(logits=logits, aux=aux, attention=attention,
                            measures={**self.routing_shares(), **self.sparsity_measures()})
+
+    def patch_scores(self, output: ModelOutput) -> PatchScores:
+        """The DPS token scores of one patient's selected patches, NaN for the bag's other patches."""
+        attention = output.attention or {}
+        if "wsi_scores" not in attention or len(self._last_selections) != 1:
+            raise NoPatchScores("CancerMoE: patch scores need the output of a forward on one patient")
+        selection = self._last_selections[0].cpu()
+        n = int(selection.max()) + 1 if selection.numel() else 0
+        n = max(n, int(getattr(self, "_last_bag_rows", n)))
+        scores = torch.full((1, n), float("nan"))
+        scores[0, selection] = attention["wsi_scores"][0, :selection.numel()].float().cpu()
+        return PatchScores(scores=scores, rows=["score"], kind=self.patch_score_kind)
 
     def sparsity_measures(self) -> dict[str, torch.Tensor]:
         """Figure 3's measurements of the last forward's sparsified first layer (ACS), mean over its

@@ -31,7 +31,7 @@ NOT_MODEL_MODULES = {"base", "registry", "flops", "layers", "catalog", "inputs",
 SIZE_ARGUMENTS = ("n_bins", "path_dim", "omic_dim", "group_sizes", "group_names")
 CONFIG_KEYS = ("model", "data", "training", "display")
 PLUGINS_VARIABLE = "MMSURV_MODEL_PLUGINS"
-_BASE_DEFAULTS = {"inputs": ("omic",), "batchable": False, "defaults": {}}
+_BASE_DEFAULTS = {"inputs": ("omic",), "batchable": False, "defaults": {}, "patch_score_kind": None}
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class ModelEntry(DescribesModel):
     display_name: str
     citation: str
     source: str
+    patch_score_kind: str | None = None  # what its per-patch scores are (heatmaps); None: it has none
 
     @property
     def defaults(self) -> dict[str, dict]:
@@ -180,7 +181,8 @@ class SourceIndex:
                     defaults_literal=dict(attributes["defaults"] or {}),
                     parameter_defaults={**parameters, **(keywords.get("params") or {})},
                     display_name=keywords.get("display") or name,
-                    citation=keywords.get("citation") or (doc[0] if doc else ""), source=str(source.path)))
+                    citation=keywords.get("citation") or (doc[0] if doc else ""), source=str(source.path),
+                    patch_score_kind=attributes["patch_score_kind"]))
         return entries
 
 

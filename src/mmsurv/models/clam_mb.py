@@ -37,6 +37,10 @@ class CLAMMB(CLAMBase):
     display = "CLAM-MB"
     branches_per_bin = True
 
+    def score_row_names(self, rows: int) -> list[str]:
+        """One attention branch per survival bin."""
+        return [f"bin {index + 1}" for index in range(rows)]
+
     def embedding_dim(self, head: nn.Linear) -> int:
         """The slide embedding a late fusion reads once the bag classifiers are removed: one pooled
         vector per bin, flattened (n_bins · hidden)."""

@@ -107,6 +107,8 @@ class CLAMBase(SurvivalModel):
     inputs = ("path",)
     embedding_head = "classifier"
     defaults = {"training": {"lr": 1e-4, "weight_decay": 1e-5}}
+    patch_score_kind = "gated attention weight (softmax over the bag; CLAM-MB: one row per survival bin)"
+    patch_score_key = "path"
     branches_per_bin = False
     display = "CLAM"
 

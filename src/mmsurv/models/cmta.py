@@ -77,6 +77,8 @@ class CMTA(SurvivalModel):
     """Cross-modal translation (pathology ↔ genomics) with class-token alignment, concat fusion."""
 
     inputs = ("path", "omic_groups")
+    patch_score_kind = "genomic-to-pathology cross-attention (one row per genomic group)"
+    patch_score_key = "omic_in_path"
     defaults = {
         "data": {"groups": "signatures"},
         "training": {"optimizer": "adam", "lr": 2e-4, "weight_decay": 1e-5, "scheduler": "cosine", "epochs": 20,

@@ -118,6 +118,8 @@ class DeepAttnMISL(SurvivalModel):
     """Siamese MI-FCN over k-means phenotype clusters with attention pooling (Yao et al. 2020)."""
 
     inputs = ("path",)
+    patch_score_kind = "attention weight of the patch's phenotype cluster"
+    patch_score_key = "path"
     defaults = {"training": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 5e-4, "grad_accum": 16,
                              "l1_reg": 6.25e-7, "epochs": 100, "weighted_sampling": False}}
 

@@ -85,7 +85,16 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from mmsurv.models.base import SURVIVAL_TERM, Batch, ModelOutput, SurvivalModel, Target, require
+from mmsurv.models.base import (
+    SURVIVAL_TERM,
+    Batch,
+    ModelOutput,
+    NoPatchScores,
+    PatchScores,
+    SurvivalModel,
+    Target,
+    require,
+)
 from mmsurv.models.layers import snn_encoder
 from mmsurv.models.registry import register_model
 
@@ -212,6 +221,7 @@ class LateFusion(SurvivalModel):
 
     fusion_encoder_dropout: ClassVar[bool] = True  # MCAT's BilinearFusion (PORPOISE's has none)
     inputs = ("path", "omic")
+    patch_score_kind = "the WSI backbone's patch scores"
 
     def __init__(self, *, omic_dim: int, path_dim: int = 1024, n_bins: int = 4, backbone: str = "abmil",
                  fusion: str = "concat",
@@ -257,6 +267,13 @@ class LateFusion(SurvivalModel):
         fused, path_output = self.fused_embedding(batch)
         return LateFusionOutput(logits=self.classifier(fused), aux=dict(path_output.aux),
                                 attention=path_output.attention, path_output=path_output)
+
+    def patch_scores(self, output: ModelOutput) -> PatchScores:
+        """The backbone's patch scores, from its own output."""
+        path_output = getattr(output, "path_output", None)
+        if path_output is None:
+            raise NoPatchScores(f"model {type(self).__name__}: the output holds no backbone output")
+        return self.path_branch.patch_scores(path_output)
 
     def loss(self, output: ModelOutput, target: Target) -> dict[str, torch.Tensor]:
         """MCAT's NLL on the fused logits, ``output.aux``, and the backbone's own label-dependent terms."""

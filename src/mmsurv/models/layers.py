@@ -184,8 +184,14 @@ class NystromBlock(nn.Module):
         self.checkpoint_tokens = checkpoint_tokens
         self._register_load_state_dict_pre_hook(_rename_legacy_attention)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cls_row: list | None = None) -> torch.Tensor:
+        """``cls_row`` (a list): receives row 0 of the attention matrix (:func:`nystrom_class_row`),
+        taken from the same attention call (its output is the one returned either way)."""
         residual = x if self.omega is None else x * self.omega
+        if cls_row is not None:
+            out, matrices = self.attn(self.norm(x), return_attn_matrices=True)
+            cls_row.append(nystrom_class_row(matrices, x.shape[1]))
+            return residual + out
         if self.checkpoint_tokens and x.shape[1] >= self.checkpoint_tokens and torch.is_grad_enabled() and x.requires_grad:
             return residual + checkpoint(self._attend, x, use_reentrant=False)
         return residual + self._attend(x)
@@ -231,18 +237,40 @@ def pad_to_square(tokens: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def encode_with_class_token(tokens: torch.Tensor, cls_token: torch.Tensor, first: nn.Module, second: nn.Module,
-                            norm: nn.Module, ppeg: PPEG | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                            norm: nn.Module, ppeg: PPEG | None = None, *, cls_row: list | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """TransMIL's encoder: class token + ``first`` block (+ PPEG over the square-padded token grid)
-    + ``second`` block + ``norm`` → (class token B×dim, token outputs). ``tokens``: B×N×dim."""
-    side = 0
+    + ``second`` block + ``norm`` → (class token B×dim, token outputs). ``tokens``: B×N×dim.
+
+    ``cls_row`` (a list): receives the class token's attention over the N input tokens in ``second``
+    (a :class:`NystromBlock`; :func:`nystrom_class_row`, B×N), for patch scores, from the same
+    attention call; the outputs are the same with and without it."""
+    n, side = tokens.shape[1], 0
     if ppeg is not None:
         tokens, side = pad_to_square(tokens)
     h = torch.cat([cls_token.to(tokens.dtype).expand(tokens.shape[0], -1, -1), tokens], dim=1)
     h = first(h)
     if ppeg is not None:
         h = ppeg(h, side)
-    h = norm(second(h))
+    if cls_row is not None:
+        h = second(h, cls_row=cls_row)
+        cls_row[-1] = cls_row[-1][:, 1:1 + n]
+        h = norm(h)
+    else:
+        h = norm(second(h))
     return h[:, 0], h[:, 1:]
+
+
+@torch.no_grad()
+def nystrom_class_row(matrices: tuple[torch.Tensor, torch.Tensor, torch.Tensor], tokens: int) -> torch.Tensor:
+    """Row 0 (the class token's) of a :func:`nystrom_attention` layer's approximate attention matrix
+    over its ``tokens`` inputs, mean over heads: B×T. ``matrices``: the package's three factors
+    (``return_attn_matrices``; its own padding at the front included), which give the row as
+    attn1[cls] · pinv(attn2) · attn3 without forming the T×T matrix."""
+    attn1, attn2_inv, attn3 = matrices
+    padding = attn1.shape[-2] - tokens
+    row = (attn1[:, :, padding:padding + 1] @ attn2_inv @ attn3)[:, :, 0, padding:]  # B×H×T
+    return row.mean(dim=1)
 
 
 class ClassTokenEncoder(nn.Module):

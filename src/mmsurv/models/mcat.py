@@ -36,6 +36,8 @@ class MCAT(SurvivalModel):
     """Genomic-guided co-attention transformer over a WSI bag and genomic groups."""
 
     inputs = ("path", "omic_groups")
+    patch_score_kind = "genomic-guided co-attention (one row per genomic group, softmax over the bag)"
+    patch_score_key = "coattn"
     defaults = {"data": {"groups": "signatures"}}
 
     def __init__(self, *, group_sizes: list[int], path_dim: int = 1024, n_bins: int = 4, embed_dim: int = 256,

@@ -105,6 +105,7 @@ class MOTCat(MCAT):
     """MCAT with optimal-transport co-attention over micro-batches of patches."""
 
     inputs = ("path", "omic_groups")
+    patch_score_kind = "optimal-transport plan between genomic groups and patches (one row per group)"
     defaults = {"data": {"groups": "signatures"}}
 
     def __init__(self, *, group_sizes: list[int], path_dim: int = 1024, n_bins: int = 4, embed_dim: int = 256,

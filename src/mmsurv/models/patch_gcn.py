@@ -147,6 +147,8 @@ class PatchGCN(SurvivalModel):
     """DeepGCN (GENConv, softmax aggregation, residual) on a per-slide patch kNN graph, attention pooling."""
 
     inputs = ("path", "coords", "slide_index")
+    patch_score_kind = "gated attention weight of the graph's nodes (softmax over the bag)"
+    patch_score_key = "path"
     defaults = {"training": {"optimizer": "adam", "lr": 2e-4, "weight_decay": 1e-5, "epochs": 20, "grad_accum": 32}}
 
     def __init__(self, *, path_dim: int = 1024, n_bins: int = 4, hidden_dim: int = 128, gcn_layers: int = 3,

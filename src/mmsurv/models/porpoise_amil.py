@@ -36,6 +36,8 @@ class PorpoiseAMIL(SurvivalModel):
     """PORPOISE's gated-attention MIL survival model (WSI only)."""
 
     inputs = ("path",)
+    patch_score_kind = "gated attention weight (softmax over the bag)"
+    patch_score_key = "path"
 
     def __init__(self, *, path_dim: int = 1024, n_bins: int = 4, hidden_dim: int = 512, attention_dim: int = 256,
                  dropout: float = 0.25, **sizes):

@@ -89,6 +89,10 @@ class ModelSpec(DescribesModel):
         return bool(self.model_class.batchable)
 
     @property
+    def patch_score_kind(self) -> str | None:
+        return self.model_class.patch_score_kind
+
+    @property
     def defaults(self) -> dict[str, dict]:
         return {key: dict(value) for key, value in (self.model_class.defaults or {}).items()}
 

@@ -130,6 +130,8 @@ class SurvPath(SurvivalModel):
     """Pathway tokens + patch tokens through one sparse multimodal attention layer (SurvPath)."""
 
     inputs = ("path", "omic_groups:pathways")
+    patch_score_kind = "pathway-to-patch attention (one row per pathway)"
+    patch_score_key = "pathway_patch"
     defaults = {
         "data": {"max_patches": 4096, "groups": "pathways"},
         "training": {"optimizer": "radam", "lr": 5e-4, "weight_decay": 1e-3, "decoupled_weight_decay": True,

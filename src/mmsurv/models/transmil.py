@@ -81,6 +81,8 @@ class TransMIL(SurvivalModel):
 
     inputs = ("path",)
     embedding_head = "classifier"
+    patch_score_kind = "the class token's Nyström attention over the patches in the last layer (head mean)"
+    patch_score_key = "path"
     defaults = {"training": {"optimizer": "radam", "lr": 2e-4, "weight_decay": 1e-5, "decoupled_weight_decay": True,
                              "no_decay_1d": True, "lookahead": True, "lookahead_k": 6, "lookahead_alpha": 0.5,
                              "grad_accum": 2, "epochs": 200, "holdout_fraction": 0.2, "early_stopping_patience": 10,
@@ -103,6 +105,7 @@ class TransMIL(SurvivalModel):
 
     def forward(self, batch: Batch) -> ModelOutput:
         path = batch.one("path", "TransMIL")
+        row = [] if self.scoring_patches else None
         cls, _ = encode_with_class_token(self.fc(path).unsqueeze(0), self.cls_token, self.layer1, self.layer2,
-                                         self.norm, self.ppeg)
-        return ModelOutput(logits=self.classifier(cls))
+                                         self.norm, self.ppeg, cls_row=row)
+        return ModelOutput(logits=self.classifier(cls), attention={"path": row[0]} if row else None)

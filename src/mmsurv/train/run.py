@@ -153,7 +153,14 @@ def _train_fold(data_cfg: dict, train_cfg: TrainConfig, resolved: ResolvedModel,
     checkpoint_meta = {"model": model, "base_model": spec.name, "model_params": model_params, "inputs": inputs.__dict__, "fold": fold,
                        "seed": seed, "bin_edges": edges.tolist(), "genomic_columns": fold_data.genomic_columns,
                        "group_names": fold_data.group_names, "scaler_mean": fold_data.scaler.mean_.tolist(),
-                       "scaler_scale": fold_data.scaler.scale_.tolist()}
+                       "scaler_scale": fold_data.scaler.scale_.tolist(),
+                       # what applying the model to a new bag needs (heatmaps): its groups' columns and
+                       # the fold's feature standardisation
+                       "inputs_read": list(spec.inputs), "data": dict(data_cfg),
+                       "group_index": {name: [index.tolist() for index in indices]
+                                       for name, indices in fold_data.group_index.items()},
+                       "feature_standardization": (None if fold_data.bags is None or fold_data.bags.standardization
+                                                   is None else [t.tolist() for t in fold_data.bags.standardization])}
     save_checkpoint(out_dir / "checkpoint_last.pt", network.state_dict(), epoch=len(result.history), **checkpoint_meta)
     save_checkpoint(out_dir / "checkpoint_best.pt", result.best_state, epoch=result.best_epoch, **checkpoint_meta)
     # float64 with every digit: the c-index recomputed from the file equals metrics.json's
