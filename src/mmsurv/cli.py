@@ -29,6 +29,7 @@ COMMANDS = {  # command → (module whose register() adds it, help line)
     "pathways": ("mmsurv.data.cli", "pathway gene sets: coverage in a cohort table, SurvMamba's process hierarchy"),
     "train": ("mmsurv.train.cli", "train one survival model on one fold"),
     "report": ("mmsurv.report.cli", "tables, Kaplan-Meier curves and figures from trained folds"),
+    "predict": ("mmsurv.predict.cli", "risks of new patients from a trained run's fold checkpoints"),
     "heatmap": ("mmsurv.heatmap.cli", "a trained fold's patch scores drawn on a slide, with a GeoJSON for QuPath"),
 }
 COMMAND_MODULES = tuple(dict.fromkeys(module for module, _ in COMMANDS.values()))

@@ -110,10 +110,19 @@ def read_table(path: str | os.PathLike, **read_csv_args) -> pd.DataFrame:
         raise CohortError(f"{path}: cannot be read as a CSV table ({type(error).__name__}: {error})") from error
 
 
-def read_cohort_table(path: str | os.PathLike) -> CohortTable:
-    """Load an MCAT-format table (CSV, gzip or one-member zip, by content), validating the survival columns."""
+def read_cohort_table(path: str | os.PathLike, *, require_survival: bool = True) -> CohortTable:
+    """Load an MCAT-format table (CSV, gzip or one-member zip, by content), validating the survival columns.
+
+    ``require_survival=False`` (patients to score, not to train or evaluate on): a table without
+    ``survival_months`` and ``censorship`` is read with both NaN; when present they are validated."""
     path = Path(path)
     raw = read_table(path, low_memory=False)
+    survival = ("survival_months", "censorship")
+    if not require_survival and not any(column in raw.columns for column in survival):
+        raw = raw.assign(survival_months=np.nan, censorship=np.nan)
+        checked = False
+    else:
+        checked = True
     missing = [column for column in REQUIRED_COLUMNS if column not in raw.columns]
     if missing:
         raise CohortError(f"{path}: missing column(s) {', '.join(missing)} (an MCAT-format table has {', '.join(REQUIRED_COLUMNS)})")
@@ -121,7 +130,8 @@ def read_cohort_table(path: str | os.PathLike) -> CohortTable:
     metadata = raw.loc[:, metadata_columns].copy()
     metadata["case_id"] = metadata["case_id"].astype(str)
     metadata["slide_id"] = metadata["slide_id"].astype(str)
-    _validate_survival(path, metadata)
+    if checked:
+        _validate_survival(path, metadata)
     genomics = _genomic_frame(path, raw, genomic_columns(raw.columns))
     _validate_genomics(path, genomics)
     return CohortTable(path=path, metadata=metadata.reset_index(drop=True), genomics=genomics.reset_index(drop=True))

@@ -21,19 +21,14 @@ import pandas as pd
 import torch
 
 from mmsurv.data.cohort import read_cohort_table
-from mmsurv.data.dataset import BagLoader, BagOptions, GenomicScaler, SurvivalDataset
 from mmsurv.data.inputs import collate
 from mmsurv.models.base import PatchScores, SurvivalModel
-from mmsurv.models.registry import ModelInputs, build_model
 from mmsurv.naming import slide_stem
+from mmsurv.predict.apply import PredictError, checkpoint_dataset, load_fold_model, reads_genomics, scaled_genomics
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS = {"last": "checkpoint_last.pt", "best": "checkpoint_best.pt"}
-GENOMIC_INPUTS = ("omic", "omic_groups")
-
-
-class HeatmapError(ValueError):
+class HeatmapError(PredictError):
     """A fold, slide or table that cannot give patch scores; the message names it."""
 
 
@@ -59,23 +54,6 @@ class SlideScores:
         return frame
 
 
-def load_fold_model(fold_dir: str | os.PathLike, variant: str = "last") -> tuple[SurvivalModel, dict]:
-    """The fold's model with its ``variant`` checkpoint loaded (evaluation mode) and the checkpoint's metadata."""
-    if variant not in CHECKPOINTS:
-        raise HeatmapError(f"checkpoint variant must be one of {', '.join(CHECKPOINTS)}, got {variant!r}")
-    path = Path(fold_dir) / CHECKPOINTS[variant]
-    if not path.is_file():
-        raise HeatmapError(f"{path}: no checkpoint (a fold directory of a finished training run is needed)")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    missing = [key for key in ("base_model", "model_params", "inputs", "inputs_read") if key not in checkpoint]
-    if missing:
-        raise HeatmapError(f"{path}: written by an older version (no {', '.join(missing)}); retrain the fold")
-    inputs = ModelInputs(**checkpoint["inputs"])
-    model = build_model(checkpoint["base_model"], inputs, dict(checkpoint["model_params"]))
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), checkpoint
-
-
 def slide_scores(fold_dir: str | os.PathLike, slide: str, *, features_dir: str | os.PathLike,
                  cohort_table: str | os.PathLike | None = None, variant: str = "last",
                  model: SurvivalModel | None = None, checkpoint: dict | None = None) -> SlideScores:
@@ -90,21 +68,13 @@ def slide_scores(fold_dir: str | os.PathLike, slide: str, *, features_dir: str |
     if model.patch_score_kind is None:
         raise HeatmapError(f"model {checkpoint['model']} has no per-patch scores (patch_score_kind is None)")
     slide_id = slide_name(slide)
-    case_id, omic_row = _patient(checkpoint, slide_id, cohort_table, reads)
-    data = checkpoint.get("data") or {}
-    bags = BagLoader(BagOptions(features_dir=Path(features_dir), feature_dim=int(checkpoint["inputs"]["path_dim"]),
-                                h5_dir=data.get("h5_dir")))
+    case_id, omic_row = _patient(checkpoint, slide_id, cohort_table)
     entry = f"{slide_id}.pt"  # the loader strips one extension from a table's slide file name
-    if not bags.feature_file(entry).is_file():
-        raise HeatmapError(f"slide {slide_id}: no feature file {bags.feature_file(entry)}")
-    if checkpoint.get("feature_standardization"):
-        bags.use_standardization(*(torch.tensor(values) for values in checkpoint["feature_standardization"]))
-    patients = pd.DataFrame({"case_id": [case_id], "bin": [0], "censorship": [1], "survival_months": [0.0],
-                             "class_label": [0]})
-    group_index = {name: [np.asarray(index, dtype="int64") for index in indices]
-                   for name, indices in (checkpoint.get("group_index") or {}).items()}
-    dataset = SurvivalDataset(patients, omic_row, group_index, {case_id: [entry]}, inputs=reads, bags=bags,
-                              training=False, name=f"slide {slide_id}")
+    if not (Path(features_dir) / entry).is_file():
+        raise HeatmapError(f"slide {slide_id}: no feature file {Path(features_dir) / entry}")
+    dataset = checkpoint_dataset(checkpoint, [case_id], omic_row, {case_id: [entry]}, features_dir,
+                                 name=f"slide {slide_id}", cap=False)
+    bags = dataset.bags
     sample = dataset[0]
     batch, _ = collate([sample])
     coords = bags.load_coords(case_id, [entry]).numpy()
@@ -135,30 +105,19 @@ def slide_name(slide: str | os.PathLike) -> str:
     return slide_stem(name) if Path(name).suffix.lower() in SLIDE_EXTENSIONS else name
 
 
-def _patient(checkpoint: dict, slide_id: str, cohort_table, reads) -> tuple[str, np.ndarray]:
-    """The slide's case id and its scaled genomic row (1×G; 1×0 for a WSI-only model)."""
-    columns = list(checkpoint.get("genomic_columns") or [])
-    needs_genomics = any(name.split(":")[0] in GENOMIC_INPUTS for name in reads)
+def _patient(checkpoint: dict, slide_id: str, cohort_table) -> tuple[str, np.ndarray]:
+    """The slide's case id and its scaled genomic row (1×G; 1×0 for a model that reads no genomics)."""
     if cohort_table is None:
-        if needs_genomics:
+        if reads_genomics(checkpoint):
             raise HeatmapError(f"model {checkpoint['model']} reads genomics: give the cohort table (--cohort-table)")
         return slide_id, np.zeros((1, 0), dtype="float32")
-    table = read_cohort_table(cohort_table)
+    table = read_cohort_table(cohort_table, require_survival=False)
     cases = [case for case, slides in table.slides_of_case().items() if slide_id in map(slide_stem, slides)]
     if not cases:
         raise HeatmapError(f"slide {slide_id} is not in the cohort table {cohort_table}")
-    case_id = cases[0]
-    if not columns:
-        return case_id, np.zeros((1, 0), dtype="float32")
-    patients = table.patients().set_index("case_id")
-    absent = [column for column in columns if column not in patients.columns]
-    if absent:
-        raise HeatmapError(f"{cohort_table}: {len(absent)} genomic column(s) the model was trained on are missing "
-                           f"(e.g. {absent[0]})")
-    scaler = GenomicScaler()
-    scaler.mean_ = np.asarray(checkpoint["scaler_mean"], dtype="float64")
-    scaler.scale_ = np.asarray(checkpoint["scaler_scale"], dtype="float64")
-    return case_id, scaler.transform(patients.loc[[case_id], columns].to_numpy())
+    if not reads_genomics(checkpoint):
+        return cases[0], np.zeros((1, 0), dtype="float32")
+    return cases[0], scaled_genomics(checkpoint, table, cases[:1])
 
 
 def _patch_geometry(h5_path: Path) -> tuple[int, tuple[int, int] | None]:
