@@ -7,8 +7,9 @@ noise; a step is forward + loss + backward (dropout on, as in training), the med
 ``--repeats`` timed steps after ``--warmup`` untimed ones. Each (model, bag) runs in a fresh process.
 
 The floor is what the arithmetic alone would take: 3 × the forward's FLOPs (forward + backward ≈ 3
-forwards; ``torch.utils.flop_counter``, matrix products only) divided by this CPU's one-thread
-matrix-product rate (a 1024³ fp32 matmul, measured first). ``overhead`` = step − floor: Python,
+forwards; ``torch.utils.flop_counter``, matrix products only, counted on the forward as training
+runs it: MoME's training forward is 30-46 GFLOP at 24 patches where its evaluation forward is 15)
+divided by this CPU's one-thread matrix-product rate (a 1024³ fp32 matmul, measured first). ``overhead`` = step − floor: Python,
 small kernels, allocation — what batching patients and fewer tiny ops can remove.
 
     python bench/step_cost.py                                  # every model at 24 and 4,096 patches
@@ -22,7 +23,10 @@ Measured (Xeon with AMX, 2 vCPUs, one thread, median of 5; ``--bags 24,4096`` an
 797 / 7,149); CMTA 265 / 1,387 / 29,551; MoME 1,064 / 3,688 / 37,511; HDMoE 145 / 709 / 12,070;
 SurvMamba 99 / 9,501 / 136,932 (3.4 / 426 / 5,123: its CPU scan's backward, 586 ms per call at
 4,096 tokens, is most of a step); CancerMoE 4.7 / 1,201 / 1,228 (its floor misses the sparsified
-attention, a custom autograd function the FLOP counter does not see). At 24 patches the Nyström
+attention, a custom autograd function the FLOP counter does not see). At the demo's settings (``--params '{"adaptive_landmarks": true}'``, 24 patches, same machine):
+TransMIL 31 ms (floor 5), CMTA 38 (5), MoME 34 (15), HDMoE 25 (3): the rest is ~10,000 small
+operations per step (a profile shows no single one above 10 %: weight-gradient products with
+K = 24, depthwise-convolution backward, the 6-iteration pseudo-inverse's tiny matrices). At 24 patches the Nyström
 models' time is the reference's arithmetic on 128-256 zero-padded landmarks (``adaptive_landmarks``
 removes it, below), not overhead the loop can take away. Earlier measurement (helper run of issue
 24, median of 5): at 24 patches
