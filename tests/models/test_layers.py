@@ -164,3 +164,19 @@ def test_hdmoe_and_cmta_encoders_at_defaults_equal_the_package_layers_on_short_s
             h = ours.positional(h, side)
         h = ours.norm(h + packages[1](ours.layer2.norm(h)))
     assert torch.equal(cls, h[:, 0])
+
+
+@pytest.mark.parametrize(("tokens", "landmarks", "chunk"), [(25, 256, 7), (512, 256, 100), (3001, 64, 1000)])
+def test_bounded_nystrom_attention_equals_the_package_up_to_rounding(tokens, landmarks, chunk):
+    """The heatmaps' bounded-memory evaluation (front padding, landmarks, pseudo-inverse, value
+    convolution; chunked softmax and reassociation) against the package's own forward."""
+    from mmsurv.models.layers import nystrom_attention, nystrom_attention_bounded, nystrom_class_row
+
+    torch.manual_seed(tokens)
+    attention = nystrom_attention(64, heads=4, landmarks=landmarks).eval()
+    x = torch.randn(2, tokens, 64)
+    with torch.no_grad():
+        expected, matrices = attention(x, return_attn_matrices=True)
+        out, row = nystrom_attention_bounded(attention, x, chunk=chunk)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(row, nystrom_class_row(matrices, tokens), rtol=1e-5, atol=1e-8)

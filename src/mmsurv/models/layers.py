@@ -21,6 +21,7 @@ from mmsurv.models.base import ModelOutput
 from mmsurv.models.survival import discrete_survival, mcat_risk
 
 LOGIT_CLAMP = 1e-7
+BOUNDED_TOKENS = 8192  # from here on, patch scoring evaluates Nyström attention in bounded memory
 
 
 # ---------------------------------------------------------------------------- initialisation
@@ -184,10 +185,17 @@ class NystromBlock(nn.Module):
         self.checkpoint_tokens = checkpoint_tokens
         self._register_load_state_dict_pre_hook(_rename_legacy_attention)
 
-    def forward(self, x: torch.Tensor, cls_row: list | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cls_row: list | None = None, bounded: bool = False) -> torch.Tensor:
         """``cls_row`` (a list): receives row 0 of the attention matrix (:func:`nystrom_class_row`),
-        taken from the same attention call (its output is the one returned either way)."""
+        taken from the same attention call (its output is the one returned either way). ``bounded``
+        (without gradients, from :data:`BOUNDED_TOKENS` tokens on): the attention in bounded memory
+        (:func:`nystrom_attention_bounded`, equal up to rounding), for heatmaps of large bags."""
         residual = x if self.omega is None else x * self.omega
+        if bounded and not torch.is_grad_enabled() and x.shape[1] >= BOUNDED_TOKENS:
+            out, row = nystrom_attention_bounded(self.attn, self.norm(x))
+            if cls_row is not None:
+                cls_row.append(row)
+            return residual + out
         if cls_row is not None:
             out, matrices = self.attn(self.norm(x), return_attn_matrices=True)
             cls_row.append(nystrom_class_row(matrices, x.shape[1]))
@@ -244,21 +252,81 @@ def encode_with_class_token(tokens: torch.Tensor, cls_token: torch.Tensor, first
 
     ``cls_row`` (a list): receives the class token's attention over the N input tokens in ``second``
     (a :class:`NystromBlock`; :func:`nystrom_class_row`, B×N), for patch scores, from the same
-    attention call; the outputs are the same with and without it."""
+    attention call; the outputs are the same with and without it below :data:`BOUNDED_TOKENS`
+    tokens, and equal up to rounding above (both blocks then run in bounded memory)."""
     n, side = tokens.shape[1], 0
     if ppeg is not None:
         tokens, side = pad_to_square(tokens)
     h = torch.cat([cls_token.to(tokens.dtype).expand(tokens.shape[0], -1, -1), tokens], dim=1)
-    h = first(h)
+    del tokens  # (a 50,000-patch bag: 100 MB less while the blocks run)
+    h = first(h, bounded=cls_row is not None) if cls_row is not None else first(h)
     if ppeg is not None:
         h = ppeg(h, side)
     if cls_row is not None:
-        h = second(h, cls_row=cls_row)
+        h = second(h, cls_row=cls_row, bounded=True)
         cls_row[-1] = cls_row[-1][:, 1:1 + n]
         h = norm(h)
     else:
         h = norm(second(h))
     return h[:, 0], h[:, 1:]
+
+
+@torch.no_grad()
+def nystrom_attention_bounded(attention: nn.Module, x: torch.Tensor, chunk: int = 4096
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The package's Nyström attention of ``x`` (B×T×dim; evaluation, no gradients) in bounded
+    memory, and the class token's row of its attention matrix (B×T, head mean). The same
+    computation as the layer's forward — front zero padding to a multiple of the landmarks,
+    landmark means, the iterative pseudo-inverse, the value convolution — with the two B×H×T×m
+    maps never formed whole: the keys' softmax of each landmark is taken in two passes over
+    ``chunk`` keys, and the output as attn1 · (pinv · (attn3 · V)) over ``chunk`` queries at a
+    time. The reassociation and the chunked softmax change the rounding only (tested against the
+    package's output); a 50,000-token layer then holds ~1 GB less. For heatmaps of large bags."""
+    from nystrom_attention.nystrom_attention import moore_penrose_iter_pinv
+
+    b, n, _ = x.shape
+    heads, m = attention.heads, attention.num_landmarks
+    pad = (m - n % m) % m
+    t = n + pad
+    # the zero rows the package pads in front project to zero (to_qkv has no bias): write the
+    # projection of the real rows behind them instead of projecting a padded copy of x
+    qkv = x.new_zeros(b, t, attention.to_qkv.out_features)
+    for row in range(b):
+        torch.matmul(x[row], attention.to_qkv.weight.t(), out=qkv[row, pad:])
+    q, k, v = (part.reshape(b, t, heads, -1).transpose(1, 2) for part in qkv.chunk(3, dim=-1))
+    q = q.mul_(attention.scale)  # in place in qkv: q is not needed unscaled
+    per = t // m
+    q_landmarks = q.reshape(b, heads, m, per, -1).sum(3) / per
+    k_landmarks = k.reshape(b, heads, m, per, -1).sum(3) / per
+    attn2_inv = moore_penrose_iter_pinv(torch.softmax(q_landmarks @ k_landmarks.transpose(-1, -2), dim=-1),
+                                        attention.pinv_iterations)
+    spans = [slice(start, min(t, start + chunk)) for start in range(0, t, chunk)]
+
+    def landmark_scores(span: slice, keys: torch.Tensor) -> torch.Tensor:  # q_landmarks · kᵀ of a key chunk
+        return q_landmarks @ keys[:, :, span].transpose(-1, -2)
+
+    # attn3 = softmax over all keys of q_landmarks · kᵀ, in two passes: the maxima, then the sums
+    peak = torch.full((b, heads, m, 1), float("-inf"), dtype=q.dtype, device=q.device)
+    for span in spans:
+        peak = torch.maximum(peak, landmark_scores(span, k).amax(-1, keepdim=True))
+    total = torch.zeros_like(peak)
+    weighted = torch.zeros(b, heads, m, v.shape[-1], dtype=v.dtype, device=v.device)
+    for span in spans:
+        exponent = torch.exp(landmark_scores(span, k) - peak)
+        total += exponent.sum(-1, keepdim=True)
+        weighted += exponent @ v[:, :, span]
+    mixed = attn2_inv @ (weighted / total)  # pinv(attn2) · (attn3 · V), B×H×m×dh
+    cls_mix = torch.softmax(q[:, :, pad:pad + 1] @ k_landmarks.transpose(-1, -2), dim=-1) @ attn2_inv  # B×H×1×m
+    row = torch.empty(b, heads, t, dtype=q.dtype, device=q.device)
+    out = torch.empty_like(v)
+    for span in spans:
+        row[:, :, span] = (cls_mix @ (torch.exp(landmark_scores(span, k) - peak) / total)).squeeze(2)
+        out[:, :, span] = torch.softmax(q[:, :, span] @ k_landmarks.transpose(-1, -2), dim=-1) @ mixed
+    if attention.residual:
+        out += attention.res_conv(v)
+    del q, k, v, qkv  # the B×T×3·dim projections are not needed for the output projection
+    out = attention.to_out(out.transpose(1, 2).reshape(b, t, -1))
+    return out[:, -n:], row[:, :, pad:].mean(dim=1)
 
 
 @torch.no_grad()
