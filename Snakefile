@@ -29,6 +29,7 @@ include: "rules/fetch.smk"
 include: "rules/wsi.smk"
 include: "rules/features.smk"
 include: "rules/train.smk"
+include: "rules/external.smk"
 include: "rules/report.smk"
 
 

@@ -61,7 +61,15 @@ def resolve_model(name, models_config):
 RESULTS = config["results"]
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
-COHORTS = list(config["cohorts"])
+# External cohorts (role: external) are processed up to their features and scored by the fold
+# models of their trained_on cohort; they are never split or trained on.
+EXTERNAL = {
+    name: entry["trained_on"]
+    for name, entry in config["cohorts"].items()
+    if entry.get("role") == "external"
+}
+ALL_COHORTS = list(config["cohorts"])
+COHORTS = [cohort for cohort in ALL_COHORTS if cohort not in EXTERNAL]
 DOWNLOAD = config["download"]
 SAMPLES_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/samples.schema.yaml")
 # Sweeps (train.sweeps) become variants in train.models, one per value, before anything reads them:
@@ -112,6 +120,19 @@ def check_cohorts():
 check_cohorts()
 
 
+def check_external_cohorts():
+    """An external cohort names a training cohort of the run."""
+    for name, trained_on in EXTERNAL.items():
+        if trained_on not in COHORTS:
+            raise ValueError(
+                f"config: cohorts.{name}.trained_on: {trained_on!r} is not a training cohort of "
+                f"this run ({', '.join(COHORTS) or 'none'})"
+            )
+
+
+check_external_cohorts()
+
+
 def check_training_config():
     """Unknown models, variants or training keys stop the run now, not after hours of feature extraction."""
     from mmsurv.train.settings import resolve_settings
@@ -128,7 +149,7 @@ if workflow.is_main_process:
 
 
 wildcard_constraints:
-    cohort="|".join(re.escape(name) for name in COHORTS),
+    cohort="|".join(re.escape(name) for name in ALL_COHORTS),
     slide=r"[^/]+",
     batch=r"b\d+",
     ext=r"\.[A-Za-z0-9]+",
@@ -445,6 +466,7 @@ def aggregate_input(wildcards):
         for cohort in COHORTS
         if has_slides(cohort)
     ]
+    inputs["external"] = external_predictions()
     return inputs
 
 
@@ -598,10 +620,51 @@ def get_final_output():
         model=MODELS,
         fold=FOLDS,
     )
-    for cohort in COHORTS:
+    for cohort in ALL_COHORTS:
         if has_slides(cohort):
             targets += [
                 f"{RESULTS}/{cohort}/slides.tsv",
                 f"{RESULTS}/{cohort}/wsi/patching.tsv",
             ]
+    targets += external_predictions()
     return targets + heatmap_targets()
+
+
+def external_predictions():
+    """Every external cohort x model: the fold models' risks of its patients."""
+    return [
+        f"{RESULTS}/{cohort}/{model}/predictions.tsv"
+        for cohort in EXTERNAL
+        for model in MODELS
+    ]
+
+
+def external_has_survival(cohort):
+    """The external cohort's table has survival columns (else its patients are only scored)."""
+    header = pd.read_csv(config["cohorts"][cohort]["table"], nrows=0).columns
+    return {"survival_months", "censorship"} <= set(header)
+
+
+def external_report_files():
+    """The report's external-validation table and the Kaplan-Meier figures of cohorts with survival."""
+    if not EXTERNAL:
+        return []
+    return [f"{REPORT}/external.md", f"{REPORT}/external.csv"] + [
+        f"{REPORT}/km/external_{cohort}_{model}.png"
+        for cohort in EXTERNAL
+        if external_has_survival(cohort)
+        for model in MODELS
+    ]
+
+
+def external_input(wildcards):
+    """The trained_on cohort's fold checkpoints and predictions, the external table and features."""
+    trained = f"{RESULTS}/{EXTERNAL[wildcards.cohort]}/{wildcards.model}/fold"
+    inputs = {
+        "checkpoints": [f"{trained}{fold}/checkpoint_last.pt" for fold in FOLDS],
+        "predictions": [f"{trained}{fold}/predictions.tsv" for fold in FOLDS],
+        "table": config["cohorts"][wildcards.cohort]["table"],
+    }
+    if has_slides(wildcards.cohort) and model_modality(wildcards.model) != "omic":
+        inputs["features_index"] = f"{RESULTS}/{wildcards.cohort}/features/index.tsv"
+    return inputs

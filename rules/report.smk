@@ -107,6 +107,7 @@ rule aggregate:
         ],
         papers=paper_tables(),
         paper_figures=paper_figures(),
+        external=external_report_files(),
         pdfs=report_pdfs(),
         summary=f"{REPORT}/report.json",
     log:
@@ -122,6 +123,7 @@ rule aggregate:
     params:
         cohorts=COHORTS,
         models=MODELS,
+        external=EXTERNAL,
         folds=config["folds"],
         settings=report_settings(),
         model_params=config["train"].get("models", {}),

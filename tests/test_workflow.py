@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -405,3 +406,33 @@ def test_each_paper_preset_plans_its_models_on_the_demo_and_its_cohorts_template
     merged = dict(preset)
     update_config(merged, yaml.safe_load((REPO / f"config/papers/cohorts/{paper}.yaml").read_text()))
     check_config(merged, REPO / "workflow/schemas/config.schema.yaml", source=f"config/papers/{paper}.yaml")
+
+
+def test_an_external_cohort_is_processed_scored_by_every_fold_model_and_reported(tmp_path, demo_run):
+    """The demo's patients again as an external cohort trained_on the demo: patched and encoded like
+    any cohort, never split or trained on; each fold model scores every patient, a patient's risk
+    under the fold that validated it equals that fold's own prediction, and the report lists it."""
+    (tmp_path / "resources").symlink_to(demo_run / "resources")
+    config = demo_config(models=["snn", "abmil"])
+    del config["demo"]
+    external = {key: value for key, value in config["cohorts"]["demo"].items()
+                if key not in ("splits_dir", "signatures")}
+    config["cohorts"]["ext"] = {**external, "role": "external", "trained_on": "demo"}
+    config["demo_report"] = {}
+    jobs, _ = planned_jobs(tmp_path, config)
+    assert "predict_external" in jobs
+    result = run_snakemake(tmp_path, config)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert not (tmp_path / "results/ext/abmil/fold0").exists()  # never trained on
+    for model in ("snn", "abmil"):
+        scored = pd.read_csv(tmp_path / f"results/ext/{model}/predictions.tsv", sep="\t", dtype={"case_id": str})
+        for fold in (0, 1):
+            own = pd.read_csv(tmp_path / f"results/demo/{model}/fold{fold}/predictions.tsv", sep="\t",
+                              dtype={"case_id": str}).set_index("case_id")["risk"]
+            again = scored.set_index("case_id").loc[own.index, f"risk_fold{fold}"]
+            assert np.allclose(again.to_numpy(), own.to_numpy(), atol=1e-5), (model, fold)
+    table = pd.read_csv(tmp_path / "results/report/external.csv")
+    assert set(table["model"]) == {"snn", "abmil"} and (table["cohort"] == "ext").all()
+    assert table["cindex"].between(0, 1).all() and (table["ci_low"] <= table["ci_high"]).all()
+    assert (tmp_path / "results/report/km/external_ext_abmil.png").stat().st_size > 10_000
+    assert "External validation" in (tmp_path / "results/report/external.md").read_text()

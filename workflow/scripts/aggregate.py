@@ -15,5 +15,6 @@ build_report(
     report_dir,
     folds=snakemake.params.folds,
     model_params=snakemake.params.model_params,
+    external=snakemake.params.external,
     **snakemake.params.settings,
 )

@@ -155,10 +155,12 @@ def training_cutoff(folds: list[Path]) -> float:
 
 
 def predict_run(run_dir: str | os.PathLike, table: CohortTable, *, features_dir: str | os.PathLike | None = None,
-                variant: str = "last", max_missing_genomic: float | None = DEFAULT_MAX_MISSING_GENOMIC) -> pd.DataFrame:
+                variant: str = "last", max_missing_genomic: float | None = DEFAULT_MAX_MISSING_GENOMIC,
+                folds: list[str | os.PathLike] | None = None) -> pd.DataFrame:
     """One row per patient of ``table``: risk per fold, their mean, the training cut-off, the group,
-    and the survival columns when the table has them."""
-    folds = fold_dirs(run_dir)
+    and the survival columns when the table has them. ``folds``: these fold folders (default: every
+    ``fold<k>`` of ``run_dir``)."""
+    folds = [Path(fold) for fold in folds] if folds else fold_dirs(run_dir)
     risks = pd.concat([fold_risks(fold, table, features_dir=features_dir, variant=variant,
                                   max_missing_genomic=max_missing_genomic) for fold in folds], axis=1)
     risks.columns = [f"risk_{fold.name}" for fold in folds]

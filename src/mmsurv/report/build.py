@@ -69,7 +69,8 @@ def build_report(results_dir: str | os.PathLike, cohorts: Sequence[str] | None, 
                  reference_bag_size: int = DEFAULT_REFERENCE_BAG_SIZE, median_split: str = "fold_train",
                  model_params: Mapping | None = None, pdf: bool = False, km_variant: str = "last",
                  std_ddof: int = DEFAULT_DDOF, bootstrap: int = DEFAULT_N_BOOT,
-                 bootstrap_seed: int = DEFAULT_SEED, papers: Sequence[str] = ()) -> dict[str, Path]:
+                 bootstrap_seed: int = DEFAULT_SEED, papers: Sequence[str] = (),
+                 external: Mapping[str, str] | None = None) -> dict[str, Path]:
     """Write every table and figure of the report into ``out_dir``; return ``{key: path}``.
 
     ``cohorts``/``models`` None (or empty) means every one found under ``results_dir``;
@@ -77,6 +78,8 @@ def build_report(results_dir: str | os.PathLike, cohorts: Sequence[str] | None, 
     is used only for folds whose metrics.json lacks ``config.model_params``. ``bootstrap`` resamples
     (seeded by ``bootstrap_seed``) give the statistics' intervals and paired comparisons. ``papers``:
     the founding papers whose results tables are written beside ours (``papers/<paper>/table<N>.*``).
+    ``external`` (external cohort → its training cohort): the external-validation section
+    (:mod:`mmsurv.report.external`) from ``results_dir/<external>/<model>/predictions.tsv``.
     """
     if median_split not in MEDIAN_SPLITS:
         raise ValueError(f"median_split must be one of {', '.join(MEDIAN_SPLITS)}, got {median_split!r}")
@@ -112,6 +115,11 @@ def build_report(results_dir: str | os.PathLike, cohorts: Sequence[str] | None, 
                                         base_models=base_models))
         paths.update(write_paper_figures(papers, out, results, pdf=pdf, median_split=median_split,
                                          km_variant=km_variant))
+    if external:
+        from mmsurv.report.external import write_external
+
+        paths.update(write_external(results.results_dir, out, external, results.models, n_boot=bootstrap,
+                                    seed=bootstrap_seed, pdf=pdf))
     means = last.mean[OVERALL]
     figure = bubble_figure(bubble_points(means, efficiency), reference_bag_size=reference_bag_size, variant="last")
     paths.update(_named("bubble", save_figure(figure, out / "bubble_cindex_flops.png", pdf=pdf)))
@@ -120,7 +128,8 @@ def build_report(results_dir: str | os.PathLike, cohorts: Sequence[str] | None, 
     settings = {"results_dir": str(results_dir), "cohorts": list(results.cohorts), "models": list(results.models),
                 "folds": sorted({f.fold for f in results.folds}), "reference_bag_size": int(reference_bag_size),
                 "median_split": median_split, "km_variant": km_variant, "std_ddof": std_ddof, "pdf": pdf,
-                "bootstrap": int(bootstrap), "bootstrap_seed": int(bootstrap_seed), "papers": list(papers)}
+                "bootstrap": int(bootstrap), "bootstrap_seed": int(bootstrap_seed), "papers": list(papers),
+                "external": dict(external or {})}
     document = {"settings": settings,
                 "files": {key: os.path.relpath(path, out) for key, path in sorted(paths.items())}}
     atomic_write_text(paths["report_json"], json.dumps(document, indent=2) + "\n")
