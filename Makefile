@@ -56,4 +56,4 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile rules
 
 clean-demo:
-	rm -rf results resources/demo .snakemake
+	rm -rf results resources/demo resources/demo_external .snakemake

@@ -27,6 +27,13 @@ validate(config, schema="../workflow/schemas/config.schema.yaml")
 # overlay cannot delete: it names it in skip_cohorts instead.
 for _skipped in config["skip_cohorts"]:
     config["cohorts"].pop(_skipped, None)
+# An external cohort goes with its training cohort (the demo's external cohort with the demo).
+for _name, _entry in list(config["cohorts"].items()):
+    if (
+        _entry.get("role") == "external"
+        and _entry.get("trained_on") not in config["cohorts"]
+    ):
+        config["cohorts"].pop(_name)
 if not config["cohorts"]:
     raise ValueError("config: every cohort is in skip_cohorts; nothing to run")
 # The demo's training departures (config/config.yaml's demo_train) lie under the run's own train
@@ -639,32 +646,35 @@ def external_predictions():
     ]
 
 
-def external_has_survival(cohort):
-    """The external cohort's table has survival columns (else its patients are only scored)."""
-    header = pd.read_csv(config["cohorts"][cohort]["table"], nrows=0).columns
-    return {"survival_months", "censorship"} <= set(header)
-
-
 def external_report_files():
-    """The report's external-validation table and the Kaplan-Meier figures of cohorts with survival."""
+    """The report's external-validation table and a Kaplan-Meier figure per external cohort x model."""
     if not EXTERNAL:
         return []
     return [f"{REPORT}/external.md", f"{REPORT}/external.csv"] + [
         f"{REPORT}/km/external_{cohort}_{model}.png"
         for cohort in EXTERNAL
-        if external_has_survival(cohort)
         for model in MODELS
     ]
 
 
 def external_input(wildcards):
-    """The trained_on cohort's fold checkpoints and predictions, the external table and features."""
-    trained = f"{RESULTS}/{EXTERNAL[wildcards.cohort]}/{wildcards.model}/fold"
+    """Every model's trained_on fold checkpoints and predictions, the external table and features."""
+    trained = f"{RESULTS}/{EXTERNAL[wildcards.cohort]}"
     inputs = {
-        "checkpoints": [f"{trained}{fold}/checkpoint_last.pt" for fold in FOLDS],
-        "predictions": [f"{trained}{fold}/predictions.tsv" for fold in FOLDS],
+        "checkpoints": [
+            f"{trained}/{model}/fold{fold}/checkpoint_last.pt"
+            for model in MODELS
+            for fold in FOLDS
+        ],
+        "predictions": [
+            f"{trained}/{model}/fold{fold}/predictions.tsv"
+            for model in MODELS
+            for fold in FOLDS
+        ],
         "table": config["cohorts"][wildcards.cohort]["table"],
     }
-    if has_slides(wildcards.cohort) and model_modality(wildcards.model) != "omic":
+    if has_slides(wildcards.cohort) and any(
+        model_modality(model) != "omic" for model in MODELS
+    ):
         inputs["features_index"] = f"{RESULTS}/{wildcards.cohort}/features/index.tsv"
     return inputs

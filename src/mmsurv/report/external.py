@@ -6,7 +6,7 @@ the workflow's ``predict_external`` rule, or ``mmsurv predict``): per external c
 over the fold models) with a 95% percentile bootstrap interval over the patients (seeded), and the
 Kaplan-Meier curves of the predefined groups (high risk: ensemble risk ≥ the training cohort's
 median out-of-fold risk, a cut-off fixed before the external patients are seen) with the log-rank
-p. A cohort without survival columns is listed as scored only.
+p. A cohort without survival columns is listed as scored only (its figure says so).
 """
 
 from __future__ import annotations
@@ -65,6 +65,11 @@ def external_results(results_dir: str | os.PathLike, external: Mapping[str, str]
                     frame=pd.DataFrame({"case_id": frame["case_id"], "fold": "ensemble", "risk": risk, "time": time,
                                         "event": event, "group": frame["group"]}),
                     thresholds={"training": row["cutoff"]}, chisq=chisq, pvalue=pvalue))
+            else:  # scored only: the figure says so (the workflow declares one per cohort × model)
+                strata.append(RiskStratification(
+                    cohort=cohort, model=model, variant="last", median_split="training", split_label="scored only",
+                    frame=pd.DataFrame(columns=["case_id", "fold", "risk", "time", "event", "group"]),
+                    thresholds={"training": row["cutoff"]}, chisq=float("nan"), pvalue=float("nan")))
             rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS), strata
 
@@ -91,6 +96,21 @@ def external_markdown(table: pd.DataFrame, n_boot: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _scored_only_figure(strat: RiskStratification, table: pd.DataFrame):
+    """The figure of a cohort without survival: its patients per predefined risk group."""
+    from mmsurv.report.collect import display_cohort, display_model
+    from mmsurv.report.figures import BASE_FONT, new_figure
+
+    row = table[(table["cohort"] == strat.cohort) & (table["model"] == strat.model)].iloc[0]
+    figure = new_figure(6.4, 3.0)
+    ax = figure.add_subplot(1, 1, 1)
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"{display_model(strat.model)} on {display_cohort(strat.cohort)}: {row['patients']} patients "
+            f"scored, {row['high_risk']} high risk\n(no survival in the table: no Kaplan-Meier curve)",
+            ha="center", va="center", fontsize=BASE_FONT)
+    return figure
+
+
 def write_external(results_dir: str | os.PathLike, out_dir: str | os.PathLike, external: Mapping[str, str],
                    models: Sequence[str], *, n_boot: int = 1000, seed: int = 0, pdf: bool = False) -> dict[str, Path]:
     """``external.csv``, ``external.md`` and ``km/external_<cohort>_<model>.png`` into ``out_dir``."""
@@ -102,6 +122,7 @@ def write_external(results_dir: str | os.PathLike, out_dir: str | os.PathLike, e
     write_csv(paths["external_csv"], table)
     atomic_write_text(paths["external_md"], external_markdown(table, n_boot))
     for strat in strata:
-        for path in save_figure(km_figure(strat), out / "km" / f"external_{strat.cohort}_{strat.model}.png", pdf=pdf):
+        figure = km_figure(strat) if len(strat.frame) else _scored_only_figure(strat, table)
+        for path in save_figure(figure, out / "km" / f"external_{strat.cohort}_{strat.model}.png", pdf=pdf):
             paths[f"km_external_{strat.cohort}_{strat.model}_{path.suffix[1:]}"] = path
     return paths
