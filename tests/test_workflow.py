@@ -436,3 +436,12 @@ def test_an_external_cohort_is_processed_scored_by_every_fold_model_and_reported
     assert table["cindex"].between(0, 1).all() and (table["ci_low"] <= table["ci_high"]).all()
     assert (tmp_path / "results/report/km/external_ext_abmil.png").stat().st_size > 10_000
     assert "External validation" in (tmp_path / "results/report/external.md").read_text()
+    # the command line, from the checkpoints alone, gives the workflow's table
+    out = tmp_path / "abmil_ext.tsv"
+    done = subprocess.run([str(BIN / "mmsurv"), "predict", "--run-dir", str(tmp_path / "results/demo/abmil"),
+                           "--table", str(tmp_path / config["cohorts"]["ext"]["table"]), "--features-dir",
+                           str(tmp_path / "results/ext/features/pt_files"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    pd.testing.assert_frame_equal(pd.read_csv(out, sep="\t"), pd.read_csv(tmp_path / "results/ext/abmil/predictions.tsv",
+                                                                          sep="\t"))
