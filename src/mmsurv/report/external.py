@@ -60,14 +60,14 @@ def external_results(results_dir: str | os.PathLike, external: Mapping[str, str]
                 row.update(events=int(event.sum()), cindex=concordance(time, censorship, risk), ci_low=low,
                            ci_high=high, logrank_chisq=chisq, logrank_p=pvalue)
                 strata.append(RiskStratification(
-                    cohort=cohort, model=model, variant="last", median_split="training",
+                    cohort=cohort, model=model, variant="ensemble", median_split="training",
                     split_label=f"high risk ≥ {trained_on}'s median out-of-fold risk ({row['cutoff']:.3g})",
                     frame=pd.DataFrame({"case_id": frame["case_id"], "fold": "ensemble", "risk": risk, "time": time,
                                         "event": event, "group": frame["group"]}),
                     thresholds={"training": row["cutoff"]}, chisq=chisq, pvalue=pvalue))
             else:  # scored only: the figure says so (the workflow declares one per cohort × model)
                 strata.append(RiskStratification(
-                    cohort=cohort, model=model, variant="last", median_split="training", split_label="scored only",
+                    cohort=cohort, model=model, variant="ensemble", median_split="training", split_label="scored only",
                     frame=pd.DataFrame(columns=["case_id", "fold", "risk", "time", "event", "group"]),
                     thresholds={"training": row["cutoff"]}, chisq=float("nan"), pvalue=float("nan")))
             rows.append(row)

@@ -120,6 +120,8 @@ def _draw_at_risk(ax, strat: RiskStratification, ticks: np.ndarray, x_max: float
 
 
 def km_subtitle(strat: RiskStratification) -> str:
+    if strat.variant == "ensemble":  # an external cohort: the fold models' mean risk
+        return f"{strat.split_label}; ensemble risk (mean over the fold models)"
     return f"{strat.split_label}; {VARIANT_WORDS.get(strat.variant, strat.variant)} out-of-fold risks"
 
 
