@@ -60,7 +60,7 @@ def draw_model_heatmaps(fold_dirs: Sequence[str | os.PathLike], out_dir: str | o
                         cohort_table: str | os.PathLike, settings: Mapping | None = None) -> dict:
     """Draw the chosen patients' slides into ``out_dir`` (see the module docstring); returns the index."""
     from mmsurv.data.cohort import read_cohort_table
-    from mmsurv.heatmap.cli import find_slide_file, write_outputs
+    from mmsurv.heatmap.outputs import find_slide_file, write_outputs
     from mmsurv.heatmap.scores import load_fold_model, slide_name, slide_scores
 
     options = {**DEFAULTS, **(settings or {})}
