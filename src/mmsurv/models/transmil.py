@@ -64,7 +64,7 @@ recomputed in the backward pass instead (``torch.utils.checkpoint``; same values
 dropout replayed with the saved RNG state), which keeps a 50,000-patch forward + backward well
 under 8 GB on CPU at the price of one more attention forward per layer.
 
-Patch scores (heatmaps; ours, the reference has none): the class token's row of the second
+Patch scores (heatmaps; ours, not part of the reference training code): the class token's row of the second
 layer's Nyström attention matrix, mean over heads, over the bag's patches (the square padding's
 repeated tokens left out), computed only while ``scoring_patches`` is on, from the same attention
 call (the prediction is unchanged). From 8,192 patches on, scoring evaluates both layers' attention
