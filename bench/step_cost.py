@@ -1,4 +1,4 @@
-"""Milliseconds per patient training step of every model, beside the FLOP-bound floor on this CPU.
+"""Milliseconds per patient training step of every model, beside its FLOP and weight-traffic floors on this CPU.
 
 For whoever tunes a model's speed (issue 26: per-step overhead of small bags; issue 24: the cost of
 the references' zero-padded Nyström landmarks and of MMM's micro-batches). One CPU thread; models
@@ -6,11 +6,15 @@ built at their defaults on BLCA's signature groups with 1024-d features; the bag
 noise; a step is forward + loss + backward (dropout on, as in training), the median of
 ``--repeats`` timed steps after ``--warmup`` untimed ones. Each (model, bag) runs in a fresh process.
 
-The floor is what the arithmetic alone would take: 3 × the forward's FLOPs (forward + backward ≈ 3
-forwards; ``torch.utils.flop_counter``, matrix products only, counted on the forward as training
-runs it: MoME's training forward is 30-46 GFLOP at 24 patches where its evaluation forward is 15)
-divided by this CPU's one-thread matrix-product rate (a 1024³ fp32 matmul, measured first). ``overhead`` = step − floor: Python,
-small kernels, allocation — what batching patients and fewer tiny ops can remove.
+Two floors. The FLOP floor is what the arithmetic alone would take: 3 × the forward's FLOPs (forward
++ backward ≈ 3 forwards; ``torch.utils.flop_counter``, matrix products only, counted on the forward
+as training runs it: MoME's training forward is 30-46 GFLOP at 24 patches where its evaluation
+forward is 15) divided by this CPU's one-thread matrix-product rate (a 1024³ fp32 matmul, measured
+first). The weight floor is the memory traffic of the weights at one patient per step: every
+parameter that takes a gradient is read by the forward, read again by the backward and its
+gradient written, 3 × those bytes over this CPU's one-thread copy rate (256 MiB, measured first);
+it is what a small bag cannot go below without batching patients, whatever the code does.
+``overhead`` = step − the larger floor: Python, small kernels, allocation, autograd bookkeeping.
 
     python bench/step_cost.py                                  # every model at 24 and 4,096 patches
     python bench/step_cost.py --bags 24,4096,50000 --models abmil transmil
@@ -23,10 +27,19 @@ Measured (Xeon with AMX, 2 vCPUs, one thread, median of 5; ``--bags 24,4096`` an
 797 / 7,149); CMTA 265 / 1,387 / 29,551; MoME 1,064 / 3,688 / 37,511; HDMoE 145 / 709 / 12,070;
 SurvMamba 99 / 9,501 / 136,932 (3.4 / 426 / 5,123: its CPU scan's backward, 586 ms per call at
 4,096 tokens, is most of a step); CancerMoE 4.7 / 1,201 / 1,228 (its floor misses the sparsified
-attention, a custom autograd function the FLOP counter does not see). At the demo's settings (``--params '{"adaptive_landmarks": true}'``, 24 patches, same machine):
-TransMIL 31 ms (floor 5), CMTA 38 (5), MoME 34 (15), HDMoE 25 (3): the rest is ~10,000 small
-operations per step (a profile shows no single one above 10 %: weight-gradient products with
-K = 24, depthwise-convolution backward, the 6-iteration pseudo-inverse's tiny matrices). At 24 patches the Nyström
+attention, a custom autograd function the FLOP counter does not see). At the demo's settings (``--params '{"adaptive_landmarks": true}'``, 24 patches, same machine, two
+runs each; "before" is the previous version's package under this script), ms per step, before →
+after :class:`mmsurv.models.layers.NystromAttention` replaced the package's layer (heads folded
+into 3-D products, pseudo-inverse constants built once, the value convolution of a short sequence
+as one banded product): TransMIL 13.1-13.3 → 10.9-11.3, CMTA 34.6-39.9 → 30.1-32.9, MoME
+34.3-38.2 → 27.0-31.6, HDMoE 23.2-25.3 → 21.1-22.9. Their weight floors are 2.3, 7.0, 8.1 and 6.3
+ms and their FLOP floors 2.4, 2.3, 6.7 and 1.3 ms; the rest is ~7,000-10,000 small operations per
+step (a profile shows none above 10 %: the weight-gradient products of batch-1 inputs, ``bmm`` of
+the pseudo-inverse's tiny matrices, depth-wise convolution backward on a 5 × 5 grid). Padded to
+the references' landmarks (the models' defaults) and at 4,096 patches the step is unchanged
+(TransMIL, 12 steps at 24 patches, whole process, 5 runs: ratio new/old 0.975). Batching patients
+would take the weight floor down, but in these models it changes the numbers (padding enters the
+Nyström landmarks, PPEG grids and per-patient routing), so it is not done. At 24 patches the Nyström
 models' time is the reference's arithmetic on 128-256 zero-padded landmarks (``adaptive_landmarks``
 removes it, below), not overhead the loop can take away. Earlier measurement (helper run of issue
 24, median of 5): at 24 patches
@@ -60,6 +73,17 @@ def matmul_gflops() -> float:
     return 2 * 1024**3 / best / 1e9
 
 
+def copy_gbytes_per_s() -> float:
+    """One thread's memory bandwidth (GB/s moved: read + write) copying 256 MiB, best of 5."""
+    import torch
+
+    torch.set_num_threads(1)
+    source, target = torch.ones(1 << 26), torch.empty(1 << 26)
+    target.copy_(source)
+    best = min(_timed(lambda: target.copy_(source)) for _ in range(5))
+    return 2 * source.numel() * source.element_size() / best / 1e9
+
+
 def _timed(step) -> float:
     start = time.perf_counter()
     step()
@@ -91,7 +115,10 @@ def measure(model_name: str, patches: int, params: dict, repeats: int, warmup: i
     with torch.no_grad(), EagerFlopCounter(display=False) as counter:
         model(batch)
     flops = int(counter.get_total_flops())
-    return {"ms_per_step": statistics.median(times), "forward_flops": flops}
+    # weight traffic of a step: every parameter that takes a gradient is read by the forward, read
+    # again by the backward (for the input gradient) and its gradient written
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.grad is not None)
+    return {"ms_per_step": statistics.median(times), "forward_flops": flops, "weight_traffic_bytes": 3 * weight_bytes}
 
 
 def run_child(name: str, patches: int, params: dict, repeats: int, warmup: int) -> dict:
@@ -127,9 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         args.models = available_models()
     print(cpu_description(), flush=True)
     peak = matmul_gflops()
-    print(f"one-thread fp32 matmul: {peak:.1f} GFLOP/s; floor = 3 x forward FLOPs / that rate", flush=True)
+    bandwidth = copy_gbytes_per_s()
+    print(f"one-thread fp32 matmul: {peak:.1f} GFLOP/s; FLOP floor = 3 x forward FLOPs / that rate", flush=True)
+    print(f"one-thread copy: {bandwidth:.1f} GB/s; weight floor = 3 x the bytes of the parameters a step "
+          "trains / that rate", flush=True)
+    print("overhead = step - the larger floor", flush=True)
     params = json.loads(args.params)
-    print(f"{'model':16s} {'patches':>7s} {'ms/step':>9s} {'floor ms':>9s} {'overhead ms':>11s} {'fwd GFLOP':>9s}")
+    print(f"{'model':16s} {'patches':>7s} {'ms/step':>9s} {'FLOP floor':>10s} {'weight floor':>12s} "
+          f"{'overhead ms':>11s} {'fwd GFLOP':>9s}")
     rows, failed = [], False
     for name in args.models:
         for patches in (int(b) for b in args.bags.split(",")):
@@ -141,12 +173,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:16s} {patches:>7d} error: {row['error']}", flush=True)
                 continue
             floor = 3 * row["forward_flops"] / (peak * 1e9) * 1000
-            row.update(floor_ms=floor, overhead_ms=row["ms_per_step"] - floor)
-            print(f"{name:16s} {patches:>7d} {row['ms_per_step']:>9.1f} {floor:>9.1f} {row['overhead_ms']:>11.1f} "
-                  f"{row['forward_flops'] / 1e9:>9.2f}", flush=True)
+            weight_floor = row["weight_traffic_bytes"] / (bandwidth * 1e9) * 1000
+            row.update(floor_ms=floor, weight_floor_ms=weight_floor,
+                       overhead_ms=row["ms_per_step"] - max(floor, weight_floor))
+            print(f"{name:16s} {patches:>7d} {row['ms_per_step']:>9.1f} {floor:>10.1f} {weight_floor:>12.1f} "
+                  f"{row['overhead_ms']:>11.1f} {row['forward_flops'] / 1e9:>9.2f}", flush=True)
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"cpu": cpu_description(), "matmul_gflops": peak, "rows": rows}, handle, indent=2)
+            json.dump({"cpu": cpu_description(), "matmul_gflops": peak, "copy_gbytes_per_s": bandwidth, "rows": rows},
+                      handle, indent=2)
     return 1 if failed else 0
 
 

@@ -180,3 +180,46 @@ def test_bounded_nystrom_attention_equals_the_package_up_to_rounding(tokens, lan
         out, row = nystrom_attention_bounded(attention, x, chunk=chunk)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(row, nystrom_class_row(matrices, tokens), rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize(("tokens", "landmarks", "batch"), [(7, 7, 1), (26, 26, 1), (9, 16, 2), (70, 70, 1),
+                                                            (300, 128, 1), (1000, 64, 2)])
+def test_the_layer_equals_the_package_forward_and_gradients(tokens, landmarks, batch):
+    # Short sequences take the banded-product value convolution, long ones the convolution; one
+    # token per landmark (no segment sum) at tokens == landmarks; padding at 9 of 16 and 300 of 128.
+    from nystrom_attention import NystromAttention as PackageAttention
+
+    from mmsurv.models.layers import NystromAttention
+
+    torch.manual_seed(0)
+    ours = NystromAttention(dim=64, dim_head=16, heads=4, num_landmarks=landmarks, dropout=0.0)
+    package = PackageAttention(dim=64, dim_head=16, heads=4, num_landmarks=landmarks, pinv_iterations=6,
+                               residual=True, dropout=0.0)
+    package.load_state_dict(ours.state_dict())
+    x = torch.randn(batch, tokens, 64, requires_grad=True)
+    expected, got = package(x), ours(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    weight = torch.randn_like(expected)
+    grads = [torch.autograd.grad((out * weight).sum(), [x, *layer.parameters()])
+             for out, layer in ((expected, package), (got, ours))]
+    for want, have in zip(*grads):
+        torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
+    _, matrices = ours(x.detach(), return_attn_matrices=True)
+    _, package_matrices = package(x.detach(), return_attn_matrices=True)
+    for have, want in zip(matrices, package_matrices):
+        torch.testing.assert_close(have, want, rtol=1e-5, atol=1e-6)
+
+
+def test_the_cached_constants_serve_autograd_after_inference_mode():
+    from mmsurv.models.layers import NystromAttention, _band_index, _identity_multiples
+
+    _band_index.cache_clear()
+    _identity_multiples.cache_clear()
+    layer = NystromAttention(dim=32, dim_head=8, heads=4, num_landmarks=11)
+    x = torch.randn(1, 11, 32)
+    with torch.inference_mode():
+        first = layer(x)
+    again = layer(x.requires_grad_())
+    again.sum().backward()  # the band index and identities cached under inference mode are ordinary tensors
+    torch.testing.assert_close(again, first)
+    assert layer.res_conv.weight.grad is not None

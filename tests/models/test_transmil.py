@@ -19,12 +19,15 @@ def test_parameter_count_equals_the_official_code():
     assert n_params(build_model("transmil", ModelInputs())) == 2_673_172
 
 
-def test_layers_are_the_nystrom_package():
+def test_layers_are_the_nystrom_packages_settings():
     from nystrom_attention import NystromAttention
 
     model = build_model("transmil", ModelInputs())
     attention = model.layer1.attn
-    assert isinstance(attention, NystromAttention) and isinstance(model.layer2.attn, NystromAttention)
+    package = NystromAttention(dim=512, dim_head=64, heads=8, num_landmarks=256, pinv_iterations=6, residual=True,
+                               dropout=0.1)
+    assert attention.state_dict().keys() == package.state_dict().keys()
+    assert all(a.shape == b.shape for a, b in zip(attention.state_dict().values(), package.state_dict().values()))
     assert attention.heads == 8 and attention.num_landmarks == 256 and attention.pinv_iterations == 6
     assert [conv.kernel_size for conv in model.ppeg.convs] == [(7, 7), (5, 5), (3, 3)]
     assert all(conv.groups == 512 for conv in model.ppeg.convs)

@@ -50,7 +50,7 @@ Defaults and departures:
 * The reference puts its class tokens on the GPU by hand; here they live on the module's device.
 
 **Adaptive landmarks** (``adaptive_landmarks``; our improvement, an option, OFF by default). By
-default every Nyström layer is the package's: a sequence shorter than the 128 landmarks (the
+default every Nyström layer computes the package's attention: a sequence shorter than the 128 landmarks (the
 genomic tokens; a bag of fewer patches) is zero-padded at the front to 128 tokens, unmasked, as
 the reference computes it. ``adaptive_landmarks=True`` gives such a sequence one landmark per token
 instead (``mmsurv.models.layers.nystrom_attention``: no zero rows diluting the attention, the

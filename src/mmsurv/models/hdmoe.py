@@ -12,7 +12,8 @@ Architecture (``gate_dim`` d = 256, as the run script):
 2. a TransMIL-style WSI transformer (tokens padded to a square by repeating the first rows, a cls
    token, Nyström layer, PPEG (7/5/3 depthwise convolutions), Nyström layer, LayerNorm) and a
    genomic transformer (cls + 2 Nyström layers + LayerNorm); each keeps its cls token. The Nyström
-   layers are ``nystrom_attention.NystromAttention`` (8 heads of d/8, d/2 landmarks, 6
+   layers compute ``nystrom_attention.NystromAttention`` (our :class:`~mmsurv.models.layers.NystromAttention`,
+   equal up to rounding; 8 heads of d/8, d/2 landmarks, 6
    Moore-Penrose iterations, residual value convolution, dropout 0.1) after a pre-LayerNorm;
 3. first-level decoupling MoE per modality on its cls token: 8 routed experts + 1 shared expert
    (``Linear d→128 → ReLU → Dropout 0.1 → Linear 128→d → ReLU``), a bias-free softmax router,
@@ -53,7 +54,7 @@ Initialisation as the public code: every Linear Xavier-normal with zero bias, La
 router weights Kaiming-uniform(a=√5), cls tokens N(0, 1e-6²), convolutions PyTorch default. (The
 public ``models/hdmoe/util.py`` is not in the snapshot read; its imported names are those of CMTA's
 ``models/cmta/util.py``, whose ``initialize_weights`` and ``NystromAttention`` these follow; the
-latter is lucidrains' ``nystrom-attention``, used here as the package.)
+latter is lucidrains' ``nystrom-attention``, whose arithmetic ``layers.NystromAttention`` reproduces.)
 
 Parameter count: 8,625,188 at gate_dim 256 on BLCA's signature groups [94, 334, 521, 468, 1496,
 479] with 4 bins, equal to the public code's (asserted in tests/models/test_hdmoe.py).

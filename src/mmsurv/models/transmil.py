@@ -9,7 +9,9 @@ szc19990412/TransMIL), with a survival head:
    token is put in front;
 3. ``TransLayer``: ``x + NystromAttention(LayerNorm(x))`` with 8 heads of 64, 256 landmarks
    (``dim // 2``), 6 Moore–Penrose iterations, the package's depthwise residual convolution on the
-   values (kernel 33) and dropout 0.1 — the ``nystrom-attention`` package (PyPI), as the reference;
+   values (kernel 33) and dropout 0.1 — the ``nystrom-attention`` package's layer (PyPI), as the
+   reference, computed by :class:`mmsurv.models.layers.NystromAttention` (equal up to rounding, less
+   per-call overhead);
 4. PPEG (pyramid position encoding generator): the patch tokens are laid out row-major on the
    ``⌈√N⌉ × ⌈√N⌉`` grid and ``x + DWConv7(x) + DWConv5(x) + DWConv3(x)`` (depthwise, 512 channels,
    same padding) is computed; the class token bypasses it;
@@ -44,7 +46,7 @@ Departures, with reasons:
   ``N ≥ 1``, since ``⌈√N⌉² − N ≤ N``); we index ``i mod N``, identical where the reference works;
 * the checkpointing of long bags (see Cost) changes memory, not values.
 
-The attention is the package's, as the reference's: Nyström attention pads the sequence at the
+The attention computes the package's, as the reference's: Nyström attention pads the sequence at the
 front to a multiple of the 256 landmarks with zero rows and no mask, for every bag, including bags
 of fewer than 255 patches (the demo's ~24), which it pads up to 256 tokens.
 
