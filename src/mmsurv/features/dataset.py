@@ -140,9 +140,10 @@ class PatchBatchDataset(Dataset):
 
     def __init__(self, slide_path: str | os.PathLike, coords: np.ndarray, *, level: int, size: int,
                  slide_name: str, resize_to: int | None = None, reader: str = "openslide",
-                 attempts: int = READ_ATTEMPTS, retry_pause_s: float = RETRY_PAUSE_S):
+                 attempts: int = READ_ATTEMPTS, retry_pause_s: float = RETRY_PAUSE_S, resize_mode: str = "bilinear"):
         self.slide_path = os.fspath(slide_path)
         self.resize_to = None if resize_to in (None, size) else int(resize_to)
+        self.resize_mode = resize_mode
         self.coords = np.asarray(coords, dtype=np.int64)
         self.level, self.size, self.slide_name = int(level), int(size), slide_name
         self.attempts, self.retry_pause_s = max(1, int(attempts)), retry_pause_s
@@ -188,7 +189,7 @@ class PatchBatchDataset(Dataset):
                 break
         batch = torch.from_numpy(pixels).permute(0, 3, 1, 2)
         if self.resize_to is not None and not error:
-            batch = resize_uint8(batch, self.resize_to)
+            batch = resize_uint8(batch, self.resize_to, self.resize_mode)
         return {"index": torch.as_tensor(positions, dtype=torch.int64), "pixels": batch, "error": error}
 
     def read_into(self, position: int, out: np.ndarray) -> None:
@@ -215,15 +216,16 @@ class PatchBatchDataset(Dataset):
 
 
 
-def resize_uint8(pixels: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, 3, H, W) uint8 -> (B, 3, size, size) uint8: bilinear, antialiased, channels_last.
+def resize_uint8(pixels: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """(B, 3, H, W) uint8 -> (B, 3, size, size) uint8: bilinear (or the encoder's ``mode``, e.g.
+    bicubic), antialiased, channels_last.
 
     On CPU this hits torch's vectorised uint8 antialias kernel (~0.5 ms per 512->224 patch here,
     ~15x faster than the same resize in float32); the result differs from the float resize by
     rounding only (<= 1 grey level), like CLAM's PIL resize, which also returns uint8.
     """
     pixels = pixels.contiguous(memory_format=torch.channels_last)
-    return F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(pixels, size=(size, size), mode=mode, antialias=True, align_corners=False)
 
 
 def worker_init(worker_id: int) -> None:

@@ -39,7 +39,7 @@ PROGRESS_EVERY_S = 15.0
 
 def input_shape(built: Encoder, plan: ExtractionPlan, patches: PatchCoords, batch_size: int) -> tuple[int, ...]:
     """(B, 3, H, W) of the uint8 batches the model receives."""
-    side = built.info.preprocessing.input_size if plan.resize == "worker" else patches.patch_size
+    side = built.info.preprocessing.resize_side if plan.resize == "worker" else patches.patch_size
     return batch_size, 3, side, side
 
 
@@ -178,8 +178,9 @@ class EncodingDataset(PatchBatchDataset):
 
 def run_extraction(forward: BatchForward, out_dim: int, slide_path: str | os.PathLike, patches: PatchCoords, *,
                    slide_name: str, plan: ExtractionPlan, settings: ExtractSettings,
-                   input_size: int = 224) -> np.ndarray:
-    """Features (N, D) float32 in the patch file's order.
+                   input_size: int = 224, interpolation: str = "bilinear") -> np.ndarray:
+    """Features (N, D) float32 in the patch file's order. ``input_size``: the side the workers resize
+    to (the encoder's ``preprocessing.resize_side``), with ``interpolation``.
 
     With ``plan.encoder_processes`` the workers encode and the main process only collects; a
     worker whose compiled code failed reports it, and ``forward.compiled`` becomes "none".
@@ -193,7 +194,7 @@ def run_extraction(forward: BatchForward, out_dim: int, slide_path: str | os.Pat
     extra = {"forward": forward} if encode_in_workers else {}
     dataset = kind(slide_path, patches.coords, level=patches.patch_level, size=patches.patch_size,
                    slide_name=slide_name, reader=plan.reader,
-                   resize_to=input_size if plan.resize == "worker" else None, **extra)
+                   resize_to=input_size if plan.resize == "worker" else None, resize_mode=interpolation, **extra)
     workers = plan.encoder_processes if encode_in_workers else settings.num_workers
     loader = make_loader(dataset, reading_order(patches.coords), settings.batch_size, workers, plan.device)
     progress = _Progress(slide_name, n)

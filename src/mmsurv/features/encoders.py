@@ -60,6 +60,13 @@ class Preprocessing:
     antialias: bool = True
     mean: tuple[float, float, float] = IMAGENET_MEAN   # on the [0, 1] scale
     std: tuple[float, float, float] = IMAGENET_STD
+    # resize to this side, then take the central input_size square (torchvision Resize + CenterCrop,
+    # e.g. Prov-GigaPath's 256 → 224); None: resize straight to input_size
+    resize_size: int | None = None
+
+    @property
+    def resize_side(self) -> int:
+        return self.resize_size or self.input_size
 
 
 @dataclass(frozen=True)
@@ -105,12 +112,20 @@ def register_encoder(name: str) -> Callable[[EncoderFactory], EncoderFactory]:
     return decorate
 
 
+def _register_families() -> None:
+    """Import the modules that register further encoders (:mod:`mmsurv.features.foundation`)."""
+    import mmsurv.features.foundation  # noqa: F401 - registers on import
+
+
 def available_encoders() -> list[str]:
+    _register_families()
     return sorted(_REGISTRY)
 
 
 def build_encoder(name: str, weights: str | os.PathLike = "imagenet", *, seed: int = 0) -> Encoder:
     """Build encoder ``name`` in eval mode on the CPU with ``weights`` ("imagenet", "none" or a path)."""
+    if name not in _REGISTRY:
+        _register_families()
     try:
         factory = _REGISTRY[name]
     except KeyError:

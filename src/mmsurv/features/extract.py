@@ -167,7 +167,8 @@ def extract_slide_features(
              prepare_s, plan.resize, plan.reader)
     t0 = time.perf_counter()
     features = run_extraction(forward, built.out_dim, slide_path, patches, slide_name=slide_name, plan=plan,
-                              settings=settings, input_size=built.info.preprocessing.input_size)
+                              settings=settings, input_size=built.info.preprocessing.resize_side,
+                              interpolation=built.info.preprocessing.interpolation)
     extract_s = time.perf_counter() - t0
     metadata = build_metadata(slide_name, slide_path, patches_h5, patches, built, settings, plan,
                               compiled=forward.compiled, prepare_s=prepare_s, extract_s=extract_s,

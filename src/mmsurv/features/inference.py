@@ -71,6 +71,7 @@ class InferenceGraph(nn.Module):
         self.register_buffer("shift", mean / std)
         self.encoder = encoder.module
         self.size, self.interpolation, self.antialias = prep.input_size, prep.interpolation, prep.antialias
+        self.resize_side = prep.resize_side
         self.resize = resize
         self.autocast_dtype = AUTOCAST_DTYPES.get(precision)
         self.device_type = device_type
@@ -78,9 +79,13 @@ class InferenceGraph(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.float()
-        if self.resize and tuple(x.shape[-2:]) != (self.size, self.size):
-            x = nn.functional.interpolate(x, size=(self.size, self.size), mode=self.interpolation,
+        if self.resize and tuple(x.shape[-2:]) != (self.resize_side, self.resize_side):
+            x = nn.functional.interpolate(x, size=(self.resize_side, self.resize_side), mode=self.interpolation,
                                           antialias=self.antialias, align_corners=False)
+        if x.shape[-1] > self.size:  # the central input_size square (preprocessing.resize_size > input_size)
+            top = (x.shape[-2] - self.size) // 2
+            left = (x.shape[-1] - self.size) // 2
+            x = x[..., top:top + self.size, left:left + self.size]
         x = torch.addcmul(-self.shift, x, self.scale).contiguous(memory_format=self.memory_format)
         with torch.autocast(self.device_type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):

@@ -80,8 +80,9 @@ def build_metadata(slide_name: str, slide_path: str | os.PathLike, patches_h5: s
         "weights_detail": info.weights_detail,
         "pretrained": info.pretrained,
         "preprocessing": asdict(info.preprocessing),
-        "resize": f"{info.preprocessing.input_size}px bilinear antialias, "
-                  + ("uint8 in DataLoader workers" if plan.resize == "worker" else "float32 on the device"),
+        "resize": f"{info.preprocessing.resize_side}px {info.preprocessing.interpolation} antialias, "
+                  + ("uint8 in DataLoader workers" if plan.resize == "worker" else "float32 on the device")
+                  + (f", central {info.preprocessing.input_size}px" if info.preprocessing.resize_size else ""),
         "reader": plan.reader,
         "reader_reason": plan.reader_reason,
         "precision": plan.precision,
