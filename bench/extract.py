@@ -1,4 +1,4 @@
-"""Benchmark of ResNet50-trunc patch feature extraction (``mmsurv.features``) on this machine.
+"""Benchmark of patch feature extraction (``mmsurv.features``; ResNet50-trunc, or ``--encoder``) on this machine.
 
 On one generated 20x slide (``mmsurv.demo.slides``, 256 px JPEG tiles; random-init weights: no
 download) and the SAME patches for every option (a contiguous block of 512 px tissue patches on a
@@ -22,6 +22,7 @@ patches/s measured for CLAM itself).
     python bench/extract.py --patches 512         # every option (~15 min on 2 cores)
     python bench/extract.py --only default clam_like --patches 128
     python bench/extract.py --list
+    python bench/extract.py --encoder all --only fp32_cl default --patches 64   # every registered encoder
     python bench/extract.py --smoke               # seconds: does the bench still run? (the tests run it)
 
 In the encoder-processes mode (the CPU default) the ceiling runs the same forked one-thread
@@ -43,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,10 +75,15 @@ class Option:
     resize: str = "worker"
     encoder_processes: int | None = None
     note: str = ""
+    encoder: str = "resnet50_trunc"
+
+    @property
+    def label(self) -> str:
+        return self.name if self.encoder == "resnet50_trunc" else f"{self.name} [{self.encoder}]"
 
     def extract_kwargs(self) -> dict:
         keys = ("precision", "channels_last", "compile", "compile_mode", "batch_size", "num_workers", "reader",
-                "resize", "encoder_processes")
+                "resize", "encoder_processes", "encoder")
         return {key: getattr(self, key) for key in keys}
 
 
@@ -155,7 +161,7 @@ def measure(option: Option, mode: str, slide_path: Path, patches: Path, work: Pa
         result = end_to_end(option, slide_path, patches, work)
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {**result, "option": option.name, "mode": mode, "peak_rss_mb": round(own),
+    return {**result, "option": option.label, "encoder": option.encoder, "mode": mode, "peak_rss_mb": round(own),
             "worker_peak_rss_mb": round(children), "load": round(max(load_before, os.getloadavg()[0]), 2)}
 
 
@@ -253,7 +259,7 @@ def end_to_end(option: Option, slide_path: Path, patches: Path, work: Path) -> d
 
     t0 = time.perf_counter()
     metadata = extract_slide_features(
-        slide_path, patches, work / "out" / option.name, slide_name=SLIDE_NAME, weights="none", device="cpu",
+        slide_path, patches, work / "out" / option.name / option.encoder, slide_name=SLIDE_NAME, weights="none", device="cpu",
         compile_cache_dir=work / "compiled", force=True, **option.extract_kwargs())
     wall = time.perf_counter() - t0
     return {"patches": metadata["n_patches"], "seconds": metadata["seconds_extract"],
@@ -268,11 +274,12 @@ def end_to_end(option: Option, slide_path: Path, patches: Path, work: Path) -> d
 
 def run_child(option: Option, mode: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--child", option.name, mode, "--patches", str(args.patches),
-               "--work-dir", str(args.work_dir), "--threads", str(args.threads)] + (["--smoke"] if args.smoke else [])
+               "--work-dir", str(args.work_dir), "--threads", str(args.threads), "--encoder", option.encoder]
+    command += ["--smoke"] if args.smoke else []
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
-        return {"option": option.name, "mode": mode, "error": last}
+        return {"option": option.label, "encoder": option.encoder, "mode": mode, "error": last}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -332,12 +339,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--list", action="store_true", help="list the options and exit")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     parser.add_argument("--smoke", action="store_true",
-                        help="seconds, not figures: a 4000x3000 slide, 8 patches, the eager fp32 option only "
+                        help="seconds, not figures: a 4000x3000 slide, 8 patches, the eager fp32 option only, "
+                             "ResNet50-trunc and CTransPath "
                              "(the test suite runs it so that the bench keeps running)")
+    parser.add_argument("--encoder", nargs="+", default=["resnet50_trunc"],
+                        help="registered encoders to measure (random weights), or 'all' (default resnet50_trunc)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.smoke:
         args.patches, args.only = min(args.patches, 8), args.only or ["fp32"]
+        if args.encoder == parser.get_default("encoder") and not args.child:  # and one foundation encoder (small)
+            args.encoder = ["resnet50_trunc", "ctranspath"]
         if args.work_dir == parser.get_default("work_dir"):
             args.work_dir = args.work_dir.with_name(args.work_dir.name + "_smoke")
     return args
@@ -345,7 +357,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    options = {option.name: option for option in OPTIONS}
+    if args.encoder == ["all"]:
+        from mmsurv.features.encoders import available_encoders
+
+        args.encoder = available_encoders()
+    base = {option.name: option for option in OPTIONS}
+    options = {option.label: option for option in (replace(o, encoder=e) for e in args.encoder for o in OPTIONS)}
     if args.list:
         print("\n".join(f"{o.name}: {o.note} {asdict(o)}" for o in OPTIONS))
         return 0
@@ -353,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     slide_path, patches = prepare_inputs(args.work_dir, args.patches, args.smoke)
     if args.child:
         name, mode = args.child
-        print(json.dumps(measure(options[name], mode, slide_path, patches, args.work_dir, args.threads)))
+        option = replace(base[name], encoder=args.encoder[0])
+        print(json.dumps(measure(option, mode, slide_path, patches, args.work_dir, args.threads)))
         return 0
     import torch
 
@@ -361,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"{args.threads} threads, {args.patches} patches of {PATCH} px, load {os.getloadavg()}", flush=True)
     rows = []
-    for option in [options[n] for n in args.only] if args.only else OPTIONS:
+    chosen = [base[n] for n in args.only] if args.only else OPTIONS
+    for option in [replace(o, encoder=e) for e in args.encoder for o in chosen]:
         modes = ("build", "model", "e2e") if option.compile and option.compile_mode == "aot" else ("model", "e2e")
         for mode in modes:
             rows.append(run_child(option, mode, args))

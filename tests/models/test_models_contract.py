@@ -54,6 +54,22 @@ def test_forward_backward_loss_and_risk(name):
     assert any(g is not None and g.abs().sum() > 0 for g in grads), f"{name}: no parameter received a gradient"
 
 
+ENCODER_DIMS = (512, 768, 1536, 2560)  # CONCH, CTransPath, UNI2-h / H-optimus / GigaPath, Virchow2
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if model_spec(n).modality != "omic"])
+def test_every_wsi_model_trains_on_the_foundation_encoders_dimensions(name):
+    for dim in ENCODER_DIMS:
+        torch.manual_seed(0)
+        model = build_model(name, ModelInputs(omic_dim=50, group_sizes=[3, 7, 5], path_dim=dim, n_bins=4,
+                                              group_names=["g0", "g1", "g2"])).train()
+        batch = model.example_batch(bag_size=9)
+        assert batch.path.shape[-1] == dim
+        terms = model.loss(model(batch), model.example_target())
+        sum(terms.values()).backward()
+        assert all(torch.isfinite(value) for value in terms.values()), f"{name} at {dim}-d"
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_same_seed_same_output_and_state_dict_round_trip(name):
     first, second = build(name, seed=3).eval(), build(name, seed=3).eval()

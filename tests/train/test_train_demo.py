@@ -91,7 +91,8 @@ def test_fold_outputs(demo, tmp_path):
     assert written["n_train"] + written["n_val"] == 60 and written["best_selected_on"] == "val"
     from mmsurv.models import ModelInputs, build_model, count_flops
 
-    rebuilt = build_model("abmil", ModelInputs(path_dim=written["config"]["data"]["feature_dim"]))
+    rebuilt = build_model("abmil", ModelInputs(path_dim=written["path_dim"]))  # the features' own dimension
+    assert written["config"]["data"]["feature_dim"] is None and written["path_dim"] == 1024
     assert written["flops_per_patient"] == {"4096": count_flops(rebuilt, bag_size=4096)}  # the report's reference size
     predictions = pd.read_csv(tmp_path / "predictions.tsv", sep="\t")
     assert list(predictions.columns) == ["case_id", "risk", "S_1", "S_2", "S_3", "S_4", "time", "event", "bin"]
@@ -164,3 +165,48 @@ def test_a_job_reads_its_cohort_table_once_until_the_file_changes(tmp_path, monk
     table.write_text(table.read_text() + "C,C.svs,7.0,0,0.2\n")
     os.utime(table, ns=(1, 1))  # another size and modification time: read again
     assert run.cohort_table_once(table) is not first and len(reads) == 2
+
+
+def write_h5_features(source_dir, out_dir, dim: int) -> None:
+    """The demo bags as per-slide h5 files (datasets ``features`` N×dim and ``coords`` N×2), the layout
+    of TRIDENT's ``features_<encoder>/`` and CLAM's ``h5_files/``."""
+    import h5py
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    projection = rng.standard_normal((1024, dim)).astype("float32") / 32
+    for path in sorted(source_dir.glob("*.pt")):
+        bag = torch.load(path).numpy() @ projection
+        with h5py.File(out_dir / f"{path.stem}.h5", "w") as handle:
+            handle["features"] = bag
+            handle["coords"] = np.stack([np.arange(len(bag)) * 512, np.zeros(len(bag))], axis=1).astype("int64")
+
+
+@pytest.mark.parametrize(("layout", "model", "dim"), [("trident", "abmil", 768), ("clam_h5", "transmil", 1536)])
+def test_features_made_elsewhere_train_a_model_and_set_its_dimension(demo, tmp_path, layout, model, dim):
+    # TRIDENT: features_<encoder>/{slide}.h5; CLAM: h5_files/{slide}.h5. No feature_dim to set: the
+    # model is built for the files' dimension and the coords come from the same files.
+    features = tmp_path / ("features_conch_v1" if layout == "trident" else "h5_files")
+    write_h5_features(demo["features_dir"], features, dim)
+    config = {"training": {**BASE["training"], "epochs": 1}}
+    if model == "transmil":
+        config["models"] = {"transmil": {"dim": 32}}
+    metrics = train_fold(config, cohort_table=demo["table"], splits_dir=demo["splits_dir"], fold=0, model=model,
+                         out_dir=tmp_path / "run", signatures=demo["signatures"], features_dir=features)
+    assert metrics["path_dim"] == dim and np.isfinite(metrics["cindex_last"])
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=False)
+    assert checkpoint["inputs"]["path_dim"] == dim
+
+
+def test_a_folder_mixing_two_encoders_is_refused_naming_the_file(demo, tmp_path):
+    from mmsurv.data.dataset import CohortError
+
+    features = tmp_path / "mixed"
+    write_h5_features(demo["features_dir"], features, 512)
+    write_h5_features(demo["features_dir"], tmp_path / "other", 768)
+    for path in sorted(features.glob("*.h5"))[1:]:  # the first file (by name) sets the dimension: 512
+        (tmp_path / "other" / path.name).replace(path)
+    with pytest.raises(CohortError, match=r"\.h5: features have 768 columns, expected 512 \(the first feature file"):
+        train_fold({"training": {**BASE["training"], "epochs": 1}}, cohort_table=demo["table"],
+                   splits_dir=demo["splits_dir"], fold=0, model="abmil", out_dir=tmp_path / "run",
+                   signatures=demo["signatures"], features_dir=features)

@@ -62,7 +62,8 @@ class BagOptions:
     """Where the per-slide feature bags are and how a patient's bag is capped."""
 
     features_dir: Path | None = None
-    feature_dim: int = DEFAULT_FEATURE_DIM
+    # None: read from the features (the first feature file found; every other must match)
+    feature_dim: int | None = None
     max_patches: int | None = None  # training cap (random subset per visit)
     eval_max_patches: int | None = None  # validation / hold-out cap (fixed subset per case)
     cache: bool = False  # keep loaded bags in memory (small cohorts / small bags only)
@@ -108,10 +109,19 @@ class BagLoader:
         self._rows: dict[str, int] = {}
         self._magnification: dict[str, float] = {}
         self._standardization: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._dim = options.feature_dim
+
+    @property
+    def feature_dim(self) -> int:
+        """The features' dimension: ``options.feature_dim`` when set, else that of the first feature file
+        of the folder (:func:`features_dimension`)."""
+        if self._dim is None:
+            self._dim = features_dimension(self.features_dir)
+        return self._dim
 
     def fit_standardization(self, cases: Mapping[str, Sequence[str]]) -> None:
         """Per-dimension mean/std over every patch of ``cases`` (case_id → slide_ids): training cases only."""
-        total = torch.zeros(self.options.feature_dim, dtype=torch.float64)
+        total = torch.zeros(self.feature_dim, dtype=torch.float64)
         squares = torch.zeros_like(total)
         count = 0
         for case_id, slide_ids in cases.items():
@@ -133,13 +143,20 @@ class BagLoader:
     def use_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Standardise with a fold's saved (mean, std) (a checkpoint's), as :meth:`fit_standardization` would."""
         mean, std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
-        if mean.shape != (self.options.feature_dim,) or std.shape != mean.shape:
-            raise CohortError(f"feature standardisation: expected {self.options.feature_dim} values, got "
+        if mean.shape != (self.feature_dim,) or std.shape != mean.shape:
+            raise CohortError(f"feature standardisation: expected {self.feature_dim} values, got "
                               f"{tuple(mean.shape)} and {tuple(std.shape)}")
         self._standardization = (mean, std)
 
     def feature_file(self, slide_id: str) -> Path:
-        return self.features_dir / f"{slide_stem(slide_id)}.pt"
+        """``{slide}.pt`` (CLAM's ``pt_files``, ours), else ``{slide}.h5`` (TRIDENT's per-slide files or
+        CLAM's ``h5_files``: datasets ``features`` and ``coords``); the .pt path when neither exists."""
+        stem = slide_stem(slide_id)
+        torch_file = self.features_dir / f"{stem}.pt"
+        if torch_file.is_file():
+            return torch_file
+        h5_file = self.features_dir / f"{stem}.h5"
+        return h5_file if h5_file.is_file() else torch_file
 
     def available(self, slide_ids: Sequence[str]) -> list[str]:
         """The slides of a case that have a feature file."""
@@ -161,12 +178,17 @@ class BagLoader:
             part = self._load_file(self.feature_file(slide))
             self._rows[slide] = int(part.shape[0])
             parts.append(part)
-        bag = torch.cat(parts, dim=0) if parts else torch.zeros(0, self.options.feature_dim)
+        bag = torch.cat(parts, dim=0) if parts else torch.zeros(0, self.feature_dim)
         if self.options.cache:
             self._cache[case_id] = bag
         return bag
 
     def coords_file(self, slide_id: str) -> Path:
+        """The h5 with the slide's ``coords``: its feature file when that is an h5 (TRIDENT, CLAM's
+        h5_files), else ``h5_files/{slide}.h5`` beside the features."""
+        feature_file = self.feature_file(slide_id)
+        if feature_file.suffix == ".h5":
+            return feature_file
         return self.h5_dir / f"{slide_stem(slide_id)}.h5"
 
     def load_coords(self, case_id: str, slide_ids: Sequence[str]) -> torch.Tensor:
@@ -217,15 +239,8 @@ class BagLoader:
         return path
 
     def _read_coords(self, slide_id: str) -> torch.Tensor:
-        import h5py
-
         path = self._coords_path(slide_id)
-        try:
-            with h5py.File(path, "r") as handle:
-                coords = np.asarray(handle["coords"][()])
-        except (OSError, KeyError) as error:
-            raise CohortError(f"{path}: cannot read dataset 'coords', truncated or not a CLAM h5 file "
-                              f"({first_line(error)})") from error
+        coords = read_h5_dataset(path, "coords", "a CLAM h5 file")
         if coords.ndim != 2 or coords.shape[1] != 2:
             raise CohortError(f"{path}: 'coords' must be N×2, got shape {coords.shape}")
         expected = self.row_count(slide_id)
@@ -235,17 +250,61 @@ class BagLoader:
         return torch.from_numpy(coords.astype("int64"))
 
     def _load_file(self, path: Path) -> torch.Tensor:
+        tensor = read_feature_file(path)
+        dim = self.feature_dim
+        if tensor.shape[0] and tensor.shape[1] != dim:
+            origin = "data.feature_dim" if self.options.feature_dim else f"the first feature file of {self.features_dir}"
+            raise CohortError(f"{path}: features have {tensor.shape[1]} columns, expected {dim} ({origin}); "
+                              "one folder must hold one encoder's features")
+        return tensor.reshape(-1, dim).float()
+
+
+def read_h5_dataset(path: Path, name: str, kind: str) -> np.ndarray:
+    """Dataset ``name`` of the h5 file ``path``; a clear error naming both when it cannot be read."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            return np.asarray(handle[name][()])
+    except (OSError, KeyError) as error:
+        raise CohortError(f"{path}: cannot read dataset {name!r}, truncated or not {kind} "
+                          f"({first_line(error)})") from error
+
+
+def read_feature_file(path: Path) -> torch.Tensor:
+    """A slide's N×D features from a torch file (a 2-D tensor: CLAM's pt_files, ours) or an h5 file
+    (dataset ``features``, N×D or 1×N×D: TRIDENT's per-slide files, CLAM's h5_files)."""
+    if path.suffix == ".h5":
+        array = read_h5_dataset(path, "features", "a TRIDENT/CLAM feature h5")
+        if array.ndim == 3 and array.shape[0] == 1:
+            array = array[0]
+        tensor = torch.from_numpy(array)
+    else:
         try:
             tensor = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises many kinds for corrupt files
             raise CohortError(f"{path}: cannot be loaded as a feature tensor, truncated or not a torch tensor file "
                               f"({first_line(error)})") from error
-        if not isinstance(tensor, torch.Tensor) or tensor.dim() != 2:
-            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-            raise CohortError(f"{path}: expected a 2-D N×{self.options.feature_dim} tensor, got {shape}")
-        if tensor.shape[0] and tensor.shape[1] != self.options.feature_dim:
-            raise CohortError(f"{path}: features have {tensor.shape[1]} columns, expected {self.options.feature_dim} (feature_dim)")
-        return tensor.reshape(-1, self.options.feature_dim).float()
+    if not isinstance(tensor, torch.Tensor) or tensor.dim() != 2:
+        shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise CohortError(f"{path}: expected a 2-D N×D feature tensor, got {shape}")
+    return tensor
+
+
+def features_dimension(features_dir: Path) -> int:
+    """The dimension D of the first feature file (``*.pt``, else ``*.h5``, by name) in ``features_dir``."""
+    for pattern in ("*.pt", "*.h5"):
+        for path in sorted(Path(features_dir).glob(pattern)):
+            if path.suffix == ".h5":
+                import h5py
+
+                try:
+                    with h5py.File(path, "r") as handle:
+                        return int(handle["features"].shape[-1])
+                except (OSError, KeyError) as error:
+                    raise CohortError(f"{path}: cannot read dataset 'features' ({first_line(error)})") from error
+            return int(read_feature_file(path).shape[1])
+    raise CohortError(f"{features_dir}: no feature files (*.pt or *.h5) to read the feature dimension from")
 
 
 def first_line(error: BaseException) -> str:
@@ -534,6 +593,17 @@ def build_fold_data(table: CohortTable, split: Split, *, edges: np.ndarray,
         group_index=group_index,
         bags=bags,
     )
+
+
+def bag_feature_dim(features_dir: Path | None, configured: int | None, *, reads_features: bool) -> int:
+    """The feature dimension a model is built with: ``configured`` (``data.feature_dim``) when set,
+    else the features' own (:func:`features_dimension`); a model that reads no features gets the
+    default, 1024, which nothing uses."""
+    if configured:
+        return int(configured)
+    if not reads_features or features_dir is None:
+        return DEFAULT_FEATURE_DIM
+    return features_dimension(features_dir)
 
 
 def features_dir_or_none(path: str | os.PathLike | None) -> Path | None:

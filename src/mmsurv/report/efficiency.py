@@ -7,7 +7,7 @@ the builder needs, so the report calls ``build_model(name, ModelInputs(...), par
 
 * ``omic_dim`` = ``genomic_dim`` (number of genomic columns; ``sum(group_sizes)`` if absent),
 * ``group_sizes`` = ``group_sizes`` (genomic groups of grouped models such as MCAT),
-* ``path_dim`` = ``config.data.feature_dim`` (default 1024), ``n_bins`` = ``config.data.n_bins`` (4),
+* ``path_dim`` = the fold's ``path_dim`` (the features' dimension; older runs: ``config.data.feature_dim``, default 1024), ``n_bins`` = ``config.data.n_bins`` (4),
 * hyper-parameters = ``config.model_params`` (what the fold was trained with); only when a
   metrics.json lacks them does the ``model_params`` argument (``{model: {...}}``, e.g. the
   workflow config's ``train.models`` section; a ``training`` sub-dict is ignored) fill in.
@@ -67,7 +67,7 @@ def model_inputs(metrics: Mapping) -> ModelInputs:
     omic_dim = metrics.get("genomic_dim")
     return ModelInputs(omic_dim=int(omic_dim) if omic_dim is not None else int(sum(group_sizes)),
                        group_sizes=group_sizes, group_names=[str(n) for n in (metrics.get("group_names") or [])],
-                       path_dim=int(data.get("feature_dim") or DEFAULT_FEATURE_DIM),
+                       path_dim=int(metrics.get("path_dim") or data.get("feature_dim") or DEFAULT_FEATURE_DIM),
                        n_bins=int(data.get("n_bins") or DEFAULT_N_BINS))
 
 

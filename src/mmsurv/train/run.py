@@ -10,7 +10,7 @@ optional sections; every key is checked, unknown keys are errors:
 
 * ``data``: ``n_bins`` (4), ``groups`` (``signatures`` | ``pathways``: which genomic groups a
   model's ``omic_groups`` input reads), ``pathway_suffixes`` ([``_rnaseq``]), ``pathway_min_size``
-  (1), ``feature_dim`` (1024), ``max_patches`` (None: all; e.g. 4096 as SurvPath),
+  (1), ``feature_dim`` (None: the features' own dimension), ``max_patches`` (None: all; e.g. 4096 as SurvPath),
   ``eval_max_patches`` (None), ``cache_bags`` (false), ``standardize_features`` (false),
   ``max_missing_features`` (0.25: error when a larger share of a fold side has no WSI features; null: off);
 * ``training``: :class:`mmsurv.train.loop.TrainConfig` fields (optimizer, lr, weight_decay,
@@ -51,7 +51,7 @@ import pandas as pd
 import torch
 
 from mmsurv.data.cohort import read_cohort_table, read_signatures, signature_groups
-from mmsurv.data.dataset import BagOptions, FoldData, build_fold_data, features_dir_or_none
+from mmsurv.data.dataset import BagOptions, FoldData, bag_feature_dim, build_fold_data, features_dir_or_none
 from mmsurv.data.missing import check_missing_features
 from mmsurv.data.pathways import pathway_groups, read_gene_sets
 from mmsurv.data.splits import read_split, restrict_to_cohort, split_file
@@ -110,7 +110,9 @@ def _train_fold(data_cfg: dict, train_cfg: TrainConfig, resolved: ResolvedModel,
                     n_uncensored=int((patients["censorship"] == 0).sum()))
     split = restrict_to_cohort(read_split(split_file(splits_dir, fold)), table.case_ids)
     groups = genomic_groups(table, data_cfg, signatures=signatures, pathways=pathways, inputs=spec.inputs)
-    bag_options = BagOptions(features_dir=features_dir_or_none(features_dir), feature_dim=int(data_cfg["feature_dim"]),
+    features_dir = features_dir_or_none(features_dir)
+    path_dim = bag_feature_dim(features_dir, data_cfg["feature_dim"], reads_features="path" in spec.inputs)
+    bag_options = BagOptions(features_dir=features_dir, feature_dim=data_cfg["feature_dim"],  # None: the same probe
                              max_patches=data_cfg["max_patches"], eval_max_patches=data_cfg["eval_max_patches"],
                              cache=bool(data_cfg["cache_bags"]),
                              standardize=bool(data_cfg["standardize_features"]))
@@ -121,7 +123,7 @@ def _train_fold(data_cfg: dict, train_cfg: TrainConfig, resolved: ResolvedModel,
 
     seed_everything(seed)
     inputs = ModelInputs(omic_dim=len(fold_data.genomic_columns), group_sizes=fold_data.group_sizes,
-                         path_dim=int(data_cfg["feature_dim"]), n_bins=int(data_cfg["n_bins"]),
+                         path_dim=path_dim, n_bins=int(data_cfg["n_bins"]),
                          group_names=fold_data.group_names)
     network = build_model(spec.name, inputs, model_params).to(device)
     log.info("resolved settings of %s: data %s; training %s; model %s", model, data_cfg, train_cfg.as_dict(),
@@ -170,7 +172,7 @@ def _train_fold(data_cfg: dict, train_cfg: TrainConfig, resolved: ResolvedModel,
                            threads=threads, seconds=time.perf_counter() - started,
                            config={"data": data_cfg, "training": train_cfg.as_dict(), "model_params": model_params})
     metrics.update(base_model=spec.name, display_name=resolved.display_name, citation=spec.citation,
-                   label=spec.label, inputs=list(spec.inputs),
+                   label=spec.label, inputs=list(spec.inputs), path_dim=inputs.path_dim,
                    n_without_features={"train": fold_data.train.n_without_features,
                                        "val": fold_data.val.n_without_features})
     metrics["flops_per_patient"] = reference_flops(network, spec.name, model_params, inputs)

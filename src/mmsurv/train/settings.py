@@ -135,7 +135,7 @@ DATA_DEFAULTS = {
     "groups": "signatures",
     "pathway_suffixes": ["_rnaseq"],
     "pathway_min_size": 1,
-    "feature_dim": 1024,
+    "feature_dim": None,  # read from the features (data.dataset.bag_feature_dim)
     "max_patches": None,
     "eval_max_patches": None,
     "cache_bags": False,
