@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: demo test lint setup clean-demo paper demo-paper
+.PHONY: demo test lint setup clean-demo paper demo-paper demo-encoder
 
 setup: $(STAMP)
 
@@ -46,6 +46,19 @@ demo-paper: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/papers/$(PAPER).yaml config/papers/demo.yaml \
 		--config results=results/demo-paper/$(PAPER)
 	@echo "tables: results/demo-paper/$(PAPER)/report/ (paper tables: papers/$(PAPER)/ when it prints any)"
+
+# The demo with another patch encoder, random weights (offline): make demo-encoder ENCODER=uni.
+# Its patches stay at the demo's 512 px (an encoder's own preset, e.g. UNI's 256 px, would cut 4x
+# the patches); results/demo-encoder/<encoder>/, report.html there.
+demo-encoder: $(STAMP)
+	@test -n "$(ENCODER)" || { echo "usage: make demo-encoder ENCODER=<uni|conch_v1|ctranspath|...>"; exit 2; }
+	@mkdir -p results/demo-encoder/$(ENCODER)
+	@printf 'features:\n  encoder: %s\npatching:\n  patch_size: 512\n' "$(ENCODER)" > results/demo-encoder/$(ENCODER)/overlay.yaml
+	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml results/demo-encoder/$(ENCODER)/overlay.yaml \
+		--config results=results/demo-encoder/$(ENCODER)
+	$(BIN)/snakemake --cores 1 --configfile config/config.yaml results/demo-encoder/$(ENCODER)/overlay.yaml \
+		--config results=results/demo-encoder/$(ENCODER) --report results/demo-encoder/$(ENCODER)/report.html
+	@echo "report: results/demo-encoder/$(ENCODER)/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

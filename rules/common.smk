@@ -19,6 +19,7 @@ os.environ.update(
 
 import mmsurv
 from mmsurv.config import check_config
+from mmsurv.features.presets import patching_for
 
 # Our check first: it names every bad key at once; then Snakemake's (fills schema defaults).
 check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
@@ -259,12 +260,27 @@ def cohort_slides(wildcards):
     ]
 
 
+def cohort_features_settings(cohort):
+    """Feature extraction settings of a cohort: the global ``features`` section with the cohort's
+    own ``features`` (encoder, weights) over it."""
+    return {**config["features"], **config["cohorts"][cohort].get("features", {})}
+
+
+def features_params(wildcards):
+    return cohort_features_settings(wildcards.cohort)
+
+
 def patching_params(wildcards):
-    """Patching settings of a cohort: the global ``patching`` section, preset overridable per cohort."""
+    """Patching settings of a cohort: the global ``patching`` section, preset overridable per cohort;
+    magnification and patch size left null come from the cohort's encoder (its authors' patching).
+    """
     settings = dict(config.get("patching", {}))
     cohort_preset = config["cohorts"][wildcards.cohort].get("preset")
     settings["preset"] = cohort_preset or settings.get("preset", "tcga")
-    return settings
+    encoder = cohort_features_settings(wildcards.cohort).get(
+        "encoder", "resnet50_trunc"
+    )
+    return patching_for(settings, encoder)
 
 
 SLIDES_PER_JOB = config["slides_per_job"]

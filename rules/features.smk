@@ -21,7 +21,7 @@ rule extract_features_batch:
         mem_mb=8000,
         runtime=batch_runtime(120),
     params:
-        features=config["features"],
+        features=features_params,
         compile_cache_dir=COMPILE_CACHE,
         slides=batch_slides,
         patches=batch_patch_files,

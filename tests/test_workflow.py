@@ -108,18 +108,23 @@ def demo_run(tmp_path_factory):
 
 
 def test_two_cohorts_in_one_run(tmp_path, demo_run):
-    """Two cohorts over the same data, run up to patching: each gets its own outputs."""
+    """Two cohorts over the same data, run up to patching: each gets its own outputs; the second
+    extracts with CTransPath, so (patch size not set) it is patched at CTransPath's 224 px preset."""
+    import h5py
+
     (tmp_path / "resources").symlink_to(demo_run / "resources")
     config = demo_config()
     del config["demo"]
-    config["cohorts"]["second"] = dict(config["cohorts"]["demo"])
+    config["cohorts"]["second"] = {**config["cohorts"]["demo"], "features": {"encoder": "ctranspath"}}
     targets = [f"results/{cohort}/{name}" for cohort in ("demo", "second") for name in ("slides.tsv", "wsi/patching.tsv")]
     result = run_snakemake(tmp_path, config, *targets)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    for cohort in ("demo", "second"):
+    for cohort, side in (("demo", 512), ("second", 224)):
         samples = pd.read_csv(tmp_path / f"results/{cohort}/manifest/samples.tsv", sep="\t")
         patching = pd.read_csv(tmp_path / f"results/{cohort}/wsi/patching.tsv", sep="\t")
         assert sorted(patching["slide"]) == sorted(samples["slide"])
+        with h5py.File(next((tmp_path / f"results/{cohort}/wsi/patches").glob("*.h5")), "r") as handle:
+            assert handle["coords"].attrs["patch_size"] == side
 
 
 @pytest.mark.parametrize("cohort", ["demo"])

@@ -93,7 +93,18 @@ def test_every_foundation_encoder_is_registered_with_its_settings():
     assert set(SPECS) <= set(available_encoders()) and "resnet50_trunc" in available_encoders()
     assert {SPECS[n].out_dim for n in SPECS} == {512, 768, 1024, 1536, 2560}
     assert SPECS["conch_v1"].preprocessing.input_size == 448 and SPECS["gigapath"].preprocessing.resize_side == 256
-    assert all(spec.magnification and spec.patch_size and spec.licence and spec.obtain for spec in SPECS.values())
+    assert all(spec.patching.magnification and spec.patching.patch_size and spec.licence and spec.obtain
+               for spec in SPECS.values())
+
+
+def test_every_encoder_has_a_patching_preset_and_null_settings_take_it():
+    from mmsurv.features.presets import ENCODER_PRESETS, patching_for
+
+    assert set(ENCODER_PRESETS) == set(available_encoders())
+    assert patching_for({"preset": "tcga", "patch_size": None}, "uni") == {"preset": "tcga", "patch_size": 256,
+                                                                           "magnification": 20}
+    assert patching_for({"patch_size": 512, "magnification": None}, "uni") == {"patch_size": 512, "magnification": 20}
+    assert patching_for({}, "resnet50_trunc") == {"magnification": 20, "patch_size": 512}
 
 
 @pytest.mark.parametrize("name", SMALL)

@@ -44,6 +44,7 @@ from mmsurv.features.encoders import (
     register_encoder,
     sha256_file,
 )
+from mmsurv.features.presets import ENCODER_PRESETS, PatchPreset
 
 log = logging.getLogger(__name__)
 
@@ -297,12 +298,15 @@ class FoundationSpec:
     build: Callable[[], nn.Module]
     out_dim: int
     preprocessing: Preprocessing
-    magnification: float      # the magnification its authors extract patches at
-    patch_size: int           # the patch side (px) at that magnification
     released_layout: Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
     obtain: str               # where the checkpoint comes from
     licence: str
     version: int = 1          # bump when a change of this code changes the features
+
+    @property
+    def patching(self) -> PatchPreset:
+        """The magnification and patch side its authors extract at (:mod:`mmsurv.features.presets`)."""
+        return ENCODER_PRESETS[self.name]
 
 
 def _prep(size: int, interpolation: str = "bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD,
@@ -313,40 +317,40 @@ def _prep(size: int, interpolation: str = "bilinear", mean=IMAGENET_MEAN, std=IM
 
 SPECS: dict[str, FoundationSpec] = {spec.name: spec for spec in (
     FoundationSpec(
-        "uni", "UNI (ViT-L/16)", uni, 1024, _prep(224), 20, 256, with_prefix("trunk."),
+        "uni", "UNI (ViT-L/16)", uni, 1024, _prep(224), with_prefix("trunk."),
         "huggingface.co/MahmoodLab/UNI, pytorch_model.bin (gated: accept the terms with an institutional account)",
         "CC-BY-NC-ND 4.0, non-commercial academic research"),
     FoundationSpec(
-        "uni2_h", "UNI2-h (ViT-H/14, SwiGLU, 8 registers)", uni2_h, 1536, _prep(224), 20, 256,
+        "uni2_h", "UNI2-h (ViT-H/14, SwiGLU, 8 registers)", uni2_h, 1536, _prep(224),
         with_prefix("trunk."), "huggingface.co/MahmoodLab/UNI2-h, pytorch_model.bin (gated)",
         "CC-BY-NC-ND 4.0, non-commercial academic research"),
     FoundationSpec(
         "conch_v1", "CONCH v1 (ViT-B/16 at 448 px, attentional pooling)", conch_v1, 512,
-        _prep(448, "bicubic", OPENAI_MEAN, OPENAI_STD), 20, 512, from_conch,
+        _prep(448, "bicubic", OPENAI_MEAN, OPENAI_STD), from_conch,
         "huggingface.co/MahmoodLab/CONCH, pytorch_model.bin (gated)",
         "CC-BY-NC-ND 4.0, non-commercial academic research"),
     FoundationSpec(
         "conch_v1_proj", "CONCH v1 with the contrastive projection", lambda: conch_v1(project=True), 512,
-        _prep(448, "bicubic", OPENAI_MEAN, OPENAI_STD), 20, 512, from_conch,
+        _prep(448, "bicubic", OPENAI_MEAN, OPENAI_STD), from_conch,
         "huggingface.co/MahmoodLab/CONCH, pytorch_model.bin (gated)",
         "CC-BY-NC-ND 4.0, non-commercial academic research"),
     FoundationSpec(
-        "virchow2", "Virchow2 (ViT-H/14, class + mean patch token)", virchow2, 2560, _prep(224, "bicubic"), 20, 224,
+        "virchow2", "Virchow2 (ViT-H/14, class + mean patch token)", virchow2, 2560, _prep(224, "bicubic"),
         with_prefix("trunk."), "huggingface.co/paige-ai/Virchow2, pytorch_model.bin (gated)",
         "CC-BY-NC-ND 4.0, non-commercial research"),
     FoundationSpec(
         "h_optimus_0", "H-optimus-0 (ViT-g/14, 4 registers)", h_optimus_0, 1536,
-        _prep(224, "bilinear", HOPTIMUS_MEAN, HOPTIMUS_STD), 20, 224, with_prefix("trunk."),
+        _prep(224, "bilinear", HOPTIMUS_MEAN, HOPTIMUS_STD), with_prefix("trunk."),
         "huggingface.co/bioptimus/H-optimus-0, pytorch_model.bin", "Apache 2.0"),
     FoundationSpec(
         "gigapath", "Prov-GigaPath tile encoder (ViT-g/16)", gigapath, 1536, _prep(224, "bicubic", resize=256),
-        20, 256, with_prefix("trunk."), "huggingface.co/prov-gigapath/prov-gigapath, pytorch_model.bin (gated)",
+        with_prefix("trunk."), "huggingface.co/prov-gigapath/prov-gigapath, pytorch_model.bin (gated)",
         "Apache 2.0 with terms of use (research only)"),
     FoundationSpec(
-        "phikon_v2", "Phikon-v2 (ViT-L/16, DINOv2)", phikon_v2, 1024, _prep(224), 20, 224, from_hf_dinov2,
+        "phikon_v2", "Phikon-v2 (ViT-L/16, DINOv2)", phikon_v2, 1024, _prep(224), from_hf_dinov2,
         "huggingface.co/owkin/phikon-v2, model.safetensors (its folder)", "Owkin non-commercial licence"),
     FoundationSpec(
-        "ctranspath", "CTransPath (Swin-T, convolutional stem)", ctranspath, 768, _prep(224), 20, 224,
+        "ctranspath", "CTransPath (Swin-T, convolutional stem)", ctranspath, 768, _prep(224),
         from_chief_swin, "CHIEF_CTransPath.pth (huggingface.co/datasets/MahmoodLab/hest-bench, fm_v1/ctranspath)",
         "GPL-3.0 (the CTransPath code)"),
 )}
