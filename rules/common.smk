@@ -114,7 +114,12 @@ def check_cohorts():
     for name, cohort in config["cohorts"].items():
         if "features_dir" in cohort or genomic_only(name):
             continue
-        if DOWNLOAD["source"] == "local" and "slides_dir" not in cohort:
+        source = cohort.get("slides_from")
+        if source is not None and (source == name or source not in config["cohorts"]):
+            raise ValueError(
+                f"config: cohorts.{name}.slides_from: {source!r} is not another cohort of this config"
+            )
+        if DOWNLOAD["source"] == "local" and "slides_dir" not in cohort and not source:
             raise ValueError(
                 f"config: cohorts.{name}.slides_dir is required when download.source is 'local'"
             )
@@ -235,13 +240,17 @@ def slide_file(wildcards):
 
 
 def fetch_slide_input(wildcards):
-    """For download.source local, the slide in the cohort's slides_dir (so a missing one is named)."""
+    """For download.source local, the slide in the cohort's slides_dir (so a missing one is named);
+    for a cohort with ``slides_from``, that cohort's fetched slide."""
     row = sample_row(wildcards)
     if row["slide_id"] != wildcards.slide + wildcards.ext:
         raise ValueError(
             f"slide {wildcards.slide} of cohort {wildcards.cohort} is the file {row['slide_id']}, "
             f"not {wildcards.slide}{wildcards.ext}"
         )
+    source = config["cohorts"][wildcards.cohort].get("slides_from")
+    if source:  # another cohort's fetched copy, linked: no second download
+        return {"slide": f"{RESULTS}/{source}/slides/{row['slide_id']}"}
     if DOWNLOAD["source"] != "local":
         return {}
     return {
@@ -249,6 +258,13 @@ def fetch_slide_input(wildcards):
             Path(config["cohorts"][wildcards.cohort]["slides_dir"]) / row["slide_id"]
         )
     }
+
+
+def download_params(wildcards):
+    """download settings of a cohort's slides: a cohort with slides_from links the other cohort's."""
+    if config["cohorts"][wildcards.cohort].get("slides_from"):
+        return {**DOWNLOAD, "source": "local", "link": "symlink"}
+    return DOWNLOAD
 
 
 def cohort_slides(wildcards):

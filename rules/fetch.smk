@@ -18,7 +18,7 @@ rule fetch_slide:
         gdc_connections=1,
     params:
         sample=sample_row,
-        download=DOWNLOAD,
+        download=download_params,
     script:
         "../workflow/scripts/fetch_slide.py"
 

@@ -108,14 +108,16 @@ def demo_run(tmp_path_factory):
 
 
 def test_two_cohorts_in_one_run(tmp_path, demo_run):
-    """Two cohorts over the same data, run up to patching: each gets its own outputs; the second
-    extracts with CTransPath, so (patch size not set) it is patched at CTransPath's 224 px preset."""
+    """Two cohorts over the same slides, run up to patching: each gets its own outputs; the second
+    links the first's slides (slides_from) and extracts with CTransPath, so (patch size not set) it
+    is patched at CTransPath's 224 px preset."""
     import h5py
 
     (tmp_path / "resources").symlink_to(demo_run / "resources")
     config = demo_config()
     del config["demo"]
-    config["cohorts"]["second"] = {**config["cohorts"]["demo"], "features": {"encoder": "ctranspath"}}
+    second = {key: value for key, value in config["cohorts"]["demo"].items() if key != "slides_dir"}
+    config["cohorts"]["second"] = {**second, "slides_from": "demo", "features": {"encoder": "ctranspath"}}
     targets = [f"results/{cohort}/{name}" for cohort in ("demo", "second") for name in ("slides.tsv", "wsi/patching.tsv")]
     result = run_snakemake(tmp_path, config, *targets)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
@@ -125,6 +127,8 @@ def test_two_cohorts_in_one_run(tmp_path, demo_run):
         assert sorted(patching["slide"]) == sorted(samples["slide"])
         with h5py.File(next((tmp_path / f"results/{cohort}/wsi/patches").glob("*.h5")), "r") as handle:
             assert handle["coords"].attrs["patch_size"] == side
+    linked = sorted((tmp_path / "results/second/slides").iterdir())
+    assert linked and all(path.resolve() == (tmp_path / "results/demo/slides" / path.name).resolve() for path in linked)
 
 
 @pytest.mark.parametrize("cohort", ["demo"])
