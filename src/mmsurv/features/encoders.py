@@ -5,6 +5,10 @@ Who uses this: ``mmsurv.features.extract`` (the per-slide extraction behind the 
 from a local checkpoint): decorate a factory with ``@register_encoder("name")``; it receives the
 weights specification and returns an ``Encoder``.
 
+The pathology foundation models (UNI, UNI2-h, CONCH v1, Virchow2, H-optimus-0, Prov-GigaPath,
+Phikon-v2, CTransPath) are registered by :mod:`mmsurv.features.foundation`, imported on first use of
+the registry.
+
 ``resnet50_trunc`` is the encoder of CLAM and MCAT: torchvision's ResNet50 cut after ``layer3``
 (conv1, bn1, relu, maxpool, layer1, layer2, layer3), then ``AdaptiveAvgPool2d(1)`` and flatten, i.e.
 1024 features per 224x224 patch. Its parameter names are torchvision's, so a full torchvision

@@ -17,7 +17,25 @@ fails naming the missing, unexpected or mis-shaped keys. ``weights: none`` gives
 weights (the offline demo; recorded as ``pretrained: false``).
 
 Architecture settings are those of the authors' model cards and of TRIDENT's loaders
-(``trident/patch_encoder_models/load.py``), read as reference.
+(``trident/patch_encoder_models/load.py``), read as reference:
+
+=============  ==========================================  =====  ==============  ===========  =======================
+name           architecture (timm)                          dim    input           patches      licence
+=============  ==========================================  =====  ==============  ===========  =======================
+uni            ViT-L/16, layer scale, class token          1024   224 bilinear    256 px, 20×  CC-BY-NC-ND 4.0 (gated)
+uni2_h         ViT-H/14 1536-wide, SwiGLU, 8 registers     1536   224 bilinear    256 px, 20×  CC-BY-NC-ND 4.0 (gated)
+conch_v1       ViT-B/16 + attentional pooler (+ proj)      512    448 bicubic*    512 px, 20×  CC-BY-NC-ND 4.0 (gated)
+virchow2       ViT-H/14, SwiGLU, 4 registers, cls+mean     2560   224 bicubic     224 px, 20×  CC-BY-NC-ND 4.0 (gated)
+h_optimus_0    ViT-g/14, SwiGLU, 4 registers               1536   224 bilinear**  224 px, 20×  Apache 2.0
+gigapath       ViT-g/16, SwiGLU                            1536   256 → 224 crop  256 px, 20×  Apache 2.0 + terms (gated)
+phikon_v2      ViT-L/16 (DINOv2; Hugging Face layout)      1024   224 bilinear    224 px, 20×  Owkin non-commercial
+ctranspath     Swin-T with convolutional stem              768    224 bilinear    224 px, 20×  GPL-3.0
+=============  ==========================================  =====  ==============  ===========  =======================
+
+(* OpenAI CLIP mean/std; ** H-optimus' own mean/std; the others ImageNet's.) ``conch_v1`` is CONCH's
+``encode_image(proj_contrast=False, normalize=False)``, what its README recommends for MIL features;
+``conch_v1_proj`` adds the contrastive projection. Antialiased resizing throughout (torchvision's
+``Resize`` on tensors, which the released transforms apply to PIL images, antialiases too).
 """
 
 from __future__ import annotations
