@@ -159,3 +159,42 @@ def test_phikon_v2_equals_the_transformers_dinov2_model(tmp_path):
         want = reference(pixel_values=x).last_hidden_state[:, 0]
         got = ours.module(x)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_ctranspath_equals_the_timm_ctp_model_its_checkpoint_was_made_with(tmp_path):
+    # CHIEF's CTransPath checkpoint is a timm 0.5.4 (timm_ctp) Swin-T with a convolutional stem; a
+    # random one saved as {"model": state_dict} gives the same features through our loader.
+    timm_ctp = pytest.importorskip("timm_ctp")
+    from torch import nn
+
+    class TokenConvStem(nn.Module):  # the stem as timm 0.5's Swin takes it: B×N×C tokens
+        def __init__(self, img_size=224, patch_size=4, in_chans=3, embed_dim=96, norm_layer=None, flatten=True):
+            super().__init__()
+            side = img_size[0] if isinstance(img_size, tuple) else img_size
+            self.img_size, self.patch_size = (side, side), (patch_size, patch_size)
+            self.grid_size = (side // patch_size, side // patch_size)
+            self.num_patches = self.grid_size[0] * self.grid_size[1]
+            width = embed_dim // 8
+            self.proj = nn.Sequential(
+                nn.Conv2d(in_chans, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                nn.Conv2d(width, 2 * width, 3, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
+                nn.Conv2d(2 * width, embed_dim, 1))
+            self.norm = norm_layer(embed_dim) if norm_layer else nn.Identity()
+
+        def forward(self, x):
+            return self.norm(self.proj(x).flatten(2).transpose(1, 2))
+
+    torch.manual_seed(0)
+    reference = timm_ctp.create_model("swin_tiny_patch4_window7_224", embed_layer=TokenConvStem, pretrained=False)
+    reference.head = nn.Identity()
+    reference.eval()
+    with torch.no_grad():
+        for module in reference.modules():  # running statistics that matter
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    torch.save({"model": reference.state_dict()}, tmp_path / "CHIEF_CTransPath.pth")
+    ours = build_encoder("ctranspath", tmp_path / "CHIEF_CTransPath.pth")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(ours.module(x), reference(x))
