@@ -39,8 +39,11 @@ eager; patches/s end to end fp32 → bf16 autocast, and peak RSS of the main pro
 5.58 (1.9 GB); conch_v1 (448 px) 0.91 → 2.25 (1.1 GB); uni2_h 0.47 → 1.52 (3.4 GB); virchow2 0.49 →
 1.54 (3.2 GB); h_optimus_0 0.30 → 1.01 (5.1 GB); gigapath 0.39 → 1.39 (5.1 GB). bf16 autocast (the
 ``auto`` precision on a CPU with native bf16) gives 2.1-3.6x for every encoder, most for the ViTs;
-channels_last only concerns the convolutions (the ViTs' patch embedding), and compiling a ViT is
-left to ``compile_min_patches`` (not measured per encoder here). On an AVX2-only CPU ``auto`` is fp32.
+channels_last only concerns the convolutions (the ViTs' patch embedding). Compiling (``--encoder
+ctranspath uni --only default_aot bf16_cl --patches 64``: the AOT package built and used whatever the
+patch count): CTransPath 32.7 → 42.3 patches/s (build 43 s, so it pays from ~6,000 patches, which
+``compile_min_patches`` leaves to large jobs); UNI 9.1 → 6.8, slower (build 34 s): the ViT encoders
+are never compiled (``EncoderInfo.compiles``, logged). On an AVX2-only CPU ``auto`` is fp32.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ class Option:
     encoder_processes: int | None = None
     note: str = ""
     encoder: str = "resnet50_trunc"
+    compile_min_patches: int = 2000  # the package default: a bench slide's few hundred patches run eagerly
 
     @property
     def label(self) -> str:
@@ -92,7 +96,7 @@ class Option:
 
     def extract_kwargs(self) -> dict:
         keys = ("precision", "channels_last", "compile", "compile_mode", "batch_size", "num_workers", "reader",
-                "resize", "encoder_processes", "encoder")
+                "resize", "encoder_processes", "encoder", "compile_min_patches")
         return {key: getattr(self, key) for key in keys}
 
 
@@ -106,6 +110,8 @@ OPTIONS = [
     Option("bf16_cl_jit", "bf16", compile_mode="jit", note="torch.compile + bf16"),
     Option("fp32_cl_aot", "fp32", note="AOTInductor package"),
     Option("default", note="the package defaults (auto = bf16 here, AOT, tile reader)"),
+    Option("default_aot", compile_min_patches=0,
+           note="the defaults with the AOT package built and used whatever the patch count"),
     Option("default_openslide", reader="openslide", note="defaults, OpenSlide reader"),
     Option("default_main_w1", encoder_processes=0, num_workers=1,
            note="defaults, but a 2-thread encoder in the main process + 1 reader process"),

@@ -64,7 +64,7 @@ def phikon_hf_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def check_round_trip(name, tmp_path, *, safetensors: bool):
     random = build_encoder(name, "none", seed=3)
     spec = SPECS[name]
-    assert random.out_dim == spec.out_dim and not random.info.pretrained
+    assert random.out_dim == spec.out_dim and not random.info.pretrained and random.info.compiles == spec.compiles
     assert sum(p.numel() for p in random.module.parameters()) / 1e6 == pytest.approx(PARAMETERS_M.get(name, 87.8),
                                                                                         abs=0.05)
     state = released_state(name, random.module)
@@ -93,6 +93,7 @@ def test_every_foundation_encoder_is_registered_with_its_settings():
     assert set(SPECS) <= set(available_encoders()) and "resnet50_trunc" in available_encoders()
     assert {SPECS[n].out_dim for n in SPECS} == {512, 768, 1024, 1536, 2560}
     assert SPECS["conch_v1"].preprocessing.input_size == 448 and SPECS["gigapath"].preprocessing.resize_side == 256
+    assert [name for name, spec in SPECS.items() if spec.compiles] == ["ctranspath"]  # ViTs: measured slower compiled
     assert all(spec.patching.magnification and spec.patching.patch_size and spec.licence and spec.obtain
                for spec in SPECS.values())
 
@@ -100,7 +101,7 @@ def test_every_foundation_encoder_is_registered_with_its_settings():
 def test_every_encoder_has_a_patching_preset_and_null_settings_take_it():
     from mmsurv.features.presets import ENCODER_PRESETS, patching_for
 
-    assert set(ENCODER_PRESETS) == set(available_encoders())
+    assert set(ENCODER_PRESETS) == {*SPECS, "resnet50_trunc"} and set(ENCODER_PRESETS) <= set(available_encoders())
     assert patching_for({"preset": "tcga", "patch_size": None}, "uni") == {"preset": "tcga", "patch_size": 256,
                                                                            "magnification": 20}
     assert patching_for({"patch_size": 512, "magnification": None}, "uni") == {"patch_size": 512, "magnification": 20}

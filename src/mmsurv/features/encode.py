@@ -81,6 +81,10 @@ def make_forward(built: Encoder, plan: ExtractionPlan, settings: ExtractSettings
                         resize=plan.resize == "device")
     if not settings.compile or len(patches) == 0:
         return BatchForward(graph, plan.device, settings.batch_size, compiled="none")
+    if not built.info.compiles:
+        log.info("compile: skipped for %s, measured slower compiled than eager (bench/extract.py); encoding eagerly",
+                 built.info.name)
+        return BatchForward(graph, plan.device, settings.batch_size, compiled="none")
     example = torch.zeros(input_shape(built, plan, patches, settings.batch_size), dtype=torch.uint8,
                           device=plan.device).contiguous(memory_format=torch.channels_last)
     identity = {"encoder": built.info.name, "weights": built.info.weights_detail}

@@ -87,6 +87,8 @@ class EncoderInfo:
     # change alters the features). Empty ``weights_id``: ``weights_detail`` stands for it.
     weights_id: str = ""
     version: int = 1
+    # whether compiling was measured to speed this encoder up (bench/extract.py); False: always eager
+    compiles: bool = True
 
     def as_dict(self) -> dict:
         return asdict(self)
