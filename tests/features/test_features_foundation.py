@@ -1,6 +1,8 @@
 """Foundation-model encoders (mmsurv.features.foundation): built with random weights, loaded from a
 state dict saved in each model's released key layout through the real loader, wrong files refused."""
 
+import shutil
+
 import pytest
 import torch
 
@@ -80,6 +82,7 @@ def check_round_trip(name, tmp_path, *, safetensors: bool):
         torch.save(state, weights)
     del state
     loaded = build_encoder(name, weights)
+    shutil.rmtree(weights) if weights.is_dir() else weights.unlink()  # up to 4.5 GB: not kept for the session
     size = spec.preprocessing.input_size
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
@@ -130,6 +133,7 @@ def test_a_wrong_checkpoint_fails_naming_the_keys(tmp_path):
     torch.save(state, path)
     with pytest.raises(WeightsError, match=r"shape mismatch for trunk\.pos_embed"):
         build_encoder("uni", path)
+    path.unlink()
 
 
 def test_no_weights_are_downloaded(tmp_path):
