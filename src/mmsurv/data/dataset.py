@@ -295,14 +295,6 @@ def features_dimension(features_dir: Path) -> int:
     """The dimension D of the first feature file (``*.pt``, else ``*.h5``, by name) in ``features_dir``."""
     for pattern in ("*.pt", "*.h5"):
         for path in sorted(Path(features_dir).glob(pattern)):
-            if path.suffix == ".h5":
-                import h5py
-
-                try:
-                    with h5py.File(path, "r") as handle:
-                        return int(handle["features"].shape[-1])
-                except (OSError, KeyError) as error:
-                    raise CohortError(f"{path}: cannot read dataset 'features' ({first_line(error)})") from error
             return int(read_feature_file(path).shape[1])
     raise CohortError(f"{features_dir}: no feature files (*.pt or *.h5) to read the feature dimension from")
 
